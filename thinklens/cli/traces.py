@@ -1,0 +1,57 @@
+"""``thinklens traces inspect``: segment every record of a trace file and print its spans as JSON lines."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from thinklens.cli.common import print_json, to_dataclass
+
+
+@dataclass
+class InspectArgs:
+    file: str
+    tokenizer: str
+    text_field: str | None = None
+    profile: str | None = None
+    strict: bool = False
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("traces", help="work with trace files (JSONL)", description="Work with trace files (JSONL).")
+    tsub = p.add_subparsers(dest="traces_command", metavar="ACTION", required=True)
+    q = tsub.add_parser(
+        "inspect",
+        help="segment each record and print its spans",
+        description="Print one JSON object per record: id, n_tokens, think_start, think_end, n_reasoning_tokens, "
+        "n_answer_tokens, n_think_close (or error with the reason). Token positions follow "
+        "tokenizer(text, add_special_tokens=False).",
+    )
+    q.add_argument("file", help="trace JSONL file")
+    q.add_argument("--tokenizer", required=True, help="hub id, local directory or tiny-r1")
+    q.add_argument("--text-field", help="field holding the full sequence (default: text, else prompt+completion)")
+    q.add_argument("--profile", help="model-family profile name (default: chosen from the tokenizer's name)")
+    q.add_argument("--strict", action="store_true", help="exit non-zero at the first bad record, naming its line")
+    q.set_defaults(func=run_inspect)
+
+
+def run_inspect(ns: argparse.Namespace) -> int:
+    import sys
+
+    from thinklens.models import load_tokenizer
+    from thinklens.profiles import get_profile
+    from thinklens.traces import inspect_traces
+
+    args = to_dataclass(InspectArgs, ns)
+    tokenizer = load_tokenizer(args.tokenizer)
+    profile = get_profile(args.profile or str(tokenizer.name_or_path))
+    try:
+        rows = inspect_traces(args.file, tokenizer, profile, args.text_field)
+        for row in rows:
+            print_json(row)
+            if args.strict and "error" in row:
+                print(f"{args.file}:{row['line']}: {row['error']}", file=sys.stderr)
+                return 1
+    except OSError as err:
+        print(f"thinklens traces inspect: cannot read {args.file}: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,137 @@
+"""Loading models and tokenizers: a hub id, a local directory, or the embedded ``tiny-r1``.
+
+Why a thin wrapper: every stage wants the same three things (model in eval mode, tokenizer, family profile), the
+same device/dtype defaults, and one clear error when a hub id cannot be reached (this matters offline and on
+clusters with a shared cache). No weights are converted: the model is the Hugging Face model itself.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from thinklens.errors import ModelLoadError
+from thinklens.profiles import Profile, get_profile
+
+EMBEDDED = {"tiny-r1"}
+
+
+class LoadedModel(NamedTuple):
+    model: Any  # transformers PreTrainedModel, eval mode
+    tokenizer: Any  # PreTrainedTokenizerFast
+    profile: Profile
+
+
+def resolve(name_or_path: str | os.PathLike) -> str:
+    """The directory or hub id to hand to ``from_pretrained``: embedded names map into the package."""
+    name = str(name_or_path)
+    if name in EMBEDDED:
+        from thinklens.toy import TINY_R1_DIR
+
+        if not (Path(TINY_R1_DIR) / "config.json").exists():
+            raise ModelLoadError(
+                f"the embedded model {name!r} is missing from {TINY_R1_DIR}; regenerate it with `thinklens train-toy`"
+            )
+        return str(TINY_R1_DIR)
+    return name
+
+
+def _hub_error(name: str, err: Exception) -> ModelLoadError:
+    return ModelLoadError(
+        f"cannot load {name!r}: it is not a local directory and the Hugging Face hub could not provide it "
+        f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). Download it on a machine with "
+        f"network access (`huggingface-cli download {name} --local-dir DIR`) and pass --model DIR, or set HF_HOME "
+        "to a cache that already holds it."
+    )
+
+
+def load_tokenizer(name_or_path: str | os.PathLike) -> Any:
+    from transformers import AutoTokenizer
+
+    name = resolve(name_or_path)
+    if Path(name).expanduser().is_dir():
+        return AutoTokenizer.from_pretrained(str(Path(name).expanduser()))
+    if name.startswith((".", "/", "~")):
+        raise ModelLoadError(f"no such directory: {name}")
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except OSError as err:
+        raise _hub_error(name, err) from err
+
+
+def default_device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def default_dtype(device: str) -> Any:
+    """bf16 on CUDA (fp16 where the GPU lacks bf16), fp16 on MPS, fp32 on CPU."""
+    import torch
+
+    kind = str(device).split(":")[0]
+    if kind == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if kind == "mps":
+        return torch.float16
+    return torch.float32
+
+
+def _dtype(dtype: Any) -> Any:
+    import torch
+
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+             "fp16": torch.float16, "float16": torch.float16, "half": torch.float16}
+    if str(dtype) not in names:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; use one of {sorted(names)}")
+    return names[str(dtype)]
+
+
+def load_model(
+    name_or_path: str | os.PathLike,
+    device: str | None = None,
+    dtype: Any = None,
+    *,
+    device_map: str | dict | None = None,
+    attn_implementation: str = "sdpa",
+    profile: Profile | None = None,
+    **from_pretrained_kwargs: Any,
+) -> LoadedModel:
+    """Load ``(model, tokenizer, profile)``.
+
+    ``name_or_path``: hub id, local directory or ``"tiny-r1"``. ``device``: default CUDA > MPS > CPU. ``dtype``:
+    default bf16 on CUDA, fp16 on MPS, fp32 on CPU (a ``torch.dtype`` or a name such as ``"bf16"``).
+    ``device_map`` is passed through (e.g. ``"auto"`` to spread a 70B model over several GPUs); then ``device`` is
+    ignored. ``attn_implementation`` defaults to SDPA; thinklens' attention capture works on top of it.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    name = resolve(name_or_path)
+    local = Path(name).expanduser()
+    if name.startswith((".", "/", "~")) and not local.is_dir():
+        raise ModelLoadError(f"no such model directory: {name}")
+    device = device or (None if device_map is not None else default_device())
+    torch_dtype = _dtype(dtype) or default_dtype(device or "cuda")
+    try:
+        config = AutoConfig.from_pretrained(name)
+        model = AutoModelForCausalLM.from_pretrained(
+            name, dtype=torch_dtype, device_map=device_map, attn_implementation=attn_implementation,
+            **from_pretrained_kwargs,
+        )
+    except OSError as err:
+        if local.is_dir():
+            raise ModelLoadError(f"cannot load the model in {name}: {err}") from err
+        raise _hub_error(name, err) from err
+    if device_map is None:
+        model.to(device)
+    model.eval()
+    tokenizer = load_tokenizer(name)
+    if profile is None:
+        profile = get_profile(str(name_or_path), model_type=getattr(config, "model_type", None))
+    return LoadedModel(model, tokenizer, profile)

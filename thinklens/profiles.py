@@ -1,0 +1,95 @@
+"""Per-model-family facts (delimiters, BOS rule, no-reasoning text, module paths), kept as data in ``profiles.json``.
+
+Why data: adding a model family should mean adding a JSON entry, not code. A :class:`Profile` validates itself, and
+``get_profile`` picks one by model id and ``config.model_type``; any field can be overridden by the caller.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from thinklens.errors import ThinklensError
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    think_open: str = "<think>"
+    think_close: str = "</think>"
+    bos_token: str | None = None
+    eos_token: str | None = None
+    add_bos: bool = False  # prepend bos_token to texts that lack it (never a second one)
+    prompt_opens_think: bool = False  # the chat template ends the generation prompt with think_open
+    no_reasoning_text: str = "Okay, I think I have finished thinking."
+    math_instruction: str = " Please reason step by step, and put your final answer within \\boxed{}."
+    answer_ending: str = "Thus, the {} one is \\boxed{"
+    layers: str = "model.layers"
+    attention: str = "self_attn"
+    mlp: str = "mlp"
+    o_proj: str = "self_attn.o_proj"
+    final_norm: str = "model.norm"
+    unembed: str = "lm_head"
+    match: tuple[str, ...] = field(default=(), compare=False)
+    model_types: tuple[str, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.think_open or not self.think_close:
+            raise ThinklensError(f"profile {self.name!r}: think_open and think_close must be non-empty")
+        if self.think_open == self.think_close:
+            raise ThinklensError(f"profile {self.name!r}: think_open and think_close must differ")
+        if self.add_bos and not self.bos_token:
+            raise ThinklensError(f"profile {self.name!r}: add_bos is set but bos_token is empty")
+
+    def no_reasoning_completion(self) -> str:
+        """The forced finished thinking that follows a prompt ending in think_open (R1's no-reasoning mode)."""
+        body = f"\n{self.no_reasoning_text}\n" if self.no_reasoning_text else "\n\n"
+        head = "" if self.prompt_opens_think else self.think_open
+        return f"{head}{body}{self.think_close}"
+
+    def replace(self, **overrides: Any) -> Profile:
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["match"], d["model_types"] = list(self.match), list(self.model_types)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Profile:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ThinklensError(f"profile {d.get('name')!r}: unknown fields {sorted(unknown)}")
+        d = dict(d)
+        d["match"], d["model_types"] = tuple(d.get("match", ())), tuple(d.get("model_types", ()))
+        return cls(**d)
+
+
+@lru_cache(maxsize=1)
+def _profiles() -> dict[str, Profile]:
+    raw = json.loads(resources.files("thinklens").joinpath("profiles.json").read_text(encoding="utf-8"))
+    return {name: Profile.from_dict({"name": name, **p}) for name, p in raw["profiles"].items()}
+
+
+def profile_names() -> list[str]:
+    return list(_profiles())
+
+
+def get_profile(name_or_path: str | None = None, model_type: str | None = None, **overrides: Any) -> Profile:
+    """The profile of a model: an exact profile name, else the first whose `match` substring occurs in the
+    lower-cased id/path, else the first listing `model_type`, else ``default``."""
+    profiles = _profiles()
+    chosen = None
+    if name_or_path in profiles:
+        chosen = profiles[name_or_path]
+    key = (name_or_path or "").lower()
+    if chosen is None:
+        chosen = next((p for p in profiles.values() if any(m in key for m in p.match)), None)
+    if chosen is None and model_type:
+        chosen = next((p for p in profiles.values() if model_type in p.model_types), None)
+    chosen = chosen or profiles["default"]
+    return chosen.replace(**overrides) if overrides else chosen
