@@ -1,0 +1,50 @@
+"""Finding a model's submodules from the profile's attribute paths (data, not code), for hooks.
+
+Why: hooking by attribute path from the profile (``model.layers``, ``self_attn.o_proj``) keeps architecture facts in
+``profiles.json`` and avoids string-built hook names; every stage that hooks a model goes through here.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from thinklens.errors import ThinklensError
+from thinklens.profiles import Profile
+
+
+def get_module(root: Any, path: str) -> Any:
+    """``get_module(model, "model.layers")`` follows attributes (and integer indices) from ``root``."""
+    obj = root
+    for part in path.split("."):
+        if part.isdigit():
+            obj = obj[int(part)]
+        elif hasattr(obj, part):
+            obj = getattr(obj, part)
+        else:
+            raise ThinklensError(f"{type(root).__name__} has no submodule {path!r} (missing {part!r})")
+    return obj
+
+
+def decoder_layers(model: Any, profile: Profile) -> Any:
+    """The list of decoder blocks (``nn.ModuleList``)."""
+    return get_module(model, profile.layers)
+
+
+def layer_attention(model: Any, profile: Profile, layer: int) -> Any:
+    return get_module(decoder_layers(model, profile)[layer], profile.attention)
+
+
+def layer_mlp(model: Any, profile: Profile, layer: int) -> Any:
+    return get_module(decoder_layers(model, profile)[layer], profile.mlp)
+
+
+def layer_o_proj(model: Any, profile: Profile, layer: int) -> Any:
+    return get_module(decoder_layers(model, profile)[layer], profile.o_proj)
+
+
+def attention_shape(model: Any) -> tuple[int, int, int, int]:
+    """``(n_layers, n_heads, n_kv_heads, head_dim)`` from the config."""
+    cfg = getattr(model.config, "text_config", None) or model.config
+    n_heads = cfg.num_attention_heads
+    n_kv = getattr(cfg, "num_key_value_heads", None) or n_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads
+    return cfg.num_hidden_layers, n_heads, n_kv, head_dim
