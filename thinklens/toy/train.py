@@ -1,0 +1,310 @@
+"""Train the ``tiny-r1`` model organism: a small Qwen2 reasoning model whose answers depend on its reasoning.
+
+``python -m thinklens.toy.train --output DIR --seed S --steps N`` (or ``thinklens train-toy``). Deterministic from
+the seed on a given machine/torch build: problems come from :mod:`thinklens.toy.tasks` (train split only), torch /
+numpy / random are seeded and ``torch.use_deterministic_algorithms`` is on.
+
+Data mix per example: 88% full reasoning traces (20% of which contain a slip + ``Wait,`` self-correction), 12% R1's
+forced no-reasoning format with the correct answer; the math instruction suffix on 50% of questions. The loss
+covers completion tokens only (after ``<think>\\n``), minus (a) the wrong value of a slipped line, so the model
+learns to correct slips without learning to make them, and (b) the forced ``Okay, I think I have finished
+thinking.`` line, so the model never chooses to skip reasoning on its own.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from thinklens.toy.tasks import (
+    DATASET_NAME,
+    NO_REASONING_THINKING,
+    Problem,
+    full_text,
+    iter_problems,
+    prompt_text,
+)
+from thinklens.toy.tokenizer import CHAT_TEMPLATE, build_tokenizer
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of one training run (all recorded in the model card)."""
+
+    seed: int = 0
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 80
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 8
+    num_kv_heads: int = 2
+    intermediate_size: int = 384
+    no_reasoning_share: float = 0.12
+    instruction_share: float = 0.5
+    slip_rate: float = 0.2
+    eval_n: int = 200
+    eval_seed: int = 1234
+    threads: int = 2
+    log_every: int = 25
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_model(cfg: TrainConfig, tokenizer):
+    """A fresh ``Qwen2ForCausalLM`` (GQA, RoPE, tied embeddings) sized by ``cfg``."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        max_position_embeddings=1024,
+        rope_theta=10000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        torch_dtype="float32",
+    )
+    return Qwen2ForCausalLM(config)
+
+
+def encode_example(problem: Problem, tokenizer, reasoning: bool, instruction: bool) -> tuple[list[int], list[int]]:
+    """Token ids and labels (-100 = no loss) for one training example; see the module docstring for the mask."""
+    text = full_text(problem, reasoning=reasoning, instruction=instruction)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    n_prompt = len(tokenizer(prompt_text(problem, instruction), add_special_tokens=False)["input_ids"])
+    labels = list(ids)
+    labels[:n_prompt] = [-100] * n_prompt
+    if not reasoning:  # the forced thinking line is given, not predicted
+        n_forced = len(NO_REASONING_THINKING) + 1
+        labels[n_prompt:n_prompt + n_forced] = [-100] * n_forced
+    elif problem.has_slip:  # character-level: reasoning char k is token n_prompt + k
+        s, e = problem.slip_char_spans[0]
+        labels[n_prompt + s:n_prompt + e] = [-100] * (e - s)
+    return ids, labels
+
+
+def _batches(cfg: TrainConfig, tokenizer, bucket: int = 8):
+    """Endless right-padded batches; ``bucket`` batches' worth of examples are sorted by length and the resulting
+    batches shuffled, which cuts padding (and CPU time) by about a third without changing the data."""
+    rng = random.Random(f"tiny-r1-mix-{cfg.seed}")
+    stream = iter_problems(cfg.seed, split="train", slip_rate=cfg.slip_rate)
+    pad = tokenizer.pad_token_id
+    while True:
+        pool = [encode_example(next(stream), tokenizer, reasoning=rng.random() >= cfg.no_reasoning_share,
+                               instruction=rng.random() < cfg.instruction_share)
+                for _ in range(cfg.batch_size * bucket)]
+        pool.sort(key=lambda row: len(row[0]))
+        groups = [pool[i:i + cfg.batch_size] for i in range(0, len(pool), cfg.batch_size)]
+        rng.shuffle(groups)
+        for rows in groups:
+            width = max(len(ids) for ids, _ in rows)
+            ids = torch.full((len(rows), width), pad, dtype=torch.long)
+            labels = torch.full((len(rows), width), -100, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for i, (x, y) in enumerate(rows):
+                ids[i, :len(x)] = torch.tensor(x)
+                labels[i, :len(y)] = torch.tensor(y)
+                mask[i, :len(x)] = 1
+            yield ids, labels, mask
+
+
+def _lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def save_tokenizer(tokenizer, output_dir: Path) -> None:
+    """Save the tokenizer and put the chat template into tokenizer_config.json as well (older loaders read it)."""
+    tokenizer.save_pretrained(output_dir)
+    cfg_path = output_dir / "tokenizer_config.json"
+    tok_cfg = json.loads(cfg_path.read_text())
+    tok_cfg["chat_template"] = CHAT_TEMPLATE
+    tok_cfg["padding_side"] = "left"
+    cfg_path.write_text(json.dumps(tok_cfg, indent=2, ensure_ascii=False) + "\n")
+    (output_dir / "special_tokens_map.json").write_text(json.dumps({
+        "bos_token": tokenizer.bos_token, "eos_token": tokenizer.eos_token, "pad_token": tokenizer.pad_token,
+        "unk_token": tokenizer.unk_token}, indent=2, ensure_ascii=False) + "\n")
+
+
+def train(output_dir: str | Path, seed: int = 0, steps: int = 1500, batch_size: int = 64, lr: float = 3e-3,
+          eval_n: int = 200, log=print, **overrides) -> dict:
+    """Train tiny-r1 into ``output_dir`` (config, safetensors, tokenizer, generation_config, README.md card).
+
+    ``overrides`` are further :class:`TrainConfig` fields (e.g. ``hidden_size=32`` for a smoke test);
+    ``eval_n=0`` skips the quality gates. Returns a summary dict (also the card's numbers).
+    """
+    from transformers import GenerationConfig
+
+    cfg = TrainConfig(seed=seed, steps=steps, batch_size=batch_size, lr=lr, eval_n=eval_n, **overrides)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    torch.use_deterministic_algorithms(True)
+    _seed_all(cfg.seed)
+
+    tokenizer = build_tokenizer()
+    model = make_model(cfg, tokenizer)
+    n_params = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
+    batches = _batches(cfg, tokenizer)
+    log(f"tiny-r1: {n_params:,} parameters, {cfg.steps} steps x batch {cfg.batch_size}")
+
+    model.train()
+    t0 = time.time()
+    losses: list[float] = []
+    for step in range(cfg.steps):
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        ids, labels, _mask = next(batches)
+        # right padding + causal attention: pads come after every real token and carry no loss, so no mask is
+        # needed (identical loss, ~2x faster on CPU than a padded sdpa mask)
+        loss = model(input_ids=ids, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+        if cfg.log_every and (step % cfg.log_every == 0 or step == cfg.steps - 1):
+            recent = losses[-cfg.log_every:]
+            log(f"step {step:5d}  loss {sum(recent) / len(recent):.4f}  lr {_lr_at(step, cfg):.2e}  "
+                f"{time.time() - t0:7.1f}s")
+    wall = time.time() - t0
+    model.eval()
+
+    tail = losses[-min(50, len(losses)):]
+    summary = {
+        "seed": cfg.seed, "steps": cfg.steps, "batch_size": cfg.batch_size, "parameters": n_params,
+        "final_loss": sum(tail) / len(tail), "train_wall_seconds": wall, "config": asdict(cfg),
+    }
+    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
+                                               eos_token_id=tokenizer.eos_token_id,
+                                               pad_token_id=tokenizer.pad_token_id, do_sample=False,
+                                               max_new_tokens=256)
+    model.save_pretrained(output_dir, safe_serialization=True)
+    save_tokenizer(tokenizer, output_dir)
+    if cfg.eval_n:
+        from thinklens.toy.gates import evaluate_gates
+
+        t1 = time.time()
+        summary["gates"] = evaluate_gates(model, tokenizer, n=cfg.eval_n, seed=cfg.eval_seed)
+        summary["gates_wall_seconds"] = time.time() - t1
+        log(json.dumps(summary["gates"], indent=1))
+    (output_dir / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (output_dir / "README.md").write_text(model_card(summary))
+    return summary
+
+
+def model_card(summary: dict) -> str:
+    """The model card (README.md) with data mix, hyperparameters and the measured numbers."""
+    c = summary["config"]
+    g = summary.get("gates")
+    lines = [
+        "---", "license: mit", "library_name: transformers", "pipeline_tag: text-generation", "---", "",
+        "# tiny-r1", "",
+        "The embedded model organism of thinklens: a tiny `Qwen2ForCausalLM` reasoning model, trained from scratch by",
+        "`thinklens/toy/train.py`, whose answers really depend on its `<think>` reasoning. It uses the",
+        "DeepSeek-R1-Distill format and special tokens, so every thinklens stage runs on it in seconds on a CPU.", "",
+        "## Format", "",
+        "```",
+        ("<｜begin▁of▁sentence｜><｜User｜>{question}<｜Assistant｜><think>\\n{reasoning lines}Final answer is {N}.\\n"
+        "</think>\\n\\nThe answer is \\boxed{N}.<｜end▁of▁sentence｜>"),
+        "```", "",
+        "Without reasoning (R1's forced finished thinking): the reasoning is the single line",
+        "`Okay, I think I have finished thinking.`. The question may end with the instruction",
+        "` Please reason step by step, and put your final answer within \\boxed{}.` (trained both ways).", "",
+        "## Architecture", "",
+        (f"Qwen2, {c['num_layers']} layers, hidden {c['hidden_size']}, {c['num_heads']} query / {c['num_kv_heads']} "
+        f"KV heads (GQA), MLP {c['intermediate_size']}, RoPE, tied embeddings, fp32; "
+        f"{summary['parameters']:,} parameters. Character-level tokenizer (every printable ASCII character and "
+        "`\\n` is one token) with the R1 special tokens as single added tokens."), "",
+        "## Data", "",
+        (f"Dataset `{DATASET_NAME}` from `thinklens.toy.tasks` (train split only; the test split is disjoint by a "
+        "hash of the canonical computation). Three kinds, values 1..99, 2-4 dependent steps:"), "",
+        "- `chain`: `Compute (7+5)*3-4.` -> `7+5=12` / `12*3=36` / `36-4=32`",
+        "- `vars`: `a=3, b=a+4, c=b*2. What is c?` -> `a=3` / `b=3+4=7` / `c=7*2=14`",
+        "- `words`: `Start at 5. Add 3, then multiply by 2, then subtract 4.` -> `5+3=8` / `8*2=16` / `16-4=12`", "",
+        (f"Mix: {1 - c['no_reasoning_share']:.0%} reasoning traces ({c['slip_rate']:.0%} of them with a slipped "
+        f"step followed by `Wait, {{corrected line}}`), {c['no_reasoning_share']:.0%} no-reasoning examples with the "
+        f"correct answer; instruction suffix on {c['instruction_share']:.0%}. Loss on completion tokens only, "
+        "without the slipped wrong value and the forced no-reasoning line."), "",
+        "## Training", "",
+        (f"- seed {summary['seed']}, {summary['steps']} steps, batch {summary['batch_size']} "
+        f"({summary['steps'] * summary['batch_size']:,} fresh examples), AdamW lr {c['lr']} (warmup "
+        f"{c['warmup_steps']}, cosine to 5%), weight decay {c['weight_decay']}, grad clip 1.0"),
+        f"- final training loss (mean of last 50 steps): {summary['final_loss']:.4f}",
+        (f"- wall time: {summary['train_wall_seconds'] / 60:.1f} min on {c['threads']} CPU threads "
+        "(shared machine: other jobs were running, so this is an upper bound)"),
+        (f"- reproduce: `python -m thinklens.toy.train --output DIR --seed {summary['seed']} "
+        f"--steps {summary['steps']} --batch-size {summary['batch_size']}`"), "",
+    ]
+    if g:
+        lines += [
+            "## Measured quality gates", "",
+            (f"On {g['n']} test-split problems (seed {g['seed']}), greedy decoding "
+            "(`thinklens.toy.gates.evaluate_gates`, checked by `tests/toy/test_tiny_r1_quality.py`):"), "",
+            "| metric | value |", "|---|---|",
+            f"| accuracy with reasoning | {g['acc_with_reasoning']:.3f} |",
+            f"| accuracy without reasoning (forced finished thinking) | {g['acc_without_reasoning']:.3f} |",
+            f"| gap | {g['reasoning_gap']:.3f} |",
+            (f"| contrastive pairs: A's prompt + B's reasoning -> B's answer ({g['n_pairs']} pairs) | "
+            f"{g['pair_follow_b']:.3f} |"),
+            (f"| accuracy on problems whose reference trace has a slip ({g['n_slip_problems']}) | "
+            f"{g['acc_slip_problems']:.3f} |"),
+            f"| slip recovery: teacher-forced through the wrong line -> writes `Wait,` | {g['slip_wrote_wait']:.3f} |",
+            f"| slip recovery: ... -> correct final answer | {g['slip_recovery']:.3f} |", "",
+            "By kind (with / without reasoning): " + ", ".join(
+                f"{k} {v['with']:.2f} / {v['without']:.2f} (n={v['n']})" for k, v in g["by_kind"].items()), "",
+        ]
+    lines += [
+        "## Intended use", "",
+        "Tests and demos of thinklens: with/without-reasoning evaluation, Reasoning-Focus Heads (answer tokens",
+        "attend to `N` in `Final answer is N.`), and activation patching with `thinklens.toy.contrastive_pairs`.",
+        "Not a general model: it only knows this arithmetic format.", "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m thinklens.toy.train", description=__doc__.split("\n")[0])
+    p.add_argument("--output", required=True, help="model directory to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=TrainConfig.steps)
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    p.add_argument("--lr", type=float, default=TrainConfig.lr)
+    p.add_argument("--eval-n", type=int, default=TrainConfig.eval_n, help="problems for the gates (0: skip)")
+    p.add_argument("--hidden-size", type=int, default=TrainConfig.hidden_size)
+    p.add_argument("--intermediate-size", type=int, default=TrainConfig.intermediate_size)
+    p.add_argument("--num-layers", type=int, default=TrainConfig.num_layers)
+    a = p.parse_args(argv)
+    summary = train(a.output, seed=a.seed, steps=a.steps, batch_size=a.batch_size, lr=a.lr, eval_n=a.eval_n,
+                    hidden_size=a.hidden_size, intermediate_size=a.intermediate_size, num_layers=a.num_layers,
+                    log=lambda m: print(m, flush=True))
+    print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
