@@ -45,6 +45,33 @@ def _hub_error(name: str, err: Exception) -> ModelLoadError:
     )
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A fast connectivity probe, so an offline machine gets a clear error at once instead of minutes of retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def hub_kwargs(name: str) -> dict[str, Any]:
+    """``from_pretrained`` keyword arguments for a hub id: offline use of the local cache when the hub is
+    unreachable; a :class:`ModelLoadError` naming what to do when the cache lacks the model too."""
+    if Path(name).expanduser().is_dir():
+        return {}
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False") or not _hub_reachable():
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(name, "config.json"), str):
+            return {"local_files_only": True}
+        raise _hub_error(name, ConnectionError("the hub is unreachable and no cached copy exists"))
+    return {}
+
+
 def load_tokenizer(name_or_path: str | os.PathLike) -> Any:
     from transformers import AutoTokenizer
 
@@ -53,8 +80,9 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> Any:
         return AutoTokenizer.from_pretrained(str(Path(name).expanduser()))
     if name.startswith((".", "/", "~")):
         raise ModelLoadError(f"no such directory: {name}")
+    kwargs = hub_kwargs(name)
     try:
-        return AutoTokenizer.from_pretrained(name)
+        return AutoTokenizer.from_pretrained(name, **kwargs)
     except OSError as err:
         raise _hub_error(name, err) from err
 
@@ -118,11 +146,11 @@ def load_model(
         raise ModelLoadError(f"no such model directory: {name}")
     device = device or (None if device_map is not None else default_device())
     torch_dtype = _dtype(dtype) or default_dtype(device or "cuda")
+    kwargs = {**hub_kwargs(name), **from_pretrained_kwargs}
     try:
-        config = AutoConfig.from_pretrained(name)
+        config = AutoConfig.from_pretrained(name, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(
-            name, dtype=torch_dtype, device_map=device_map, attn_implementation=attn_implementation,
-            **from_pretrained_kwargs,
+            name, dtype=torch_dtype, device_map=device_map, attn_implementation=attn_implementation, **kwargs
         )
     except OSError as err:
         if local.is_dir():

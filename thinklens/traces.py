@@ -120,7 +120,15 @@ class Trace:
         return Span(toks[0], toks[-1] + 1)
 
     def token_strings(self) -> list[str]:
-        return [self.text[a:b] for a, b in self.offsets]
+        """Each token's text, non-overlapping so that the pieces concatenate to ``text``. Byte-level BPE can split a
+        multi-byte character (e.g. "÷", "✅") over two tokens whose offsets both cover it: the character goes to the
+        first of them and the later piece is empty."""
+        pieces, prev = [], 0
+        for a, b in self.offsets:
+            a = max(a, prev)
+            pieces.append(self.text[a:b] if b > a else "")
+            prev = max(prev, b)
+        return pieces
 
     def summary(self) -> dict[str, Any]:
         """The per-record fields of ``thinklens traces inspect``."""

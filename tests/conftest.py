@@ -1,0 +1,54 @@
+"""Shared fixtures: small character-level tokenizers built in memory (no files, no hub), the reference-data path."""
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import pytest
+
+REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+BOS, EOS = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"
+USER, ASSISTANT = "<｜User｜>", "<｜Assistant｜>"
+
+
+def reference_file(name: str) -> Path:
+    """Path of a file in ../shared/reference, or skip the test cleanly when the reference data is absent."""
+    path = REFERENCE / name
+    if not path.exists():
+        pytest.skip(f"reference data not available: {path}")
+    return path
+
+
+def make_char_tokenizer(delimiters_as_tokens: bool = True, merges: list[tuple[str, str]] | None = None):
+    """One token per printable character; R1's BOS/EOS as special tokens; ``<think>``/``</think>`` as added tokens
+    (or split into characters when ``delimiters_as_tokens`` is False). ``merges`` adds BPE merges, to make a
+    tokenizer that merges a delimiter with its neighbour."""
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {c: i for i, c in enumerate(string.printable)}
+    vocab["<unk>"] = len(vocab)
+    for a, b in merges or []:
+        vocab[a + b] = len(vocab)
+    backend = Tokenizer(models.BPE(vocab, list(merges or []), unk_token="<unk>"))
+    backend.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>")
+    tok.add_special_tokens({"bos_token": BOS, "eos_token": EOS, "additional_special_tokens": [USER, ASSISTANT]})
+    if delimiters_as_tokens:
+        tok.add_tokens(["<think>", "</think>"])
+    return tok
+
+
+@pytest.fixture(scope="session")
+def char_tokenizer():
+    return make_char_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def split_tokenizer():
+    return make_char_tokenizer(delimiters_as_tokens=False)
+
+
+@pytest.fixture(scope="session")
+def merging_tokenizer():
+    return make_char_tokenizer(delimiters_as_tokens=False, merges=[("\n", "<")])
