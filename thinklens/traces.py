@@ -1,4 +1,5 @@
-"""The trace model: one tokenized sequence split into BOS | prompt | think-open | reasoning | think-close | answer | EOS.
+"""The trace model: one tokenized sequence split into BOS | prompt | think-open | reasoning | think-close |
+answer | EOS.
 
 Every later stage indexes tokens through a :class:`Trace`, so its convention is the paper's and is tested on real
 R1-Distill traces: token positions are positions in ``tokenizer(text, add_special_tokens=False)`` (texts already
