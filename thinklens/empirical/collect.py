@@ -1,0 +1,305 @@
+"""Collecting traces with and without reasoning (stage 1 of Zhang et al., EMNLP 2025).
+
+The experiment: answer each problem twice. *With* reasoning the model continues the prompt, which ends in
+``<think>\\n``, freely. *Without* reasoning we force R1's own "finished thinking" text into the prompt, so the model
+must answer directly::
+
+    with:     PROMPT<think>\\n  -> model writes reasoning, </think>, answer
+    without:  PROMPT<think>\\nOkay, I think I have finished thinking.\\n</think>  -> model writes the answer
+
+(the paper's ``without_reasoning_prompt_suffix``). The record's ``prompt`` is the same text in both runs and its
+``completion`` holds everything after it, the forced thinking included, so ``prompt + completion`` is the full
+sequence the model saw and :meth:`thinklens.traces.Trace.from_prompt_completion` segments both runs the same way.
+
+Prompt styles: ``chat`` (default, R1's recommended usage) renders the tokenizer's chat template with
+``add_generation_prompt=True`` and appends the profile's think-open + ``\\n`` when the template does not already
+end with it; ``paper`` reproduces the paper's prompts exactly: ``BOS + problem + math_instruction + " <think>\\n"``
+(no chat template; see the reference traces).
+
+Crash safety: each finished batch is appended to the output at once (:class:`thinklens.jsonl.JsonlWriter`); a
+rerun skips ids already written, so a killed run loses at most the batch in flight. Greedy decoding
+(``temperature=0``, the default) is exactly reproducible; with sampling each batch is seeded from ``seed`` and its
+problem ids.
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from thinklens.empirical.backends import Generation, check_backend
+from thinklens.errors import ThinklensError
+from thinklens.jsonl import JsonlWriter, done_ids
+from thinklens.profiles import Profile
+
+PROMPT_STYLES = ("chat", "paper")
+REASONING_MODES = ("with", "without")
+
+
+@dataclass
+class GenerationSettings:
+    """Decoding settings, stored in every record's ``generation`` field."""
+
+    max_new_tokens: int = 2048
+    temperature: float = 0.0  # 0 = greedy (reproducible); R1's recommended sampling is 0.6 with top_p 0.95
+    top_p: float = 1.0
+    seed: int = 0
+    batch_size: int = 8
+    math_instruction: bool = True
+    prompt_style: str = "chat"
+    backend: str = "transformers"
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ThinklensError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ThinklensError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ThinklensError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.batch_size < 1:
+            raise ThinklensError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.prompt_style not in PROMPT_STYLES:
+            raise ThinklensError(f"prompt_style must be one of {PROMPT_STYLES}, got {self.prompt_style!r}")
+        check_backend(self.backend)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GenerationSettings:
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ThinklensError(f"unknown generation settings {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class CollectSummary:
+    output: str
+    n_problems: int
+    n_skipped_done: int  # already in the output (resume)
+    n_written: int
+    n_finished: int
+    n_generated_tokens: int
+    seconds: float
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def problems_per_s(self) -> float:
+        return self.n_written / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "problems_per_s": round(self.problems_per_s, 3),
+                "tokens_per_s": round(self.n_generated_tokens / self.seconds, 1) if self.seconds > 0 else 0.0}
+
+
+# ---------------------------------------------------------------------------------------------------- prompts
+def build_prompt(problem: str, tokenizer: Any, profile: Profile, *, math_instruction: bool = True,
+                 prompt_style: str = "chat") -> str:
+    """The exact prompt text (BOS included when the model uses one), ending in think-open + ``\\n``."""
+    question = problem + (profile.math_instruction if math_instruction else "")
+    opener = profile.think_open + "\n"
+    if prompt_style == "paper":
+        bos = profile.bos_token if profile.add_bos and profile.bos_token else ""
+        return f"{bos}{question} {opener}"
+    if prompt_style != "chat":
+        raise ThinklensError(f"prompt_style must be one of {PROMPT_STYLES}, got {prompt_style!r}")
+    if not getattr(tokenizer, "chat_template", None):
+        raise ThinklensError("the tokenizer has no chat template; use --prompt-style paper")
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                           add_generation_prompt=True)
+    if prompt.endswith(profile.think_open):
+        prompt += "\n"
+    elif profile.prompt_opens_think and not prompt.endswith(opener):
+        prompt += opener
+    if profile.add_bos and profile.bos_token and not prompt.startswith(profile.bos_token):
+        prompt = profile.bos_token + prompt
+    return prompt
+
+
+def forced_thinking(profile: Profile) -> str:
+    """What the without-reasoning run appends to a prompt ending in think-open + ``\\n``: the rest of R1's finished
+    thinking up to and including think-close (``Okay, I think I have finished thinking.\\n</think>``, so that
+    prompt + forced text ends in the paper's ``without_reasoning_prompt_suffix``)."""
+    body = profile.no_reasoning_text
+    return f"{body}\n{profile.think_close}" if body else f"\n{profile.think_close}"
+
+
+# ------------------------------------------------------------------------------------------ transformers backend
+class TransformersBackend:
+    """Batched ``model.generate`` with a KV cache: left padding (pad = EOS when the tokenizer has no pad token),
+    each sequence stops at its own EOS."""
+
+    name = "transformers"
+
+    def __init__(self, model: Any, tokenizer: Any) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+        if self.eos_id is None:
+            raise ThinklensError("the tokenizer has no EOS token: generation could never stop early")
+
+    def generate(self, prompts: list[list[int]], settings: GenerationSettings, seed: int) -> list[Generation]:
+        import torch
+
+        width = max(len(p) for p in prompts)
+        device = next(self.model.parameters()).device
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)  # [batch, width] left-padded
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)  # [batch, width]
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+            mask[i, width - len(p):] = 1
+        sample = settings.temperature > 0
+        kwargs: dict[str, Any] = dict(max_new_tokens=settings.max_new_tokens, do_sample=sample,
+                                      pad_token_id=self.pad_id, eos_token_id=self.eos_id)
+        if sample:
+            kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            out = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
+        new = out[:, width:].tolist()  # [batch, n_new]
+        gens = []
+        for row in new:
+            stop = row.index(self.eos_id) if self.eos_id in row else None
+            toks = row if stop is None else row[:stop]
+            text = self.tokenizer.decode(toks, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+            gens.append(Generation(toks, text, stop is not None))
+        return gens
+
+
+# ------------------------------------------------------------------------------------------------ collection
+def _batch_seed(seed: int, ids: list[str]) -> int:
+    digest = hashlib.sha256((str(seed) + "\0" + "\0".join(ids)).encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def make_record(problem: dict[str, Any], *, model_name: str, reasoning: str, prompt: str, forced: str,
+                gen: Generation, n_prompt_tokens: int, settings: GenerationSettings, tokenizer: Any,
+                profile: Profile) -> dict[str, Any]:
+    """One trace record (the stage-1 schema: see the README)."""
+    eos = tokenizer.eos_token if gen.stopped_at_eos else ""
+    completion = forced + gen.text + (eos or "")
+    closed = profile.think_close in forced + gen.text
+    extra = {k: v for k, v in problem.items() if k not in ("id", "problem", "answer", "dataset")}
+    return {
+        "id": str(problem["id"]), "model": model_name, "reasoning": reasoning, "prompt": prompt,
+        "completion": completion, "gold_answer": problem.get("answer"), "problem": problem["problem"],
+        "dataset": problem.get("dataset"), "finished": bool(gen.stopped_at_eos and closed),
+        "stopped_at_eos": gen.stopped_at_eos, "reasoning_closed": closed,
+        "n_prompt_tokens": n_prompt_tokens, "n_forced_tokens": len(tokenizer(forced, add_special_tokens=False)[
+            "input_ids"]) if forced else 0, "n_completion_tokens": len(gen.token_ids) + int(gen.stopped_at_eos),
+        "generation": settings.to_dict(), "metadata": {**extra, **gen.meta},
+    }
+
+
+def collect(
+    model: Any, problems: list[dict[str, Any]], *, reasoning: str = "with", output: str | Path,
+    settings: GenerationSettings | None = None, model_name: str | None = None, backend: Any = None,
+    progress: bool = True,
+) -> CollectSummary:
+    """Generate one trace per problem and append it to ``output`` (JSONL), skipping ids already there.
+
+    ``model``: a :class:`thinklens.models.LoadedModel` (or a ``(model, tokenizer, profile)`` tuple). ``backend``:
+    an object with ``generate(prompt_ids, settings, seed)`` (default: transformers on ``model``)."""
+    settings = settings or GenerationSettings()
+    if reasoning not in REASONING_MODES:
+        raise ThinklensError(f"reasoning must be 'with' or 'without', got {reasoning!r}")
+    hf_model, tokenizer, profile = model
+    model_name = model_name or str(getattr(getattr(hf_model, "config", None), "_name_or_path", "") or "model")
+    backend = backend or TransformersBackend(hf_model, tokenizer)
+    done = done_ids(output)
+    todo, skipped = [], 0
+    seen: set[str] = set()
+    for p in problems:
+        pid = str(p["id"])
+        if pid in done:
+            skipped += 1
+        elif pid in seen:
+            raise ThinklensError(f"duplicate problem id {pid!r}: ids pair the with/without runs and must be unique")
+        else:
+            seen.add(pid)
+            todo.append(p)
+    # prompts, then sort by length so that each batch pads little
+    items = []
+    for p in todo:
+        prompt = build_prompt(p["problem"], tokenizer, profile, math_instruction=settings.math_instruction,
+                              prompt_style=settings.prompt_style)
+        forced = forced_thinking(profile) if reasoning == "without" else ""
+        prompt_ids = tokenizer(prompt + forced, add_special_tokens=False)["input_ids"]
+        n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        items.append((p, prompt, forced, list(prompt_ids), n_prompt))
+    items.sort(key=lambda it: len(it[3]))
+    summary = CollectSummary(str(output), len(problems), skipped, 0, 0, 0, 0.0)
+    t0 = time.perf_counter()
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(items), unit="problem", disable=not progress, file=sys.stderr, desc=f"collect {reasoning}")
+    with JsonlWriter(output) as writer:
+        for b in range(0, len(items), settings.batch_size):
+            batch = items[b: b + settings.batch_size]
+            gens = backend.generate([it[3] for it in batch], settings, _batch_seed(settings.seed,
+                                                                                  [str(it[0]["id"]) for it in batch]))
+            for (p, prompt, forced, _ids, n_prompt), gen in zip(batch, gens):
+                rec = make_record(p, model_name=model_name, reasoning=reasoning, prompt=prompt, forced=forced,
+                                  gen=gen, n_prompt_tokens=n_prompt, settings=settings, tokenizer=tokenizer,
+                                  profile=profile)
+                writer.write(rec)
+                summary.n_written += 1
+                summary.n_finished += int(rec["finished"])
+                summary.n_generated_tokens += len(gen.token_ids)
+            dt = time.perf_counter() - t0
+            bar.update(len(batch))
+            bar.set_postfix(tok_s=f"{summary.n_generated_tokens / max(dt, 1e-9):.0f}")
+    bar.close()
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def math_instruction_default(dataset: str) -> bool:
+    """The paper's math instruction is on for MATH-500 and problem files, off for tiny-r1's ``arithmetic`` (its
+    canonical format has none; it was trained with and without) and for WildBench (not math)."""
+    return dataset not in ("arithmetic", "wildbench")
+
+
+def collect_dataset(
+    model: str, dataset: str, *, reasoning: str, output: str | Path, settings: GenerationSettings | None = None,
+    dataset_file: str | None = None, limit: int | None = None, device: str | None = None, dtype: str | None = None,
+    profile: str | None = None, auto_math_instruction: bool = False, progress: bool = True,
+) -> CollectSummary:
+    """Load the problems and the model by name, then :func:`collect` (what ``thinklens collect`` runs).
+
+    ``auto_math_instruction=True`` replaces ``settings.math_instruction`` by the dataset's default."""
+    import dataclasses
+
+    from thinklens.empirical.datasets import load_problems
+    from thinklens.profiles import get_profile
+
+    settings = settings or GenerationSettings()
+    if auto_math_instruction:
+        settings = dataclasses.replace(settings, math_instruction=math_instruction_default(dataset))
+    errors: list[str] = []
+    problems = load_problems(dataset, dataset_file, limit=limit, seed=settings.seed, errors=errors)
+    prof = get_profile(profile) if profile else None
+    if settings.backend == "vllm":
+        from thinklens.empirical.backends.vllm import VLLMBackend, import_vllm
+        from thinklens.models import load_tokenizer, resolve
+
+        import_vllm()
+        tokenizer = load_tokenizer(model)
+        prof = prof or get_profile(str(model))
+        backend = VLLMBackend(resolve(model), tokenizer=tokenizer, dtype=dtype, seed=settings.seed)
+        loaded: Any = (None, tokenizer, prof)
+    else:
+        from thinklens.models import load_model
+
+        loaded = load_model(model, device=device, dtype=dtype, profile=prof)
+        backend = None
+    summary = collect(loaded, problems, reasoning=reasoning, output=output, settings=settings, model_name=str(model),
+                      backend=backend, progress=progress)
+    summary.errors = errors + summary.errors
+    return summary

@@ -1,0 +1,144 @@
+"""Problem sets for the with/without-reasoning evaluation, as plain dicts ``{id, problem, answer, dataset, ...}``.
+
+Why plain dicts: a problem travels into the trace record unchanged (``id`` pairs the with and without runs), so
+any JSONL with ``problem`` and ``answer`` is a dataset. Named sets:
+
+* ``math500``: MATH-500 (``HuggingFaceH4/MATH-500``) from the hub through the optional ``datasets`` package, or
+  from ``file`` (its JSONL has ``problem``, ``answer``, ``unique_id``);
+* ``wildbench``: WildBench v2 (``allenai/WildBench``, config ``v2``) or a file; the problem is the last user turn,
+  ``conversation`` keeps the full history and ``checklist`` the judge's checklist; no gold answer;
+* ``arithmetic``: the tiny-r1 task (:mod:`thinklens.toy.tasks`), ``seed`` chooses which test problems are drawn;
+* any JSONL path (``name`` ending in ``.jsonl`` or ``file``): ids from ``id``/``unique_id`` else the line number;
+  bad lines are reported (file:line) and skipped.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from thinklens.errors import ThinklensError
+from thinklens.jsonl import read_jsonl
+
+DATASETS = ("math500", "wildbench", "arithmetic")
+
+
+def _from_hub(repo: str, config: str | None, split: str, name: str) -> list[dict[str, Any]]:
+    try:
+        import datasets  # noqa: F401 - optional dependency
+        from datasets import load_dataset
+    except ImportError as err:
+        raise ThinklensError(
+            f"dataset {name!r} needs the optional 'datasets' package (pip install thinklens[hub]) or a local copy: "
+            f"pass --dataset-file FILE.jsonl"
+        ) from err
+    try:
+        ds = load_dataset(repo, config, split=split) if config else load_dataset(repo, split=split)
+    except Exception as err:  # noqa: BLE001 - network/hub errors come in many types
+        raise ThinklensError(
+            f"cannot load {repo!r} from the Hugging Face hub ({type(err).__name__}); download it elsewhere and pass "
+            f"--dataset-file FILE.jsonl"
+        ) from err
+    return [dict(r) for r in ds]
+
+
+def read_problem_file(
+    path: str | Path, *, need_answer: bool = True, errors: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Problems of a JSONL file; bad lines (invalid JSON, no ``problem``/``answer``, duplicate id) are reported in
+    ``errors`` (or on stderr) as ``file:line: reason`` and skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise ThinklensError(f"no such dataset file: {path}")
+    problems, seen, bad = [], set(), []
+    for item in read_jsonl(path):
+        if item.error is not None:
+            bad.append(f"{item.where}: {item.error}")
+            continue
+        rec = dict(item.record or {})
+        if "problem" not in rec and "prompt" in rec:
+            rec["problem"] = rec["prompt"]
+        if "answer" not in rec and "gold_answer" in rec:
+            rec["answer"] = rec["gold_answer"]
+        missing = [k for k in (("problem", "answer") if need_answer else ("problem",)) if rec.get(k) is None]
+        if missing:
+            bad.append(f"{item.where}: missing field(s) {', '.join(missing)}")
+            continue
+        if not isinstance(rec["problem"], str) or not rec["problem"].strip():
+            bad.append(f"{item.where}: 'problem' must be a non-empty string")
+            continue
+        rid = rec.get("id", rec.get("unique_id"))
+        rec["id"] = str(rid) if rid is not None else f"line-{item.lineno}"
+        if rec["id"] in seen:
+            bad.append(f"{item.where}: duplicate id {rec['id']!r}")
+            continue
+        seen.add(rec["id"])
+        if rec.get("answer") is not None:
+            rec["answer"] = str(rec["answer"])
+        problems.append(rec)
+    if errors is not None:
+        errors.extend(bad)
+    else:
+        for line in bad:
+            print(f"skipped {line}", file=sys.stderr)
+    return problems
+
+
+def _math500(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for i, r in enumerate(rows):
+        rid = r.get("unique_id", r.get("id", f"math500-{i}"))
+        out.append({**r, "id": str(rid), "problem": r["problem"], "answer": str(r["answer"]), "dataset": "math500"})
+    return out
+
+
+def _wildbench(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for i, r in enumerate(rows):
+        conv = r.get("conversation_input") or r.get("conversation") or []
+        turns = [t for t in conv if isinstance(t, dict) and t.get("role") == "user"]
+        problem = r.get("problem") or (turns[-1].get("content") if turns else None)
+        if not problem:
+            raise ThinklensError(f"wildbench record {i} ({r.get('session_id')}) has no user turn")
+        out.append({
+            "id": str(r.get("session_id", r.get("id", f"wildbench-{i}"))), "problem": problem, "answer": None,
+            "conversation": conv, "checklist": list(r.get("checklist") or []), "dataset": "wildbench",
+            "primary_tag": r.get("primary_tag"),
+        })
+    return out
+
+
+def _arithmetic(limit: int | None, seed: int) -> list[dict[str, Any]]:
+    from thinklens.toy.tasks import generate_problems
+
+    return [{**p.to_record(), "dataset": "arithmetic"} for p in generate_problems(limit or 200, seed, split="test")]
+
+
+def load_problems(
+    name: str, file: str | Path | None = None, limit: int | None = None, seed: int = 0,
+    errors: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Problems ``{id, problem, answer, dataset, ...}`` of a named dataset or a JSONL file (first ``limit``).
+
+    ``seed`` only matters for synthetic sets (``arithmetic``: which problems are drawn; default 200 of them)."""
+    if limit is not None and limit < 1:
+        raise ThinklensError(f"limit must be >= 1, got {limit}")
+    if name == "arithmetic" and file is None:
+        problems = _arithmetic(limit, seed)
+    elif name == "math500":
+        rows = read_problem_file(file, errors=errors) if file else _from_hub("HuggingFaceH4/MATH-500", None,
+                                                                             "test", name)
+        problems = _math500(rows)
+    elif name == "wildbench":
+        if file:
+            rows = read_problem_file(file, need_answer=False, errors=errors)
+        else:
+            rows = _from_hub("allenai/WildBench", "v2", "test", name)
+        problems = _wildbench(rows)
+    elif file is not None or str(name).endswith(".jsonl"):
+        problems = read_problem_file(file or name, errors=errors)
+        tag = Path(file or name).stem if name.endswith(".jsonl") else name
+        problems = [{**p, "dataset": p.get("dataset", tag)} for p in problems]
+    else:
+        raise ThinklensError(f"unknown dataset {name!r}; use one of {', '.join(DATASETS)} or a .jsonl file")
+    return problems[:limit] if limit else problems
