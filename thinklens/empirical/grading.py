@@ -267,3 +267,72 @@ def grade_record(record: dict[str, Any], settings: GradeSettings | None = None) 
         is_correct_strict=is_equiv_strict(pred, gold) if pred is not None else False,
     )
     return out
+
+
+# ----------------------------------------------------------------------------------------------------- files
+def record_key(record: dict[str, Any], lineno: int) -> str:
+    """What identifies a graded record for resuming: (model, reasoning, problem id). Problem ids alone repeat
+    across the runs of one file (e.g. the reference traces: 4 records per MATH-500 ``unique_id``)."""
+    from thinklens.traces import record_id
+
+    return f"{record.get('model')}\x1f{record.get('reasoning')}\x1f{record_id(record, lineno)}"
+
+
+@dataclass
+class GradeSummary:
+    output: str
+    n_read: int = 0
+    n_skipped_done: int = 0
+    n_graded: int = 0
+    n_correct: int = 0
+    n_correct_strict: int = 0
+    n_ungradable: int = 0  # written with an ``error`` (unfinished reasoning, missing fields)
+    bad_lines: list[str] | None = None  # unreadable lines, file:line: reason (not written)
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def grade_file(path: str, output: str, settings: GradeSettings | None = None, progress: bool = True) -> GradeSummary:
+    """Grade every record of ``path`` into ``output`` (appending; records already graded there are skipped)."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from thinklens.jsonl import JsonlWriter, read_jsonl
+
+    if not Path(path).is_file():
+        raise ThinklensError(f"no such trace file: {path}")
+    if Path(path).resolve() == Path(output).resolve():
+        raise ThinklensError("--output must differ from the input file")
+    settings = settings or GradeSettings()
+    done: set[str] = set()
+    if Path(output).exists():
+        done = {record_key(it.record, it.lineno) for it in read_jsonl(output) if it.record is not None}
+    summary = GradeSummary(output=str(output), bad_lines=[])
+    seen_keys: set[str] = set()
+    with JsonlWriter(output) as writer:
+        for item in tqdm(read_jsonl(path), desc="grade", unit="record", disable=not progress):
+            if item.record is None:
+                summary.bad_lines.append(f"{item.where}: {item.error}")
+                continue
+            summary.n_read += 1
+            key = record_key(item.record, item.lineno)
+            if key in done or key in seen_keys:
+                summary.n_skipped_done += key in done
+                if key in seen_keys and key not in done:
+                    summary.bad_lines.append(f"{item.where}: duplicate record (model, reasoning, id) skipped")
+                continue
+            seen_keys.add(key)
+            graded = grade_record(item.record, settings)
+            if graded.get("error"):
+                graded["error"] = f"{item.where}: {graded['error']}"
+                summary.n_ungradable += 1
+            else:
+                summary.n_graded += 1
+                summary.n_correct += bool(graded["is_correct"])
+                summary.n_correct_strict += bool(graded["is_correct_strict"])
+            writer.write(graded)
+    return summary

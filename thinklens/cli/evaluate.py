@@ -1,0 +1,67 @@
+"""``thinklens evaluate``: paired with/without-reasoning accuracy per model (bootstrap CI, exact McNemar)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+
+from thinklens.cli.common import print_json, to_dataclass
+
+
+@dataclass
+class EvaluateArgs:
+    files: list[str] = field(default_factory=list)
+    json: bool = False
+    plot: str | None = None
+    save: str | None = None
+    seed: int = 0
+    n_resamples: int = 10_000
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate", help="compare accuracy with vs without reasoning (paired, per model)",
+        description="Pair graded records by (model, id/unique_id), keep problems where both runs finished, and report "
+        "n, accuracy with and without reasoning, the difference with a paired-bootstrap 95%% CI, the exact McNemar "
+        "p-value, discordant counts, strict-grader accuracies and how many problems were dropped and why.",
+    )
+    p.add_argument("files", nargs="+", help="graded JSONL files (from thinklens grade), any mix of models/modes")
+    p.add_argument("--json", action="store_true", help='print {"models": {MODEL: {...}}} instead of a table')
+    p.add_argument("--plot", help="write the quality-impact figure (PNG/PDF/SVG)")
+    p.add_argument("--save", help="directory for evaluation.json + evaluation.npz")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--n-resamples", type=int, default=10_000, help="bootstrap resamples")
+    p.set_defaults(func=run)
+
+
+def _pct(x: float | None) -> str:
+    return "  n/a" if x is None else f"{100 * x:5.1f}"
+
+
+def run(ns: argparse.Namespace) -> int:
+    from thinklens.empirical.evaluate import evaluate_files
+
+    args = to_dataclass(EvaluateArgs, ns)
+    errors: list[str] = []
+    result = evaluate_files(args.files, seed=args.seed, n_resamples=args.n_resamples, errors=errors)
+    for e in errors:
+        print(f"skipped {e}", file=sys.stderr)
+    if args.save:
+        result.save(args.save)
+    if args.plot:
+        from thinklens.report.fig_empirical import plot_quality_impact
+
+        plot_quality_impact(result, args.plot)
+    if args.json:
+        print_json(result.to_dict())
+        return 0
+    print(f"{'model':<45} {'n':>4} {'with%':>6} {'w/o%':>6} {'diff [95% CI]':>22} {'p (McNemar)':>12}  strict w/o")
+    for m, e in result.models.items():
+        ci = f"[{100 * e.difference_ci95[0]:+.1f}, {100 * e.difference_ci95[1]:+.1f}]" if e.difference_ci95 else ""
+        diff = f"{100 * e.difference:+.1f} {ci}" if e.difference is not None else "n/a"
+        print(f"{m[-45:]:<45} {e.n:>4} {_pct(e.accuracy_with_reasoning):>6} {_pct(e.accuracy_without_reasoning):>6} "
+              f"{diff:>22} {e.p_value:>12.3g}  {_pct(e.strict_accuracy_with_reasoning)}/"
+              f"{_pct(e.strict_accuracy_without_reasoning).strip()}")
+        if e.dropped:
+            print(f"    dropped: {', '.join(f'{k}={v}' for k, v in sorted(e.dropped.items()))}")
+    return 0

@@ -1,0 +1,65 @@
+"""The quality-impact figure of the with/without-reasoning evaluation (Zhang et al., Fig. 1 style).
+
+Drawn from a saved :class:`thinklens.empirical.evaluate.EvaluationResult` (a directory written by
+``thinklens evaluate --save DIR`` or the object itself), never from a model: one group of two bars per model
+(accuracy with / without reasoning, with the paired-bootstrap 95% interval of the difference as text), and under
+each group the number of paired problems and the exact McNemar p-value.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from thinklens.empirical.evaluate import EvaluationResult
+
+
+def _figure(**kw: Any) -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(**kw)
+    return fig, fig.add_subplot(1, 1, 1)
+
+
+def _p_text(p: float) -> str:
+    return "p < 0.001" if p < 1e-3 else f"p = {p:.3f}"
+
+
+def plot_quality_impact(result: EvaluationResult | str | Path, path: str | Path | None = None,
+                        strict: bool = False) -> Any:
+    """Bars per model (with / without reasoning); ``strict=True`` plots the MATH-normalizer accuracies instead.
+
+    Returns the matplotlib Figure (also saved to ``path`` when given)."""
+    res = result if isinstance(result, EvaluationResult) else EvaluationResult.load(result)
+    models = [m for m, e in res.models.items() if e.n > 0]
+    fig, ax = _figure(figsize=(max(3.2, 1.9 * len(models) + 1.2), 3.6))
+    width = 0.38
+    for k, m in enumerate(models):
+        e = res.models[m]
+        w = e.strict_accuracy_with_reasoning if strict else e.accuracy_with_reasoning
+        wo = e.strict_accuracy_without_reasoning if strict else e.accuracy_without_reasoning
+        p = e.strict_p_value if strict else e.p_value
+        bw = ax.bar(k - width / 2, 100 * (w or 0), width, color="#3b6fb6", label="with reasoning" if k == 0 else None)
+        bo = ax.bar(k + width / 2, 100 * (wo or 0), width, color="#e39b3b",
+                    label="without reasoning" if k == 0 else None)
+        for bars, v in ((bw, w), (bo, wo)):
+            ax.text(bars[0].get_x() + width / 2, 100 * (v or 0) + 1, f"{100 * (v or 0):.1f}", ha="center",
+                    va="bottom", fontsize=8)
+        ax.text(k, -0.13, f"n = {e.n}\n{_p_text(p if p is not None else 1.0)}", ha="center", va="top", fontsize=8,
+                transform=ax.get_xaxis_transform())
+    ax.set_xticks(range(len(models)))
+    ax.set_xticklabels([m.split("/")[-1] for m in models], fontsize=8)
+    ax.set_ylim(0, 125)
+    ax.set_yticks(range(0, 101, 20))
+    ax.set_ylabel("accuracy (%)" + (" — strict grader" if strict else ""))
+    ax.set_title("Answer quality with vs without reasoning", fontsize=10)
+    ax.legend(fontsize=8, loc="upper center", frameon=False, ncols=2)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    fig.subplots_adjust(bottom=0.28)
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=130, bbox_inches="tight")
+    return fig
