@@ -1,0 +1,64 @@
+"""Tiny random-initialized models (Qwen2 and Llama, GQA) + the toy char tokenizer, shared by the attention tests."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+def _model(kind: str, vocab: int, n_layers: int = 2, n_heads: int = 4, n_kv: int = 2):
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    cfg_cls, model_cls = (Qwen2Config, Qwen2ForCausalLM) if kind == "qwen2" else (LlamaConfig, LlamaForCausalLM)
+    cfg = cfg_cls(vocab_size=vocab, hidden_size=64, num_hidden_layers=n_layers, num_attention_heads=n_heads,
+                  num_key_value_heads=n_kv, intermediate_size=128, max_position_embeddings=4096)
+    model = model_cls(cfg).eval()
+    model.set_attn_implementation("sdpa")
+    return model
+
+
+@pytest.fixture(scope="session")
+def toy_tokenizer():
+    from thinklens.toy.tokenizer import build_tokenizer
+
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def qwen2_model(toy_tokenizer):
+    return _model("qwen2", len(toy_tokenizer))
+
+
+@pytest.fixture(scope="session")
+def llama_model(toy_tokenizer):
+    return _model("llama", len(toy_tokenizer), n_heads=4, n_kv=1)
+
+
+@pytest.fixture(scope="session")
+def toy_traces(tmp_path_factory, toy_tokenizer):
+    """A trace JSONL with 6 good toy traces (some with a 'Wait, ' slip) and bad lines of every kind."""
+    import json
+
+    from thinklens.toy import full_text, generate_problems
+
+    path = tmp_path_factory.mktemp("traces") / "traces.jsonl"
+    probs = generate_problems(6, seed=3)
+    with path.open("w") as f:
+        for p in probs:
+            f.write(json.dumps({"id": p.id, "text": full_text(p), "reasoning": "with"}) + "\n")
+        f.write("{not json\n")
+        f.write(json.dumps({"id": "unfinished", "text": full_text(probs[0]).split("</think>")[0]}) + "\n")
+        f.write(json.dumps({"id": "notext", "foo": 1}) + "\n")
+    return path, probs
+
+
+@pytest.fixture(scope="session")
+def tiny_r1():
+    from thinklens.toy import TINY_R1_DIR
+
+    if not (TINY_R1_DIR / "config.json").exists() or not any(TINY_R1_DIR.glob("*.safetensors")):
+        pytest.skip("tiny-r1 weights not present")
+    from thinklens.models import load_model
+
+    torch.manual_seed(0)
+    return load_model("tiny-r1", "cpu", "fp32")

@@ -1,0 +1,8 @@
+"""Stage 2: attention from the answer to the reasoning, per (layer, head), without T x T patterns.
+
+* :mod:`.capture` — capture softmax rows for chosen queries through transformers' AttentionInterface.
+* :mod:`.segments` — per-segment masses (a2r, a2p, ...), :class:`HeadScores`, the resumable batch run.
+* :mod:`.heads` — ranking Reasoning-Focus Heads with bootstrap stability; overlap with reference lists.
+* :mod:`.tokens` — per-reasoning-token attention and self-reflection cue statistics.
+* :mod:`.induction` — induction-head scores with the same capture.
+"""

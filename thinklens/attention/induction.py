@@ -1,0 +1,112 @@
+"""Induction-head scores for every head, with the same row capture (no T x T pattern).
+
+The standard test (Elhage et al. 2021; Olsson et al. 2022): feed ``[BOS] + r + r`` with ``r`` a random token sequence
+of length n. In the second copy, an induction head at token ``r[j]`` attends to the token *after* the earlier
+occurrence of ``r[j]``, i.e. to ``r[j+1]`` in the first copy (position ``j + 2``; the query sits at ``n + 1 + j``).
+The score of a head is that attention, averaged over the second-copy positions and over several seeded sequences.
+Random tokens have no meaning, so only a copying mechanism can make this large (a uniform head scores ~1/position).
+
+The paper reports that RFHs overlap with induction and retrieval heads; :func:`thinklens.attention.heads.compare_heads`
+turns the two top-k lists into an overlap with a hypergeometric p-value.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from thinklens.attention.capture import capture_attention
+from thinklens.errors import ThinklensError
+
+
+@dataclass
+class InductionScores:
+    scores: np.ndarray  # [n_layers, n_heads] mean attention to the induction target
+    model: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def top(self, k: int = 10) -> list[tuple[int, int, float]]:
+        flat = self.scores.reshape(-1)
+        order = np.argsort(-flat, kind="stable")[:k]
+        n_heads = self.scores.shape[1]
+        return [(int(i // n_heads), int(i % n_heads), float(flat[i])) for i in order]
+
+    def to_json(self, k: int = 10) -> dict[str, Any]:
+        return {"model": self.model, "settings": self.settings, "top": [list(t) for t in self.top(k)],
+                "scores": self.scores.tolist()}
+
+    def save(self, path: str | Path) -> Path:
+        """One JSON file (small: n_layers x n_heads numbers)."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        return p
+
+    @classmethod
+    def load(cls, path: str | Path) -> InductionScores:
+        try:
+            d = json.loads(Path(path).read_text())
+            return cls(np.asarray(d["scores"], dtype=np.float32), d.get("model", ""), d.get("settings", {}))
+        except (OSError, ValueError, KeyError) as err:
+            raise ThinklensError(f"{path}: not an induction-scores file ({err})") from err
+
+
+class _InductionReducer:
+    def __init__(self, n_layers: int, n_heads: int, seq_len: int) -> None:
+        self.seq_len = seq_len
+        self.sums = torch.zeros(n_layers, n_heads, dtype=torch.float64)
+        self.counts = torch.zeros(n_layers, dtype=torch.float64)
+
+    def __call__(self, layer: int, positions: torch.Tensor, probs: torch.Tensor) -> None:
+        target = positions - self.seq_len + 1  # [rows] token after the earlier occurrence
+        rows = torch.arange(positions.numel(), device=probs.device)
+        picked = probs[:, :, rows, target.to(probs.device)]  # [b, H, rows]
+        self.sums[layer] += picked.sum(dim=(0, 2)).double().cpu()
+        self.counts[layer] += picked.shape[0] * picked.shape[2]
+
+
+def _token_pool(model: Any, tokenizer: Any | None) -> np.ndarray:
+    vocab = int(model.config.get_text_config().vocab_size if hasattr(model.config, "get_text_config")
+                else model.config.vocab_size)
+    special = set(getattr(tokenizer, "all_special_ids", []) or []) if tokenizer is not None else set()
+    if tokenizer is not None:
+        vocab = min(vocab, len(tokenizer))
+        for tok in getattr(tokenizer, "added_tokens_encoder", {}) or {}:
+            special.add(tokenizer.convert_tokens_to_ids(tok))
+    pool = np.array([i for i in range(vocab) if i not in special], dtype=np.int64)
+    if len(pool) < 2:
+        raise ThinklensError("the vocabulary is too small for random induction sequences")
+    return pool
+
+
+def induction_scores(model: Any, tokenizer: Any | None = None, *, seq_len: int = 64, n_seqs: int = 8, seed: int = 0,
+                     bos_id: int | None = None, model_name: str = "") -> InductionScores:
+    """Mean attention from every second-copy token of ``[BOS] + r + r`` to the token after its first occurrence."""
+    from thinklens.modules import attention_shape
+
+    if seq_len < 2 or n_seqs < 1:
+        raise ThinklensError("induction needs seq_len >= 2 and n_seqs >= 1")
+    n_layers, n_heads, _, _ = attention_shape(model)
+    if bos_id is None and tokenizer is not None:
+        bos_id = tokenizer.bos_token_id
+    pool = _token_pool(model, tokenizer)
+    rng = np.random.default_rng(seed)
+    red = _InductionReducer(n_layers, n_heads, seq_len)
+    head = [bos_id] if bos_id is not None else []
+    # second copy; with or without BOS the target is query - seq_len + 1
+    positions = np.arange(len(head) + seq_len, len(head) + 2 * seq_len)
+    device = next(model.parameters()).device
+    with capture_attention(model, positions, red):
+        for _ in range(n_seqs):
+            r = rng.choice(pool, size=seq_len, replace=len(pool) < seq_len).tolist()
+            ids = torch.tensor([head + r + r], dtype=torch.long, device=device)
+            with torch.no_grad():
+                model(input_ids=ids, use_cache=False, logits_to_keep=1)
+    scores = (red.sums / red.counts.clamp(min=1)[:, None]).numpy().astype(np.float32)
+    settings = {"seq_len": seq_len, "n_seqs": n_seqs, "seed": seed, "bos": bos_id is not None}
+    return InductionScores(scores, model_name, settings)
+
