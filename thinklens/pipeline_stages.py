@@ -1,0 +1,246 @@
+"""The stages of :func:`thinklens.pipeline.run`: thin adapters from a run directory to each stage's public API,
+plus the readers that turn the saved stage files into the headline numbers of ``results.json``.
+
+Why adapters: every stage owns its computation (``thinklens.empirical``, ``thinklens.attention``,
+``thinklens.patching``) and its own resumable file format; the pipeline only decides *which files* each stage reads
+and writes, and when a stage is complete. A stage function takes a :class:`StageContext` and returns
+``{"status": "done"|"skipped", "note"?: str, **summary}``.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from thinklens.errors import ThinklensError
+from thinklens.jsonl import done_ids
+from thinklens.pipeline import RunConfig, RunPaths, read_json, versions, write_json
+
+TINY_MAX_NEW_TOKENS = 256  # tiny-r1 traces are < 200 characters (= tokens)
+
+
+@dataclass
+class StageContext:
+    """What a stage needs: the config, the paths, a lazily loaded model and a progress display."""
+
+    config: RunConfig
+    paths: RunPaths
+    show_progress: bool = True
+    label: str = ""
+    _loaded: Any = field(default=None, repr=False)
+
+    def log(self, msg: str) -> None:
+        if self.show_progress:
+            print(msg, file=sys.stderr, flush=True)
+
+    def model(self) -> Any:
+        """The :class:`thinklens.models.LoadedModel`, loaded once for all stages."""
+        if self._loaded is None:
+            from thinklens.models import load_model
+
+            c = self.config
+            self.log(f"{self.label}  loading {c.model}")
+            self._loaded = load_model(c.model, c.device, c.dtype, device_map=c.device_map)
+        return self._loaded
+
+    def close(self) -> None:
+        self._loaded = None
+
+
+def _optional(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
+
+
+# ------------------------------------------------------------------------------------------------- stages
+def stage_collect(ctx: StageContext) -> dict[str, Any]:
+    from thinklens.empirical.collect import GenerationSettings, collect
+    from thinklens.empirical.datasets import load_problems
+
+    c = ctx.config
+    problems = load_problems(c.dataset, limit=c.limit, seed=c.seed)
+    max_new = c.max_new_tokens or (TINY_MAX_NEW_TOKENS if c.model == "tiny-r1" else None)
+    settings = GenerationSettings(seed=c.seed, batch_size=c.batch_size,
+                                  **({"max_new_tokens": max_new} if max_new else {}))
+    out: dict[str, Any] = {"n_problems": len(problems)}
+    for mode, path in (("with", ctx.paths.traces_with), ("without", ctx.paths.traces_without)):
+        ctx.log(f"{ctx.label}  {mode} reasoning: {len(problems) - len(done_ids(path))}/{len(problems)} problems left")
+        s = collect(ctx.model(), problems, reasoning=mode, output=path, settings=settings, model_name=c.model,
+                    progress=ctx.show_progress)
+        out[mode] = {"n_written": s.n_written, "n_finished": s.n_finished, "seconds": round(s.seconds, 2)}
+    return out
+
+
+def stage_grade(ctx: StageContext) -> dict[str, Any]:
+    from thinklens.empirical.grading import grade_file
+
+    out = {}
+    for src, dst in ((ctx.paths.traces_with, ctx.paths.graded_with),
+                     (ctx.paths.traces_without, ctx.paths.graded_without)):
+        if not src.exists():
+            raise ThinklensError(f"{src} not found: run the collect stage first")
+        summary = grade_file(str(src), str(dst), progress=ctx.show_progress)
+        for line in getattr(summary, "bad_lines", None) or []:
+            print(f"skipped {line}", file=sys.stderr)
+        out[src.stem] = _summary(summary)
+    return out
+
+
+def _summary(obj: Any) -> Any:
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    return obj if isinstance(obj, (dict, list, str, int, float, type(None))) else str(obj)
+
+
+def stage_evaluate(ctx: StageContext) -> dict[str, Any]:
+    from thinklens.empirical.evaluate import evaluate_files
+
+    c, p = ctx.config, ctx.paths
+    errors: list[str] = []
+    result = evaluate_files([p.graded_with, p.graded_without], seed=c.seed, errors=errors)
+    for e in errors:
+        print(f"skipped {e}", file=sys.stderr)
+    result.save(p.root)  # evaluation.json + evaluation.npz
+    return {"n": {m: e.n for m, e in result.models.items()}, "bad_lines": len(errors)}
+
+
+def stage_attention(ctx: StageContext) -> dict[str, Any]:
+    from thinklens.attention.heads import rank_heads
+    from thinklens.attention.segments import score_trace_file
+
+    c, p = ctx.config, ctx.paths
+    if not p.traces_with.exists():
+        raise ThinklensError(f"{p.traces_with} not found: run the collect stage first")
+    m = ctx.model()
+    ctx.log(f"{ctx.label}  {len(done_ids(p.traces_with))} traces to score (answer→reasoning attention)")
+    scores = score_trace_file(m.model, m.tokenizer, p.traces_with, p.attention_dir, profile=m.profile,
+                              model_name=c.model, progress=ctx.show_progress)
+    ranking = rank_heads(scores, "a2r", top_k=c.top_k, n_bootstrap=c.n_bootstrap, seed=c.seed)
+    heads = ranking.to_json()
+    out: dict[str, Any] = {"n_traces": scores.n_traces, "n_skipped": len(scores.skipped)}
+    heads.update(_attention_extras(ctx, ranking, scores.shape))
+    out.update({k: v for k, v in heads.items() if k in ("cues", "induction_overlap")})
+    write_json(p.heads, heads)
+    return out
+
+
+def _attention_extras(ctx: StageContext, ranking: Any, shape: tuple[int, int]) -> dict[str, Any]:
+    """Cue statistics + token view of one trace (from the stored token profiles), induction-head overlap."""
+    from thinklens.attention.heads import compare_heads
+    from thinklens.attention.induction import induction_scores
+    from thinklens.attention.tokens import analyze_tokens
+    from thinklens.report.token_view import render_token_view
+
+    c, p = ctx.config, ctx.paths
+    out: dict[str, Any] = {}
+    try:
+        items, stats = analyze_tokens(p.attention_dir, ranking.pairs()[:5], seed=c.seed)
+        cj = stats.to_json()
+        out["cues"] = {k: cj.get(k) for k in ("n_traces", "n_cue_tokens", "mean_cue", "mean_other", "p_value")}
+        if items:  # show a trace with a self-correction when there is one
+            item = next((t for t in items if t.cue_mask.any()), items[0])
+            render_token_view(item, p.token_view)
+    except ThinklensError as err:
+        out["cues"] = {"error": str(err)}
+    m = ctx.model()
+    ind = induction_scores(m.model, m.tokenizer, seed=c.seed, model_name=c.model)
+    ind.save(p.induction)
+    ref = [(layer, head) for layer, head, _ in ind.top(c.top_k)]
+    out["induction_overlap"] = compare_heads(ranking.pairs(), ref, shape[0] * shape[1])
+    return out
+
+
+def stage_patching(ctx: StageContext) -> dict[str, Any]:
+    c, p = ctx.config, ctx.paths
+    if c.n_pairs == 0:
+        return {"status": "skipped", "note": "--n-pairs 0: patching not requested"}
+    if not (c.dataset == "arithmetic" or c.pairs_csv):
+        return {"status": "skipped", "note": f"no contrastive pairs for dataset {c.dataset!r}: pass --pairs-csv "
+                "(the paper's contrastive_qa_pairs.csv) to run activation patching"}
+    sweep = _optional("thinklens.patching.sweep")
+    if sweep is None or not hasattr(sweep, "run_patching"):
+        return {"status": "skipped", "note": "the patching stage (thinklens.patching.sweep) is not installed"}
+    result = sweep.run_patching(ctx.model(), p.patching_dir, n_pairs=c.n_pairs, seed=c.seed,
+                                pairs_csv=c.pairs_csv, progress=ctx.show_progress)
+    return {"n_pairs": getattr(result, "n_pairs", c.n_pairs)}
+
+
+def stage_report(ctx: StageContext) -> dict[str, Any]:
+    from thinklens.report.html import build_report
+
+    return {"report": str(build_report(ctx.paths.root))}
+
+
+STAGE_FUNCS: dict[str, Callable[[StageContext], dict[str, Any]]] = {
+    "collect": stage_collect, "grade": stage_grade, "evaluate": stage_evaluate, "attention": stage_attention,
+    "patching": stage_patching, "report": stage_report,
+}
+
+OUTPUTS: dict[str, tuple[str, ...]] = {
+    "collect": ("traces_with", "traces_without"), "grade": ("graded_with", "graded_without"),
+    "evaluate": ("evaluation",), "attention": ("head_scores", "heads"), "patching": (), "report": ("report",),
+}
+
+
+def outputs_exist(stage: str, paths: RunPaths) -> bool:
+    return all(getattr(paths, name).exists() for name in OUTPUTS[stage])
+
+
+# ------------------------------------------------------------------------------------------------- readers
+def _normalize_evaluation(ev: Any, model: str) -> dict[str, Any]:
+    """``{MODEL: {n, accuracy_with_reasoning, accuracy_without_reasoning, difference_ci95, p_value}}``."""
+    if not isinstance(ev, dict):
+        return {}
+    if isinstance(ev.get("models"), dict):  # EvaluationResult.to_dict()
+        ev = ev["models"]
+    if "accuracy_with_reasoning" in ev:  # a single model's evaluation
+        ev = {ev.get("model", model): ev}
+    keys = ("n", "accuracy_with_reasoning", "accuracy_without_reasoning", "difference_ci95", "p_value")
+    return {m: {k: e.get(k) for k in keys} for m, e in ev.items() if isinstance(e, dict)}
+
+
+def load_head_scores(paths: RunPaths) -> dict[str, np.ndarray] | None:
+    if not paths.head_scores.exists():
+        return None
+    with np.load(paths.head_scores, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _heads_summary(heads: Any) -> dict[str, Any]:
+    if not isinstance(heads, dict) or not heads.get("heads"):
+        return {}
+    top = [[int(h[0]), int(h[1]), float(h[2])] for h in heads["heads"]]
+    stab = [float(h[3]) for h in heads["heads"] if len(h) > 3 and h[3] is not None]
+    return {"top": top, "stability": {"per_head": stab, "mean": float(np.mean(stab)) if stab else None,
+                                      "n_bootstrap": heads.get("n_bootstrap")},
+            "score": heads.get("score", "a2r"), "n_traces": heads.get("n_traces"), "top_k": heads.get("top_k"),
+            "cues": heads.get("cues"), "induction_overlap": heads.get("induction_overlap")}
+
+
+def load_patching(paths: RunPaths, with_pairs: bool = False) -> dict[str, Any] | None:
+    """Patching results as ``{layers, nld_answer_flip_token, nld_final_answer_token, n_pairs}`` (+ ``pairs`` for
+    the layer view: ``[{id, tokens, nld [n_layers, n_positions], flip_index, final_index}]``)."""
+    d = paths.patching_dir
+    summary = read_json(d / "summary.json")
+    if summary is None:
+        return None
+    out = {k: summary.get(k) for k in ("layers", "nld_answer_flip_token", "nld_final_answer_token", "n_pairs")}
+    if with_pairs:
+        out["pairs"] = summary.get("pairs", [])
+    return out
+
+
+def headline_results(paths: RunPaths, config: RunConfig) -> dict[str, Any]:
+    """``results.json`` content from the files saved by the stages (what is missing is left out)."""
+    res: dict[str, Any] = {"model": config.model, "dataset": config.dataset,
+                           "seeds": {"seed": config.seed}, "limit": config.limit, "versions": versions()}
+    res["evaluation"] = _normalize_evaluation(read_json(paths.evaluation), config.model)
+    res["heads"] = _heads_summary(read_json(paths.heads))
+    res["patching"] = load_patching(paths) or {}
+    return res
