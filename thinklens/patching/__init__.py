@@ -1,0 +1,32 @@
+"""Stage 3: activation patching from reasoning to answer (Zhang et al., EMNLP 2025, section 5).
+
+Build contrastive pairs (``pairs``), choose what to patch (``targets``), run the sweeps (``sweeps``) on the fast
+prefix-reusing engine or the naive reference (``engine``), score them (``metrics``), screen with attribution
+patching (``attribution``) and save/load the results (``results``). Figures: ``thinklens.report.fig_patching``.
+"""
+from __future__ import annotations
+
+from thinklens.patching.attribution import AttributionResult, attribution_patching, spearman
+from thinklens.patching.engine import EngineOutput, PairTensors, run_patches
+from thinklens.patching.metrics import LogitDiff, LogProbDiff, ProbDiff, answer_ranks, normalize, rank_of
+from thinklens.patching.pairs import (
+    Pair,
+    PairRejected,
+    Side,
+    assemble_pair,
+    build_csv_pairs,
+    prepare_queries,
+    read_pair_csv,
+    toy_pairs,
+)
+from thinklens.patching.results import PairPatching, PatchingResult
+from thinklens.patching.sweeps import patch_pair, patch_pairs, resolve_positions
+from thinklens.patching.targets import Patch, Site, SiteKind, capture, patching
+
+__all__ = [
+    "AttributionResult", "EngineOutput", "LogProbDiff", "LogitDiff", "Pair", "PairPatching", "PairRejected",
+    "PairTensors", "Patch", "PatchingResult", "ProbDiff", "Side", "Site", "SiteKind", "answer_ranks",
+    "assemble_pair", "attribution_patching", "build_csv_pairs", "capture", "normalize", "patch_pair", "patch_pairs",
+    "patching", "prepare_queries", "rank_of", "read_pair_csv", "resolve_positions", "run_patches", "spearman",
+    "toy_pairs",
+]

@@ -1,0 +1,174 @@
+"""Activation-patching engines: run the corrupted prompt with clean activations written into chosen sites.
+
+Activation patching (clean -> corrupted) asks which activations *carry* the information that decides the answer:
+run the clean sequence, record an activation (say the residual stream at layer ``l``, token ``p``), then run the
+corrupted sequence with that single activation overwritten and measure how far the final-position answer
+preference moves back towards the clean one (the normalized logit difference, see ``metrics``).
+
+The paper pays one full forward over the whole sequence per (layer, position). That is the **naive engine** here
+(kept as the reference the tests compare against). The **fast engine** reuses everything that cannot change:
+
+* one clean forward, with capture hooks, supplies the clean activation of every patched site;
+* a patch at position ``p`` cannot affect tokens before ``p`` (causal attention), so those are the corrupted run's
+  own: one corrupted forward with a KV cache (``DynamicCache``) is run once, and every patch only recomputes the
+  suffix ``[p, T)`` on top of the cache cropped to ``p``;
+* patches sharing their first position (e.g. all layers at one token, or all heads) run as ONE batched suffix
+  forward, with the cache expanded along the batch (``expand`` views: the cache is never copied per patch; the
+  attention layers' ``torch.cat`` on update allocates new tensors, so the shared cache is never mutated).
+
+Both engines share one loop (:func:`run_patches`); they differ only in where each batch starts. Padded pairs
+(attention mask 0 at pad tokens) keep position ids ``arange(T)`` over the padded sequence in every run, so an
+aligned token has the same position in the clean run, the corrupted run and every suffix. Only the final-position
+logits are computed (``logits_to_keep=1``): the unembedding over a 150k vocabulary is not free.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from thinklens.errors import ThinklensError
+from thinklens.patching.metrics import Metric
+from thinklens.patching.targets import Patch, Site, capture, patching
+from thinklens.profiles import Profile
+
+ENGINES = ("fast", "naive")
+Item = Sequence[tuple[Site, int]]  # one patched run: the (site, absolute position) pairs written together
+
+
+@dataclass
+class PairTensors:
+    """The four [T] tensors of a pair (same length; masks are 1 on real tokens, 0 on pads)."""
+
+    clean_ids: torch.Tensor  # [T] long
+    corrupted_ids: torch.Tensor  # [T] long
+    clean_mask: torch.Tensor  # [T] long
+    corrupted_mask: torch.Tensor  # [T] long
+
+    @classmethod
+    def from_pair(cls, pair: Any) -> PairTensors:
+        def t(x):
+            return torch.as_tensor(list(x), dtype=torch.long)
+        return cls(t(pair.clean_ids), t(pair.corrupted_ids), t(pair.clean_mask), t(pair.corrupted_mask))
+
+    def __post_init__(self) -> None:
+        n = {len(self.clean_ids), len(self.corrupted_ids), len(self.clean_mask), len(self.corrupted_mask)}
+        if len(n) != 1:
+            raise ThinklensError("pair tensors differ in length: pad the pair so clean and corrupted align")
+
+    def __len__(self) -> int:
+        return len(self.clean_ids)
+
+
+@dataclass
+class EngineOutput:
+    clean: float  # metric of the clean run
+    corrupted: float  # metric of the corrupted run
+    patched: np.ndarray  # [n_items] metric of each patched run
+    clean_logits: torch.Tensor  # [vocab] final-position logits of the clean run
+    corrupted_logits: torch.Tensor  # [vocab]
+
+
+def _device(model: Any) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _forward(model: Any, ids: torch.Tensor, mask: torch.Tensor, start: int, cache: Any = None,
+             use_cache: bool = False) -> Any:
+    """Forward of ``ids`` ([batch, n]) at absolute positions ``start..start+n-1``; ``mask`` is [batch, start+n]."""
+    b, n = ids.shape
+    pos = torch.arange(start, start + n, device=ids.device).unsqueeze(0).expand(b, n)  # [batch, n]
+    return model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                 use_cache=use_cache, logits_to_keep=1)
+
+
+def _expanded_cache(full: Any, length: int, batch: int) -> Any:
+    """A new DynamicCache holding the first ``length`` positions of ``full`` (batch 1), viewed as ``batch`` rows."""
+    from transformers import DynamicCache
+
+    data = []
+    for layer in full.layers:
+        k, v = layer.keys[:, :, :length], layer.values[:, :, :length]  # [1, n_kv, length, head_dim]
+        data.append((k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)))
+    return DynamicCache(ddp_cache_data=data)
+
+
+@torch.no_grad()
+def run_patches(
+    model: Any,
+    profile: Profile,
+    pair: PairTensors | Any,
+    items: Sequence[Item],
+    metric: Metric,
+    *,
+    engine: str = "fast",
+    batch_size: int = 32,
+    progress: Callable[[int], None] | None = None,
+) -> EngineOutput:
+    """Score ``metric`` (on final-position logits) for the clean run, the corrupted run and every patched run.
+
+    ``items[i]`` lists the (site, position) activations copied from the clean run into patched run ``i``.
+    ``engine="fast"`` recomputes only from each item's first patched position with a cached corrupted prefix and
+    batches items that start at the same position; ``"naive"`` runs one full forward per item (the reference).
+    """
+    if engine not in ENGINES:
+        raise ThinklensError(f"unknown engine {engine!r}; choose from {ENGINES}")
+    pt = pair if isinstance(pair, PairTensors) else PairTensors.from_pair(pair)
+    T = len(pt)
+    for i, item in enumerate(items):
+        if not item:
+            raise ThinklensError(f"patch item {i} is empty")
+        for _site, pos in item:
+            if not 0 <= pos < T:
+                raise ThinklensError(f"patch item {i}: position {pos} outside the pair's {T} tokens")
+    dev = _device(model)
+    clean_ids, corr_ids = pt.clean_ids.to(dev)[None], pt.corrupted_ids.to(dev)[None]  # [1, T]
+    clean_mask, corr_mask = pt.clean_mask.to(dev)[None], pt.corrupted_mask.to(dev)[None]  # [1, T]
+
+    # clean run: final logits + every clean activation the items need
+    sites = sorted({s for item in items for s, _ in item}, key=lambda s: (s.layer, s.kind.value, s.head or 0))
+    positions = sorted({p for item in items for _, p in item})
+    col = {p: j for j, p in enumerate(positions)}
+    with capture(model, profile, sites, positions) as acts:  # acts[site]: [1, n_positions, d]
+        clean_logits = _forward(model, clean_ids, clean_mask, 0).logits[0, -1]  # [vocab]
+    # corrupted run, keeping the KV cache the fast engine grows suffixes from
+    out = _forward(model, corr_ids, corr_mask, 0, use_cache=engine == "fast")
+    corrupted_logits = out.logits[0, -1]  # [vocab]
+    full_cache = out.past_key_values if engine == "fast" else None
+
+    def patches_for(chunk: Sequence[Item]) -> list[Patch]:
+        return [Patch(r, s, p, acts[s][0, col[p]]) for r, item in enumerate(chunk) for s, p in item]
+
+    result = np.zeros(len(items), dtype=np.float64)
+    if engine == "naive":
+        for i, item in enumerate(items):
+            with patching(model, profile, patches_for([item]), offset=0):
+                logits = _forward(model, corr_ids, corr_mask, 0).logits[:, -1]  # [1, vocab]
+            result[i] = float(metric(logits)[0])
+            if progress:
+                progress(1)
+    else:
+        groups: dict[int, list[int]] = defaultdict(list)
+        for i, item in enumerate(items):
+            groups[min(p for _, p in item)].append(i)
+        for start in sorted(groups):
+            idx = groups[start]
+            for c in range(0, len(idx), batch_size):
+                chunk = idx[c:c + batch_size]
+                b = len(chunk)
+                cache = _expanded_cache(full_cache, start, b)
+                ids = corr_ids[:, start:].expand(b, -1)  # [b, T - start]
+                mask = corr_mask.expand(b, -1)  # [b, T]
+                with patching(model, profile, patches_for([items[i] for i in chunk]), offset=start):
+                    logits = _forward(model, ids, mask, start, cache=cache, use_cache=True).logits[:, -1]  # [b, vocab]
+                result[chunk] = metric(logits).double().cpu().numpy()
+                if progress:
+                    progress(b)
+    return EngineOutput(
+        clean=float(metric(clean_logits[None])[0]), corrupted=float(metric(corrupted_logits[None])[0]),
+        patched=result, clean_logits=clean_logits.float().cpu(), corrupted_logits=corrupted_logits.float().cpu(),
+    )
