@@ -128,7 +128,7 @@ _LAYOUT: dict[str, str] = {
     "induction": "attention/induction.json",
     "token_view": "attention/token_view.html",
     "patching_dir": "patching",
-    "pairs": "patching/pairs.jsonl",
+    "patching_result": "patching/result.npz",
     "figures": "figures",
     "results": "results.json",
     "report": "report.html",
@@ -161,9 +161,12 @@ def commands(config: RunConfig) -> dict[str, str]:
         f"{collect} --reasoning without --output {d}/traces/without.jsonl",
         "grade": f"thinklens grade {d}/traces/with.jsonl --output {d}/graded/with.jsonl\n"
         f"thinklens grade {d}/traces/without.jsonl --output {d}/graded/without.jsonl",
-        "evaluate": f"thinklens evaluate {d}/graded/with.jsonl {d}/graded/without.jsonl --output {d}",
+        "evaluate": f"thinklens evaluate {d}/graded/with.jsonl {d}/graded/without.jsonl --save {d} "
+        f"--seed {config.seed}",
         "attention": f"thinklens attention {common} --traces {d}/traces/with.jsonl --output {d}/attention",
-        "heads": f"thinklens heads rank {d}/attention --top {config.top_k}",
+        "heads": f"thinklens heads rank {d}/attention --top {config.top_k} --seed {config.seed}",
+        "cues": f"thinklens heads tokens {d}/attention --output {d}/attention/token_view.html",
+        "induction": f"thinklens heads induction {common} --output {d}/attention/induction.json",
         "patching": f"thinklens patching {common} --n-pairs {config.n_pairs} --seed {config.seed} "
         f"--output {d}/patching" + (f" --pairs-csv {config.pairs_csv}" if config.pairs_csv else ""),
         "report": f"thinklens report {d}",

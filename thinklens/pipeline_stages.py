@@ -156,19 +156,41 @@ def _attention_extras(ctx: StageContext, ranking: Any, shape: tuple[int, int]) -
     return out
 
 
+TOY_POSITIONS = "last-reasoning:12,answer-tail:6"  # the probe line ``Final answer is N.`` + the answer ending
+
+
 def stage_patching(ctx: StageContext) -> dict[str, Any]:
+    from thinklens.patching.sweeps import patch_pairs
+
     c, p = ctx.config, ctx.paths
     if c.n_pairs == 0:
         return {"status": "skipped", "note": "--n-pairs 0: patching not requested"}
-    if not (c.dataset == "arithmetic" or c.pairs_csv):
-        return {"status": "skipped", "note": f"no contrastive pairs for dataset {c.dataset!r}: pass --pairs-csv "
+    if c.pairs_csv:
+        csv_fn = getattr(_optional("thinklens.patching.csv_workflow"), "csv_pairs_for_model", None)
+        if csv_fn is None:
+            return {"status": "skipped", "note": "the paper-CSV pair workflow is not available in this version; "
+                    "run `thinklens patching` on the CSV by hand"}
+        pairs, rejects = csv_fn(ctx.model(), c.pairs_csv, n=c.n_pairs, seed=c.seed)
+        positions = None
+    elif c.model == "tiny-r1" or c.dataset == "arithmetic":
+        from thinklens.patching.pairs import toy_pairs
+
+        m = ctx.model()
+        pairs, rejects = toy_pairs(c.n_pairs, c.seed, m.tokenizer)
+        positions = TOY_POSITIONS
+    else:
+        return {"status": "skipped", "note": f"no contrastive pairs for {c.model} on {c.dataset!r}: pass --pairs-csv "
                 "(the paper's contrastive_qa_pairs.csv) to run activation patching"}
-    sweep = _optional("thinklens.patching.sweep")
-    if sweep is None or not hasattr(sweep, "run_patching"):
-        return {"status": "skipped", "note": "the patching stage (thinklens.patching.sweep) is not installed"}
-    result = sweep.run_patching(ctx.model(), p.patching_dir, n_pairs=c.n_pairs, seed=c.seed,
-                                pairs_csv=c.pairs_csv, progress=ctx.show_progress)
-    return {"n_pairs": getattr(result, "n_pairs", c.n_pairs)}
+    if not pairs:
+        raise ThinklensError(f"no usable contrastive pair ({len(rejects)} rejected: "
+                             f"{rejects[0]['reason'] if rejects else 'none built'})")
+    m = ctx.model()
+    ctx.log(f"{ctx.label}  {len(pairs)} pairs x {m.model.config.num_hidden_layers} layers"
+            + (f" ({len(rejects)} pairs rejected)" if rejects else ""))
+    write_json(p.patching_dir / "pairs_rejected.json", rejects)
+    kwargs = {"positions": positions} if positions else {}
+    result = patch_pairs(m.model, m.profile, pairs, p.patching_dir, progress=ctx.show_progress, **kwargs)
+    return {"n_pairs": len(result.pair_ids), "n_rejected": len(rejects)}
 
 
 def stage_report(ctx: StageContext) -> dict[str, Any]:
@@ -184,7 +206,8 @@ STAGE_FUNCS: dict[str, Callable[[StageContext], dict[str, Any]]] = {
 
 OUTPUTS: dict[str, tuple[str, ...]] = {
     "collect": ("traces_with", "traces_without"), "grade": ("graded_with", "graded_without"),
-    "evaluate": ("evaluation",), "attention": ("head_scores", "heads"), "patching": (), "report": ("report",),
+    "evaluate": ("evaluation",), "attention": ("head_scores", "heads"), "patching": ("patching_result",),
+    "report": ("report",),
 }
 
 
@@ -223,16 +246,38 @@ def _heads_summary(heads: Any) -> dict[str, Any]:
             "cues": heads.get("cues"), "induction_overlap": heads.get("induction_overlap")}
 
 
+def _nanmean0(x: np.ndarray) -> list[float | None]:
+    """Mean over axis 0 ignoring NaN, as a JSON list (None where every value is NaN)."""
+    x = np.asarray(x, dtype=float)
+    ok = np.isfinite(x).sum(axis=0)
+    m = np.where(ok > 0, np.nansum(np.where(np.isfinite(x), x, 0.0), axis=0) / np.maximum(ok, 1), np.nan)
+    return [None if not np.isfinite(v) else float(v) for v in m]
+
+
 def load_patching(paths: RunPaths, with_pairs: bool = False) -> dict[str, Any] | None:
-    """Patching results as ``{layers, nld_answer_flip_token, nld_final_answer_token, n_pairs}`` (+ ``pairs`` for
-    the layer view: ``[{id, tokens, nld [n_layers, n_positions], flip_index, final_index}]``)."""
-    d = paths.patching_dir
-    summary = read_json(d / "summary.json")
-    if summary is None:
+    """Patching results as ``{layers, nld_answer_flip_token, nld_final_answer_token, n_pairs, ...}`` (means over
+    pairs per layer); ``with_pairs`` adds ``pairs`` for the layer view: ``[{id, tokens, nld [n_layers,
+    n_positions], flip_index, final_index}]``."""
+    from thinklens.patching.results import PatchingResult
+
+    if not paths.patching_result.exists():
         return None
-    out = {k: summary.get(k) for k in ("layers", "nld_answer_flip_token", "nld_final_answer_token", "n_pairs")}
+    r = PatchingResult.load(paths.patching_dir)
+    flip, final = r.column("answer_flip"), r.column("final")  # [n_pairs, n_layers]
+    out: dict[str, Any] = {"layers": [int(x) for x in r.layers], "nld_answer_flip_token": _nanmean0(flip),
+                           "nld_final_answer_token": _nanmean0(final), "n_pairs": len(r.pair_ids),
+                           "site": r.site, "positions": list(r.labels),
+                           "clean_logit_diff_mean": float(np.mean(r.clean)),
+                           "corrupted_logit_diff_mean": float(np.mean(r.corrupted))}
     if with_pairs:
-        out["pairs"] = summary.get("pairs", [])
+        pairs = []
+        for i, pid in enumerate(r.pair_ids):
+            pos = [int(x) for x in r.positions[i]]
+            named = r.named[i]
+            idx = {k: (pos.index(named[k]) if named.get(k) in pos else None) for k in ("answer_flip", "final")}
+            pairs.append({"id": pid, "tokens": r.tokens[i], "nld": np.asarray(r.nld[i]).T,  # [n_layers, n_pos]
+                          "flip_index": idx["answer_flip"], "final_index": idx["final"]})
+        out["pairs"] = pairs
     return out
 
 

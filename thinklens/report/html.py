@@ -55,7 +55,7 @@ def _fmt(x: Any, nd: int = 3) -> str:
 # (key, section, title, module, candidate functions, explanation, command key)
 FIGURE_SPECS: list[tuple[str, str, str, str, tuple[str, ...], str, str]] = [
     ("accuracy", "quality", "Accuracy with vs without reasoning", "thinklens.report.fig_empirical",
-     ("plot_accuracy", "fig_accuracy", "accuracy_figure"),
+     ("plot_quality_impact", "plot_accuracy"),
      "Share of problems answered correctly when the model reasons freely vs when its thinking is forced to "
      "finish at once (R1's ``Okay, I think I have finished thinking.``); error bars are 95% intervals.",
      "evaluate"),
@@ -64,14 +64,19 @@ FIGURE_SPECS: list[tuple[str, str, str, str, tuple[str, ...], str, str]] = [
      "Attention from answer tokens to reasoning tokens (sum over reasoning keys, mean over answer queries, mean "
      "over traces). Boxed cells are the top Reasoning-Focus Heads; stability is the share of bootstrap resamples "
      "of traces in which a head stays in the top k.", "heads"),
-    ("layer_profile", "attention", "Per-layer attention decomposition", "thinklens.report.fig_attention",
-     ("plot_layer_profile", "plot_decomposition", "fig_layer_profile", "layer_profile"),
-     "Where the answer's attention mass goes per layer: reasoning (a2r), prompt (a2p), answer (a2a), BOS and the "
-     "think delimiters (mean over heads and traces).", "attention"),
+    ("layer_profile", "attention", "Answer→reasoning attention per layer", "thinklens.report.fig_attention",
+     ("plot_layer_profile",),
+     "a2r per layer, mean and max over the layer's heads (mean over traces): which layers read the reasoning.",
+     "attention"),
+    ("decomposition", "attention", "Where the answer attends (top heads)", "thinklens.report.fig_attention",
+     ("plot_decomposition",),
+     "Attention mass of answer tokens by key segment (reasoning, prompt, answer, BOS, <think>, </think>) for the "
+     "top Reasoning-Focus Heads, one box per segment over traces.", "attention"),
     ("cues", "attention", "Cue statistics", "thinklens.report.fig_attention",
      ("plot_cues", "plot_cue_stats", "fig_cues"),
      "Which reasoning tokens the RFHs attend to most (e.g. the written answer, self-correction cues such as "
-     "``Wait``) compared with other reasoning tokens.", "attention"),
+     "``Wait``) compared with other reasoning tokens (1 = the trace's mean reasoning token; permutation p-value).",
+     "cues"),
     ("patching_layers", "patching", "Patching effect per layer", "thinklens.report.fig_patching",
      ("plot_layer_curves", "plot_nld_layers", "plot_patching_curves", "fig_layer_curves"),
      "Normalized logit difference (NLD) when the clean run's residual stream at one layer and token is patched "

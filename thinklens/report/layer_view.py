@@ -65,10 +65,10 @@ _FRAGMENT = """
     <label>Pair <select id="lv-pair"></select></label>
   </div>
   <div class="lv-panels">
-    <figure><canvas id="lv-heads" width="520" height="260"></canvas>
+    <figure><canvas id="lv-heads" width="500" height="260"></canvas>
       <figcaption>Answer&rarr;reasoning attention (a2r) per head at this layer, mean over traces;
       Reasoning-Focus Heads in orange.</figcaption></figure>
-    <figure><canvas id="lv-nld" width="520" height="260"></canvas>
+    <figure><canvas id="lv-nld" width="500" height="260"></canvas>
       <figcaption>Patching this layer: NLD per token position (1 = the clean answer is restored);
       the reasoning's answer token is marked.</figcaption></figure>
   </div>
