@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from thinklens.errors import ThinklensError
+from thinklens.pipeline import STAGES, RunConfig, commands, load_config
+
+
+def test_defaults_and_roundtrip(tmp_path):
+    cfg = RunConfig(output=str(tmp_path / "run"), stages="collect, grade,report")
+    assert cfg.stages == ("collect", "grade", "report")
+    d = cfg.to_dict()
+    json.dumps(d)  # JSON-ready
+    assert RunConfig.from_dict(d) == cfg
+    assert RunConfig().stages == STAGES
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"stages": "collect,bogus"}, "bogus"),
+    ({"stages": ""}, "stage"),
+    ({"limit": 0}, "limit"),
+    ({"n_pairs": -1}, "n_pairs"),
+    ({"dtype": "int3"}, "int3"),
+    ({"max_new_tokens": 0}, "max_new_tokens"),
+    ({"pairs_csv": "/nonexistent/pairs.csv"}, "pairs.csv"),
+])
+def test_invalid_config_names_the_problem(kwargs, needle):
+    with pytest.raises(ThinklensError, match=needle):
+        RunConfig(**kwargs)
+
+
+def test_from_dict_rejects_unknown_fields():
+    with pytest.raises(ThinklensError, match="colour"):
+        RunConfig.from_dict({"colour": "red"})
+
+
+def test_commands_name_every_stage_and_the_directory(tmp_path):
+    cfg = RunConfig(output=str(tmp_path / "r"), limit=7, seed=3)
+    cmds = commands(cfg)
+    for stage in ("collect", "grade", "evaluate", "attention", "heads", "patching", "report", "run"):
+        assert cmds[stage].startswith("thinklens ")
+        assert str(tmp_path / "r") in cmds[stage]
+    assert "--limit 7" in cmds["collect"] and "--seed 3" in cmds["collect"]
+
+
+def test_load_config_errors_on_non_run_directory(tmp_path):
+    with pytest.raises(ThinklensError, match="config.json"):
+        load_config(tmp_path)

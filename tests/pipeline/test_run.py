@@ -1,0 +1,88 @@
+"""Orchestration on a random model: files per stage, results.json, resume after a crash, config guard, CLI."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from thinklens.errors import ThinklensError
+from thinklens.jsonl import read_records
+from thinklens.pipeline import RunConfig, run
+
+
+def _cfg(model_dir, out, **kw):
+    base = dict(model=str(model_dir), dataset="arithmetic", limit=3, output=str(out), n_pairs=2, seed=0,
+                max_new_tokens=12, batch_size=4, n_bootstrap=50)
+    return RunConfig(**{**base, **kw})
+
+
+@pytest.mark.slow
+def test_empirical_stages_write_files_and_resume(random_r1_dir, tmp_path):
+    out = tmp_path / "run"
+    cfg = _cfg(random_r1_dir, out, stages="collect,grade,evaluate")
+    res = run(cfg, progress=False)
+    for rel in ("config.json", "run_state.json", "traces/with.jsonl", "traces/without.jsonl",
+                "graded/with.jsonl", "graded/without.jsonl", "evaluation.json", "results.json"):
+        assert (out / rel).is_file(), rel
+    with_recs = list(read_records(out / "traces" / "with.jsonl"))
+    assert len(with_recs) == 3 and {r["reasoning"] for r in with_recs} == {"with"}
+    results = json.loads((out / "results.json").read_text())
+    ev = results["evaluation"][str(random_r1_dir)]
+    gradable = [{r["id"] for r in read_records(out / "graded" / f"{m}.jsonl") if r.get("is_correct") is not None}
+                for m in ("with", "without")]
+    assert ev["n"] == len(gradable[0] & gradable[1])
+    assert set(ev) >= {"accuracy_with_reasoning", "accuracy_without_reasoning", "difference_ci95", "p_value"}
+    assert set(results["versions"]) >= {"thinklens", "torch", "transformers", "python"}
+    assert set(results["timings"]) == {"collect", "grade", "evaluate"}
+    assert res.stages["collect"]["status"] == "done"
+
+    # crash in the middle of collect: one trace lost, state says the stage never finished
+    lines = (out / "traces" / "with.jsonl").read_text().splitlines(keepends=True)
+    (out / "traces" / "with.jsonl").write_text("".join(lines[:2]) + lines[2][:10])  # torn last line
+    state = json.loads((out / "run_state.json").read_text())
+    del state["collect"]
+    (out / "run_state.json").write_text(json.dumps(state))
+    run(cfg, progress=False)
+    ids = [r["id"] for r in read_records(out / "traces" / "with.jsonl")]
+    assert sorted(ids) == sorted(r["id"] for r in with_recs)  # resumed, nothing duplicated or lost
+    assert (out / "traces" / "with.jsonl.torn").exists()
+
+    # finished stages are skipped on a rerun (their files are left untouched)
+    mtime = (out / "graded" / "with.jsonl").stat().st_mtime_ns
+    run(cfg, progress=False)
+    assert (out / "graded" / "with.jsonl").stat().st_mtime_ns == mtime
+
+    # a rerun with other settings into the same directory is refused, naming the difference
+    with pytest.raises(ThinklensError, match="limit"):
+        run(_cfg(random_r1_dir, out, limit=5, stages="collect"), progress=False)
+
+
+@pytest.mark.slow
+def test_patching_and_report_stages(random_r1_dir, tmp_path):
+    out = tmp_path / "run"
+    res = run(_cfg(random_r1_dir, out, stages="patching,report"), progress=False)
+    pt = res.results["patching"]
+    assert pt["n_pairs"] == 2 and pt["layers"] == [0, 1]
+    assert len(pt["nld_answer_flip_token"]) == 2 and len(pt["nld_final_answer_token"]) == 2
+    assert (out / "patching" / "result.npz").is_file() and (out / "report.html").is_file()
+    html = (out / "report.html").read_text()
+    assert "lv-data" in html and "http://" not in html.replace("http://www.w3.org", "")
+
+
+def test_patching_skipped_with_note_without_pairs(random_r1_dir, tmp_path):
+    bad = tmp_path / "problems.jsonl"
+    bad.write_text('{"id": "a", "problem": "1+1?", "answer": "2"}\n')
+    out = tmp_path / "run"
+    cfg = RunConfig(model="some-org/other-model", dataset=str(bad), output=str(out), stages="patching")
+    res = run(cfg, progress=False)
+    assert res.stages["patching"]["status"] == "skipped"
+    assert "--pairs-csv" in res.results["notes"]["patching"]
+
+
+def test_cli_run_and_report_errors(tmp_path, capsys):
+    from thinklens.cli.main import main
+
+    assert main(["run", "--stages", "collect,nope", "--output", str(tmp_path / "x")]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "no such run directory" in capsys.readouterr().err
