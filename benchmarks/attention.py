@@ -1,0 +1,171 @@
+"""Benchmark: answer→reasoning attention capture vs a plain SDPA forward vs eager ``output_attentions``.
+
+Model: a random-initialized ``Qwen2ForCausalLM`` with the DeepSeek-R1-Distill-Qwen-1.5B shape (hidden 1536, 12 query
+heads, 2 kv heads, intermediate 8960), fewer layers (default 2) and a reduced vocabulary (32k), fp32 on CPU. The
+sequence is a synthetic trace of ``--seq`` tokens laid out ``BOS | prompt (100) | <think> | reasoning | </think> |
+answer (256)``; every run computes logits for the last position only (``logits_to_keep=1``) so the comparison
+measures attention, not the vocabulary projection.
+
+* time: capture / plain and eager / plain in the same process, interleaved repeats, median of each.
+* memory: each mode in its own subprocess. After building the model the child resets the kernel's peak-RSS counter
+  (``echo 5 > /proc/self/clear_refs`` resets ``VmHWM``), records ``VmRSS`` as the baseline, runs one forward and
+  reads ``VmHWM``: the extra peak resident memory of that forward. (Where clear_refs is unavailable it falls back to
+  ``ru_maxrss`` minus the RSS after construction.)
+* error: captured a2* masses vs the same reductions of eager ``output_attentions`` (max abs difference).
+
+``--seq 16384 --capture-only`` runs capture and plain forward at 16k and prints the eager estimate instead of running
+it (12 heads x T^2 x 4 bytes per layer for the weights alone). The last output line is one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ANSWER, PROMPT = 256, 100
+
+
+def build(layers: int, vocab: int, seq: int):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=vocab, hidden_size=1536, num_hidden_layers=layers, num_attention_heads=12,
+                      num_key_value_heads=2, intermediate_size=8960, max_position_embeddings=max(seq, 4096),
+                      tie_word_embeddings=True)
+    model = Qwen2ForCausalLM(cfg).eval()
+    model.set_attn_implementation("sdpa")
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, vocab, (1, seq), generator=g)
+    labels = np.full(seq, 3, dtype=np.int8)  # reasoning
+    labels[0], labels[1 : 1 + PROMPT], labels[1 + PROMPT] = 0, 1, 2  # bos, prompt, <think>
+    labels[seq - ANSWER - 1], labels[seq - ANSWER :] = 4, 5  # </think>, answer
+    return model, ids, labels
+
+
+def run_mode(mode: str, model, ids, labels):
+    """One forward; returns the [L, H, n_seg] answer masses (None for the plain forward)."""
+    from thinklens.attention.capture import capture_attention
+    from thinklens.attention.segments import SegmentReducer
+
+    seq = ids.shape[1]
+    L, H = model.config.num_hidden_layers, model.config.num_attention_heads
+    with torch.no_grad():
+        if mode == "forward":
+            model(ids, use_cache=False, logits_to_keep=1)
+            return None
+        if mode == "capture":
+            group = np.full(seq, -1)
+            group[seq - ANSWER :] = 0
+            red = SegmentReducer(L, H, group, labels, 1)
+            with capture_attention(model, np.arange(seq - ANSWER, seq), red):
+                model(ids, use_cache=False, logits_to_keep=1)
+            return red.means()[:, 0, :, :6]
+        if mode == "eager":
+            model.set_attn_implementation("eager")
+            try:
+                out = model(ids, use_cache=False, logits_to_keep=1, output_attentions=True)
+            finally:
+                model.set_attn_implementation("sdpa")
+            onehot = torch.nn.functional.one_hot(torch.as_tensor(labels, dtype=torch.long), 6).float()
+            return np.stack([(a[0, :, seq - ANSWER :] @ onehot).mean(1).numpy() for a in out.attentions])
+    raise ValueError(mode)
+
+
+def _status(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def child(mode: str, layers: int, vocab: int, seq: int) -> dict:
+    import gc
+    import resource
+
+    torch.set_num_threads(2)
+    model, ids, labels = build(layers, vocab, seq)
+    gc.collect()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        base, method = _status("VmRSS"), "VmHWM after clear_refs"
+    except OSError:
+        base, method = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "ru_maxrss"
+    t0 = time.perf_counter()
+    run_mode(mode, model, ids, labels)
+    dt = time.perf_counter() - t0
+    peak = _status("VmHWM") if method.startswith("VmHWM") else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"mode": mode, "peak_extra_bytes": peak - base, "baseline_rss_bytes": base, "seconds": dt, "method": method}
+
+
+def measure_memory(mode: str, args) -> dict:
+    cmd = [sys.executable, __file__, "--child", mode, "--layers", str(args.layers), "--vocab", str(args.vocab),
+           "--seq", str(args.seq)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--seq", type=int, default=4096)
+    ap.add_argument("--vocab", type=int, default=32000)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="tiny smoke run (seq 512, 1 layer, 2 repeats)")
+    ap.add_argument("--capture-only", action="store_true", help="skip eager (long sequences); estimate it instead")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.quick:
+        args.seq, args.layers, args.repeats, args.vocab = 512, 1, 2, 4096
+    if args.child:
+        print(json.dumps(child(args.child, args.layers, args.vocab, args.seq)))
+        return
+    torch.set_num_threads(2)
+    eager_est = 12 * args.seq**2 * 4  # attention weights of one layer in fp32 (softmax makes further copies)
+    modes = ["forward", "capture"] + ([] if args.capture_only else ["eager"])
+    mem = {m: measure_memory(m, args) for m in modes}
+    for m in modes:
+        print(f"memory {m:8s}: +{mem[m]['peak_extra_bytes'] / 2**20:9.1f} MiB peak over the model "
+              f"(baseline RSS {mem[m]['baseline_rss_bytes'] / 2**20:.0f} MiB)", file=sys.stderr)
+    model, ids, labels = build(args.layers, args.vocab, args.seq)
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    results = {}
+    for m in modes:  # warm-up, also keeps the outputs for the error check
+        results[m] = run_mode(m, model, ids, labels)
+    for _ in range(args.repeats):
+        for m in modes:
+            t0 = time.perf_counter()
+            run_mode(m, model, ids, labels)
+            times[m].append(time.perf_counter() - t0)
+    med = {m: statistics.median(v) for m, v in times.items()}
+    for m in modes:
+        print(f"time   {m:8s}: median {med[m]:.3f} s over {args.repeats} (all: "
+              f"{', '.join(f'{t:.2f}' for t in times[m])})", file=sys.stderr)
+    fwd_mem = max(mem["forward"]["peak_extra_bytes"], 1)
+    out = {
+        "seq": args.seq, "layers": args.layers, "answer_tokens": ANSWER, "repeats": args.repeats,
+        "time_ratio_vs_forward": med["capture"] / med["forward"],
+        "memory_ratio_vs_forward": mem["capture"]["peak_extra_bytes"] / fwd_mem,
+        "forward_seconds": med["forward"], "capture_seconds": med["capture"],
+        "forward_peak_extra_mib": mem["forward"]["peak_extra_bytes"] / 2**20,
+        "capture_peak_extra_mib": mem["capture"]["peak_extra_bytes"] / 2**20,
+        "eager_weights_estimate_mib_per_layer": eager_est / 2**20, "memory_method": mem["capture"]["method"],
+    }
+    if not args.capture_only:
+        out.update({
+            "eager_time_ratio": med["eager"] / med["forward"],
+            "eager_memory_ratio": mem["eager"]["peak_extra_bytes"] / fwd_mem,
+            "eager_seconds": med["eager"], "eager_peak_extra_mib": mem["eager"]["peak_extra_bytes"] / 2**20,
+            "max_abs_err_vs_eager": float(np.abs(results["capture"] - results["eager"]).max()),
+        })
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
