@@ -287,5 +287,11 @@ def headline_results(paths: RunPaths, config: RunConfig) -> dict[str, Any]:
                            "seeds": {"seed": config.seed}, "limit": config.limit, "versions": versions()}
     res["evaluation"] = _normalize_evaluation(read_json(paths.evaluation), config.model)
     res["heads"] = _heads_summary(read_json(paths.heads))
+    scores = load_head_scores(paths)
+    if res["heads"] and scores is not None:  # how far the top heads stand out from a typical head
+        mean = np.nanmean(np.asarray(scores["a2r"], dtype=float), axis=0)  # [n_layers, n_heads]
+        med = float(np.nanmedian(mean))
+        res["heads"]["median_head_a2r"] = med
+        res["heads"]["top_to_median_ratio"] = res["heads"]["top"][0][2] / med if med > 0 else None
     res["patching"] = load_patching(paths) or {}
     return res

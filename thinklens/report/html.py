@@ -159,11 +159,16 @@ def headline_html(results: dict[str, Any]) -> str:
     heads = results.get("heads") or {}
     if heads.get("top"):
         top = heads["top"][:5]
-        stab = heads.get("stability") or {}
-        stab_val = stab.get("top_k_overlap") if isinstance(stab, dict) else stab
-        desc = ", ".join(f"L{int(t[0])}H{int(t[1])} ({_fmt(t[2])})" for t in top)
-        items.append(f'<li><span class="ok">Reasoning-Focus Heads</span>: top heads {esc(desc)}'
-                     + (f"; stability {_fmt(stab_val)}" if stab_val is not None else "") + ".</li>")
+        per = (heads.get("stability") or {}).get("per_head") or []
+        desc = ", ".join(f"L{int(t[0])}H{int(t[1])} (a2r {_fmt(t[2])}" + (f", stability {per[i]:.2f})" if i < len(per)
+                                                                          else ")") for i, t in enumerate(top))
+        ratio = heads.get("top_to_median_ratio")
+        ok = bool(per) and per[0] >= 0.8 and (ratio is None or ratio >= 2)
+        items.append(f'<li><span class="{"ok" if ok else "no"}">Reasoning-Focus Heads '
+                     f'{"exist" if ok else "are not clearly separated"}</span>: top heads {esc(desc)}'
+                     + (f"; the top head reads the reasoning {ratio:.1f}x as much as the median head" if ratio else "")
+                     + ". Stability = share of bootstrap resamples of the traces keeping the head in the top "
+                     f"{esc(heads.get('top_k'))}.</li>")
     pt = results.get("patching") or {}
     if pt.get("nld_answer_flip_token"):
         vals = [v for v in pt["nld_answer_flip_token"] if v is not None]
@@ -207,25 +212,20 @@ def _token_view(run_dir: Path) -> str:
 
 def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Render the figures and write ``run_dir/report.html`` (or ``out``) from the saved files; return its path."""
-    from thinklens.pipeline import commands, load_config, read_json, write_json
+    from thinklens.pipeline import RunPaths, commands, load_config, read_json, write_json
     from thinklens.pipeline_stages import headline_results, load_head_scores, load_patching
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ThinklensError(f"no such run directory: {run_dir}")
     config = load_config(run_dir)
-    paths_results = run_dir / "results.json"
-    results = read_json(paths_results)
-    if results is None:  # rebuild the headline numbers from the stage files
-        from thinklens.pipeline import RunPaths
-
-        results = headline_results(RunPaths(run_dir), config)
-        write_json(paths_results, results)
+    paths = RunPaths(run_dir)
+    old = read_json(paths.results) or {}
+    results = headline_results(paths, config)  # always from the stage files: they are the source of truth
+    results.update({k: old[k] for k in ("timings", "notes") if k in old})
+    write_json(paths.results, results)
     cmds = commands(config)
     figures = render_figures(run_dir, cmds)
-    from thinklens.pipeline import RunPaths
-
-    paths = RunPaths(run_dir)
     top = (results.get("heads") or {}).get("top")
     view = layer_view_data(load_head_scores(paths), load_patching(paths, with_pairs=True), top)
 
