@@ -167,8 +167,16 @@ def commands(config: RunConfig) -> dict[str, str]:
         "heads": f"thinklens heads rank {d}/attention --top {config.top_k} --seed {config.seed}",
         "cues": f"thinklens heads tokens {d}/attention --output {d}/attention/token_view.html",
         "induction": f"thinklens heads induction {common} --output {d}/attention/induction.json",
-        "patching": f"thinklens patching {common} --n-pairs {config.n_pairs} --seed {config.seed} "
-        f"--output {d}/patching" + (f" --pairs-csv {config.pairs_csv}" if config.pairs_csv else ""),
+        "patching": (f"thinklens pairs prepare --csv {config.pairs_csv} --output {d}/patching/queries.jsonl\n"
+                     f"thinklens collect {common} --dataset {d}/patching/queries.jsonl --reasoning with "
+                     f"--output {d}/patching/csv_responses.jsonl\n"
+                     f"thinklens pairs build {common} --csv {config.pairs_csv} --responses "
+                     f"{d}/patching/csv_responses.jsonl --output {d}/patching/contrastive_pairs.jsonl\n"
+                     if config.pairs_csv else
+                     f"thinklens pairs toy --n {config.n_pairs} --seed {config.seed} "
+                     f"--output {d}/patching/contrastive_pairs.jsonl\n")
+        + f"thinklens patch {common} --pairs {d}/patching/contrastive_pairs.jsonl --output {d}/patching"
+        + ("" if config.pairs_csv else " --positions last-reasoning:12,answer-tail:6"),
         "report": f"thinklens report {d}",
         "run": f"thinklens run {common} --dataset {config.dataset} --limit {config.limit} --n-pairs "
         f"{config.n_pairs} --seed {config.seed} --output {d}",

@@ -166,11 +166,7 @@ def stage_patching(ctx: StageContext) -> dict[str, Any]:
     if c.n_pairs == 0:
         return {"status": "skipped", "note": "--n-pairs 0: patching not requested"}
     if c.pairs_csv:
-        csv_fn = getattr(_optional("thinklens.patching.csv_workflow"), "csv_pairs_for_model", None)
-        if csv_fn is None:
-            return {"status": "skipped", "note": "the paper-CSV pair workflow is not available in this version; "
-                    "run `thinklens patching` on the CSV by hand"}
-        pairs, rejects = csv_fn(ctx.model(), c.pairs_csv, n=c.n_pairs, seed=c.seed)
+        pairs, rejects = _csv_pairs(ctx)
         positions = None
     elif c.model == "tiny-r1" or c.dataset == "arithmetic":
         from thinklens.patching.pairs import toy_pairs
@@ -182,15 +178,38 @@ def stage_patching(ctx: StageContext) -> dict[str, Any]:
         return {"status": "skipped", "note": f"no contrastive pairs for {c.model} on {c.dataset!r}: pass --pairs-csv "
                 "(the paper's contrastive_qa_pairs.csv) to run activation patching"}
     if not pairs:
-        raise ThinklensError(f"no usable contrastive pair ({len(rejects)} rejected: "
-                             f"{rejects[0]['reason'] if rejects else 'none built'})")
+        return {"status": "skipped", "note": f"no usable contrastive pair ({len(rejects)} rejected, e.g. "
+                f"{rejects[0]['reason'] if rejects else 'none built'})", "n_rejected": len(rejects)}
     m = ctx.model()
     ctx.log(f"{ctx.label}  {len(pairs)} pairs x {m.model.config.num_hidden_layers} layers"
             + (f" ({len(rejects)} pairs rejected)" if rejects else ""))
-    write_json(p.patching_dir / "pairs_rejected.json", rejects)
+    from thinklens.patching.pairs import save_pairs
+
+    save_pairs(p.patching_dir / "contrastive_pairs.jsonl", pairs, rejects)
     kwargs = {"positions": positions} if positions else {}
     result = patch_pairs(m.model, m.profile, pairs, p.patching_dir, progress=ctx.show_progress, **kwargs)
     return {"n_pairs": len(result.pair_ids), "n_rejected": len(rejects)}
+
+
+def _csv_pairs(ctx: StageContext) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The paper's workflow: the model answers both queries of each CSV row with reasoning (resumable), each
+    response is cut before its answer and closed with the probe ``Final answer is X.``; rows whose responses are
+    wrong or unfinished are rejected with a reason."""
+    from thinklens.empirical.collect import GenerationSettings, collect
+    from thinklens.patching.pairs import build_csv_pairs, prepare_queries, read_pair_csv, read_responses
+
+    c, p = ctx.config, ctx.paths
+    rows = read_pair_csv(c.pairs_csv)[: c.n_pairs]
+    responses_path = p.patching_dir / "csv_responses.jsonl"
+    settings = GenerationSettings(seed=c.seed, batch_size=c.batch_size,
+                                  **({"max_new_tokens": c.max_new_tokens} if c.max_new_tokens else {}))
+    m = ctx.model()
+    ctx.log(f"{ctx.label}  answering {2 * len(rows)} contrastive queries from {c.pairs_csv}")
+    collect(m, prepare_queries(rows), reasoning="with", output=responses_path, settings=settings,
+            model_name=c.model, progress=ctx.show_progress)
+    responses, bad = read_responses(responses_path)
+    pairs, rejects = build_csv_pairs(rows, responses, m.tokenizer, m.profile)
+    return pairs, rejects + bad
 
 
 def stage_report(ctx: StageContext) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +87,21 @@ def test_cli_run_and_report_errors(tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "no such run directory" in capsys.readouterr().err
+
+
+REFERENCE = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference"
+
+
+@pytest.mark.slow
+def test_paper_csv_pairs_are_collected_and_rejects_reported(random_r1_dir, tmp_path):
+    csv = REFERENCE / "contrastive_qa_pairs.csv"
+    if not csv.is_file():
+        pytest.skip("reference data absent")
+    out = tmp_path / "run"
+    cfg = RunConfig(model=str(random_r1_dir), dataset="arithmetic", limit=1, n_pairs=2, pairs_csv=str(csv),
+                    output=str(out), stages="patching", max_new_tokens=8)
+    res = run(cfg, progress=False)
+    # a random model answers nothing correctly: both rows are rejected with reasons, the run goes on
+    assert len(list(read_records(out / "patching" / "csv_responses.jsonl"))) == 4
+    assert res.stages["patching"]["status"] == "skipped"
+    assert "2 rejected" in res.results["notes"]["patching"]
