@@ -78,19 +78,24 @@ FIGURE_SPECS: list[tuple[str, str, str, str, tuple[str, ...], str, str]] = [
      "``Wait``) compared with other reasoning tokens (1 = the trace's mean reasoning token; permutation p-value).",
      "cues"),
     ("patching_layers", "patching", "Patching effect per layer", "thinklens.report.fig_patching",
-     ("plot_layer_curves", "plot_nld_layers", "plot_patching_curves", "fig_layer_curves"),
+     ("plot_layer_curves",),
      "Normalized logit difference (NLD) when the clean run's residual stream at one layer and token is patched "
      "into the corrupted run: 1 = the clean answer is fully restored, 0 = no effect. Curves: the reasoning's "
      "answer-flip token and the final answer token, mean over pairs.", "patching"),
     ("patching_heatmap", "patching", "Patching heatmap (layer × position)", "thinklens.report.fig_patching",
-     ("plot_heatmap", "plot_nld_heatmap", "plot_patching_heatmap", "fig_heatmap"),
+     ("plot_pair_heatmap",),
      "NLD for every (layer, token position) of a contrastive pair: the answer travels from the reasoning's "
      "answer token to the final answer through the middle layers.", "patching"),
 ]
 
 
+# figure functions that take a stage's own output directory instead of the run directory
+_INPUT_DIR = {"thinklens.report.fig_patching": "patching"}
+
+
 def _call_figure(module: str, names: tuple[str, ...], run_dir: Path, out: Path) -> tuple[Path | None, str | None]:
     """Call the first available stage figure function as ``fn(input, out_png)``; return (png, note)."""
+    src = run_dir / _INPUT_DIR[module] if module in _INPUT_DIR else run_dir
     try:
         mod = importlib.import_module(module)
     except ImportError:
@@ -100,9 +105,11 @@ def _call_figure(module: str, names: tuple[str, ...], run_dir: Path, out: Path) 
         return None, f"{module} has none of {', '.join(names)}"
     try:
         params = list(inspect.signature(fn).parameters)
-        result = fn(run_dir, out) if len(params) >= 2 else fn(run_dir)
-    except (FileNotFoundError, KeyError, ThinklensError, ValueError) as err:
-        return None, f"no data ({type(err).__name__}: {err})"
+        result = fn(src, out) if len(params) >= 2 else fn(src)
+    except (FileNotFoundError, ThinklensError) as err:
+        return None, f"no data ({err})"
+    except Exception as err:  # noqa: BLE001 - a broken figure must not cost the whole report
+        return None, f"{module}.{fn.__name__} failed ({type(err).__name__}: {err})"
     if isinstance(result, (str, Path)) and Path(result).exists():
         return Path(result), None
     if out.exists():

@@ -1,0 +1,61 @@
+"""End to end on the embedded tiny-r1: a small `thinklens run` must show the paper's three findings."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    import torch
+
+    from thinklens.pipeline import RunConfig, run
+    from thinklens.toy import TINY_R1_DIR
+
+    if not (TINY_R1_DIR / "config.json").exists():
+        pytest.skip("tiny-r1 weights not built (thinklens train-toy)")
+    torch.set_num_threads(2)
+    out = tmp_path_factory.mktemp("e2e") / "run"
+    cfg = RunConfig(model="tiny-r1", dataset="arithmetic", limit=48, n_pairs=6, seed=0, output=str(out),
+                    n_bootstrap=200, device="cpu")
+    return run(cfg, progress=False)
+
+
+@pytest.mark.slow
+def test_results_json_structure(tiny_run):
+    res = json.loads((tiny_run.output / "results.json").read_text())
+    assert res == tiny_run.results
+    assert res["model"] == "tiny-r1" and res["dataset"] == "arithmetic"
+    assert set(res["versions"]) >= {"thinklens", "torch", "transformers", "python"}
+    assert set(res["timings"]) == {"collect", "grade", "evaluate", "attention", "patching", "report"}
+    ev = res["evaluation"]["tiny-r1"]
+    assert set(ev) >= {"n", "accuracy_with_reasoning", "accuracy_without_reasoning", "difference_ci95", "p_value"}
+    top = res["heads"]["top"]
+    assert len(top) == 10 and all(len(t) == 3 for t in top)
+    assert [t[2] for t in top] == sorted((t[2] for t in top), reverse=True)
+    pt = res["patching"]
+    assert pt["n_pairs"] == 6 and len(pt["layers"]) == len(pt["nld_answer_flip_token"])
+    assert len(pt["nld_final_answer_token"]) == len(pt["layers"])
+    assert (tiny_run.output / "report.html").stat().st_size > 50_000  # figures embedded
+
+
+@pytest.mark.slow
+def test_finding_1_reasoning_helps(tiny_run):
+    ev = tiny_run.results["evaluation"]["tiny-r1"]
+    assert ev["n"] >= 40
+    assert ev["accuracy_with_reasoning"] > ev["accuracy_without_reasoning"]
+    assert ev["difference_ci95"][0] > 0 and ev["p_value"] < 0.05
+
+
+@pytest.mark.slow
+def test_finding_2_reasoning_focus_heads_exist(tiny_run):
+    heads = tiny_run.results["heads"]
+    assert heads["stability"]["per_head"][0] >= 0.8  # the top head stays on top across resampled traces
+    assert heads["top_to_median_ratio"] >= 2  # and reads the reasoning far more than a typical head
+
+
+@pytest.mark.slow
+def test_finding_3_patching_flips_the_answer(tiny_run):
+    nld = [v for v in tiny_run.results["patching"]["nld_answer_flip_token"] if v is not None]
+    assert max(nld) >= 0.8
