@@ -148,6 +148,23 @@ class RunResult:
     def notes(self) -> list[str]:
         return [f"{k}: {v['note']}" for k, v in self.stages.items() if v.get("note")]
 
+    def save(self, directory: str | Path | None = None) -> Path:
+        """Write ``results.json`` and ``run_state.json`` into ``directory`` (default: the run directory)."""
+        paths = RunPaths(Path(directory or self.output))
+        write_json(paths.results, self.results)
+        write_json(paths.state, self.stages)
+        return paths.results
+
+    @classmethod
+    def load(cls, directory: str | Path) -> RunResult:
+        """The result of a finished (or partial) run, from its directory; no model needed."""
+        paths = RunPaths(Path(directory))
+        results = read_json(paths.results)
+        if results is None:
+            raise ThinklensError(f"{paths.results} not found: run `thinklens run --output {directory}` first")
+        return cls(output=paths.root, results=results, stages=read_json(paths.state, {}) or {},
+                   report=paths.report if paths.report.exists() else None)
+
 
 def commands(config: RunConfig) -> dict[str, str]:
     """The standalone command equivalent to each stage of this run (shown in the report)."""

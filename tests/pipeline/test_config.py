@@ -48,3 +48,14 @@ def test_commands_name_every_stage_and_the_directory(tmp_path):
 def test_load_config_errors_on_non_run_directory(tmp_path):
     with pytest.raises(ThinklensError, match="config.json"):
         load_config(tmp_path)
+
+
+def test_run_result_save_load_roundtrip(tmp_path):
+    from thinklens.pipeline import RunResult
+
+    res = RunResult(output=tmp_path, results={"model": "m", "evaluation": {}}, stages={"grade": {"status": "done"}})
+    res.save()
+    back = RunResult.load(tmp_path)
+    assert back.results == res.results and back.stages == res.stages and back.report is None
+    with pytest.raises(ThinklensError, match="results.json"):
+        RunResult.load(tmp_path / "nothing")
