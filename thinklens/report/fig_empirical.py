@@ -55,7 +55,8 @@ def plot_quality_impact(result: EvaluationResult | str | Path, path: str | Path 
     ax.set_yticks(range(0, 101, 20))
     ax.set_ylabel("accuracy (%)" + (" — strict grader" if strict else ""))
     ax.set_title("Answer quality with vs without reasoning", fontsize=10)
-    ax.legend(fontsize=8, loc="upper center", frameon=False, ncols=2)
+    if models:
+        ax.legend(fontsize=8, loc="upper center", frameon=False, ncols=2)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     fig.subplots_adjust(bottom=0.28)
