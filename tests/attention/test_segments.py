@@ -77,3 +77,16 @@ def test_batch_run_resume_and_skips(qwen2_model, toy_tokenizer, toy_traces, tmp_
     assert len(list((out / "tokens").glob("*.npz"))) == 2
     with pytest.raises(ThinklensError, match="no such trace file"):
         score_trace_file(qwen2_model, toy_tokenizer, tmp_path / "missing.jsonl", out, progress=False)
+
+
+def test_duplicate_ids_recorded(qwen2_model, toy_tokenizer, toy_traces, tmp_path):
+    path, _ = toy_traces
+    first = path.read_text().splitlines()[0]
+    dup = tmp_path / "dup.jsonl"
+    dup.write_text(first + "\n" + first + "\n")
+    out = tmp_path / "o"
+    hs = score_trace_file(qwen2_model, toy_tokenizer, dup, out, profile=get_profile("tiny-r1"), progress=False)
+    assert hs.n_traces == 1
+    assert [s["reason"] for s in hs.skipped] == [f"{dup}:2 ({hs.ids[0]}): duplicate id (first at line 1)"]
+    hs2 = score_trace_file(qwen2_model, toy_tokenizer, dup, out, profile=get_profile("tiny-r1"), progress=False)
+    assert len(hs2.skipped) == 1 and len((out / "skipped.jsonl").read_text().splitlines()) == 1

@@ -293,6 +293,7 @@ def score_trace_file(model: Any, tokenizer: Any, traces: str | Path, output: str
     lines = list(read_jsonl(traces))
     if limit is not None:
         lines = lines[:limit]
+    seen: dict[str, int] = {}
     with JsonlWriter(partial) as wp, JsonlWriter(skipped_path) as ws:
         for item in tqdm(lines, desc="attention", unit="trace", disable=not progress, file=None):
             if item.error is not None:
@@ -302,6 +303,14 @@ def score_trace_file(model: Any, tokenizer: Any, traces: str | Path, output: str
                     ws.write(skipped[key])
                 continue
             rid = record_id(item.record, item.lineno)
+            if rid in seen:  # the same id twice in one file: keep the first, record the second
+                key = f"duplicate:{rid}:{item.lineno}"
+                if key not in skipped:
+                    skipped[key] = {"id": key, "line": item.lineno,
+                                    "reason": f"{item.where} ({rid}): duplicate id (first at line {seen[rid]})"}
+                    ws.write(skipped[key])
+                continue
+            seen[rid] = item.lineno
             if rid in done or rid in skipped:
                 continue
             try:
