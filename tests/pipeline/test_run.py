@@ -105,3 +105,27 @@ def test_paper_csv_pairs_are_collected_and_rejects_reported(random_r1_dir, tmp_p
     assert len(list(read_records(out / "patching" / "csv_responses.jsonl"))) == 4
     assert res.stages["patching"]["status"] == "skipped"
     assert "2 rejected" in res.results["notes"]["patching"]
+
+
+@pytest.mark.slow
+def test_attention_stage_on_reference_traces(random_r1_dir, tmp_path):
+    """The attention stage on finished traces (tiny-r1's reference texts): head scores, ranking with stability,
+    cue statistics, token view and induction overlap, all reaching results.json and the report."""
+    from thinklens.jsonl import JsonlWriter
+    from thinklens.toy.tasks import full_text, generate_problems
+
+    out = tmp_path / "run"
+    with JsonlWriter(out / "traces" / "with.jsonl") as w:
+        for p in generate_problems(6, seed=0):
+            w.write({"id": p.id, "model": "m", "reasoning": "with", "text": full_text(p)})
+    res = run(_cfg(random_r1_dir, out, limit=6, stages="attention,report", top_k=3), progress=False)
+    heads = res.results["heads"]
+    assert len(heads["top"]) == 3 and heads["n_traces"] == 6
+    assert len(heads["stability"]["per_head"]) == 3 and all(0 <= s <= 1 for s in heads["stability"]["per_head"])
+    assert heads["induction_overlap"]["k_found"] == 3
+    assert set(heads["cues"]) >= {"mean_cue", "p_value"} or "error" in heads["cues"]
+    for rel in ("attention/head_scores.npz", "heads.json", "attention/induction.json", "attention/token_view.html",
+                "figures/rfh_heatmap.png"):
+        assert (out / rel).is_file(), rel
+    html = (out / "report.html").read_text()
+    assert "Token view" in html and "induction heads" in html

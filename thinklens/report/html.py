@@ -207,14 +207,32 @@ def _fmt_ci(ci: Any) -> str:
     return f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "n/a"
 
 
-def _token_view(run_dir: Path) -> str:
+def _token_view(run_dir: Path, command: str) -> str:
     path = Path(run_dir) / "attention" / "token_view.html"
     if not path.exists():
         return '<p class="note">No token view in this run (attention/token_view.html).</p>'
     doc = path.read_text(encoding="utf-8")
-    return (f'<iframe class="token-view" title="token view" sandbox="allow-scripts" srcdoc="{esc(doc)}"></iframe>'
-            "<p>Token view of one trace: each reasoning token is shaded by the attention the answer (through the "
-            "Reasoning-Focus Heads) pays to it.</p>")
+    return ('<h3>Token view</h3><iframe class="token-view" title="token view" sandbox="" '
+            f'srcdoc="{esc(doc)}"></iframe><p>One trace: each reasoning token is shaded by the attention the answer '
+            "pays to it through the top Reasoning-Focus Heads; self-correction cues are underlined.<br>"
+            f"Reproduce: <code>{esc(command)}</code></p>")
+
+
+def _heads_extra(results: dict[str, Any], cmds: dict[str, str]) -> str:
+    """Induction-head overlap and cue numbers, in words."""
+    heads = results.get("heads") or {}
+    parts = []
+    ov = heads.get("induction_overlap")
+    if ov:
+        parts.append(f"{ov['overlap']} of the top {ov['k_found']} Reasoning-Focus Heads are also among the top "
+                     f"{ov['k_reference']} induction heads (hypergeometric p = {_fmt(ov['p_value'])}; "
+                     f"<code>{esc(cmds.get('induction', ''))}</code>).")
+    cues = heads.get("cues") or {}
+    if cues.get("mean_cue") is not None:
+        parts.append(f"Cue tokens receive {_fmt(cues['mean_cue'])}x the trace's mean reasoning-token attention "
+                     f"(other reasoning tokens {_fmt(cues.get('mean_other'))}x; permutation p = "
+                     f"{_fmt(cues.get('p_value'))}, {esc(cues.get('n_cue_tokens'))} cue tokens).")
+    return "<p>" + " ".join(parts) + "</p>" if parts else ""
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -249,7 +267,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         "<p>Each problem is answered twice, with free reasoning and with the thinking forced to finish "
         "immediately; correctness is paired by problem (McNemar's exact test, bootstrap CI of the gap).</p>",
         _evaluation_table(results), section("quality"),
-        "<h2>2. Attention from the answer to the reasoning</h2>", section("attention"), _token_view(run_dir),
+        "<h2>2. Attention from the answer to the reasoning</h2>", section("attention"), _heads_extra(results, cmds),
+        _token_view(run_dir, cmds.get("cues", "")),
         "<h2>3. Activation patching</h2>",
         "<p>Contrastive pairs differ in one operand, hence in the reasoning's intermediate results and answer. "
         "Patching a clean activation into the corrupted run at one (layer, token) and measuring how far the answer "
@@ -259,6 +278,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         "each head of the layer attends from the answer to the reasoning; right, the patching effect of that "
         "layer at every token position of one pair.</p>",
         layer_view_html(view),
+        f"<p>Reproduce: <code>{esc(cmds['report'])}</code> (from the saved head scores and patching results).</p>",
         "<h2>Reproduce</h2><pre>" + esc("\n".join(f"# {k}\n{v}" for k, v in cmds.items())) + "</pre>",
     ]
     title = f"thinklens report: {config.model} / {config.dataset}"
