@@ -54,7 +54,7 @@ class RunConfig:
     n_pairs: int = 20  # contrastive pairs for activation patching
     pairs_csv: str | None = None  # the paper's contrastive QA CSV (models other than tiny-r1)
     stages: tuple[str, ...] = STAGES
-    batch_size: int = 16
+    batch_size: int | None = None  # generation batch; None: 64 for tiny-r1 (per-step overhead dominates), else 16
     max_new_tokens: int | None = None  # None: the stage's default for the model
     top_k: int = 10  # Reasoning-Focus Heads reported
     n_bootstrap: int = 1000
@@ -66,6 +66,8 @@ class RunConfig:
         bad = [s for s in self.stages if s not in STAGES]
         if bad or not self.stages:
             raise ThinklensError(f"unknown stage(s) {bad or '(none given)'}; choose from {','.join(STAGES)}")
+        if self.batch_size is None:
+            self.batch_size = 64 if self.model == "tiny-r1" else 16
         for name in ("limit", "n_pairs", "batch_size", "top_k", "n_bootstrap"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "n_pairs" else 1):

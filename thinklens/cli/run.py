@@ -20,7 +20,7 @@ class RunArgs:
     n_pairs: int = 20
     pairs_csv: str | None = None
     stages: str = "collect,grade,evaluate,attention,patching,report"
-    batch_size: int = 16
+    batch_size: int | None = None
     max_new_tokens: int | None = None
     top_k: int = 10
     quiet: bool = False
@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-pairs", type=int, default=d.n_pairs, help="contrastive pairs to patch (0: skip patching)")
     p.add_argument("--pairs-csv", help="the paper's contrastive QA pairs CSV (patching for models other than tiny-r1)")
     p.add_argument("--stages", default=d.stages, help=f"comma-separated subset of {','.join(STAGES)}")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="generation batch size")
+    p.add_argument("--batch-size", type=int, help="generation batch size (default: 64 for tiny-r1, else 16)")
     p.add_argument("--max-new-tokens", type=int, help="generation budget (default: 256 for tiny-r1, else 2048)")
     p.add_argument("--top-k", type=int, default=d.top_k, help="Reasoning-Focus Heads to report")
     p.add_argument("--quiet", action="store_true", help="no progress display")
