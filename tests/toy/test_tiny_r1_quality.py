@@ -34,3 +34,13 @@ def test_reasoning_gap(gates):
 def test_answer_follows_reasoning(gates):
     assert gates["n_pairs"] >= 50
     assert gates["pair_follow_b"] >= 0.90, gates
+
+
+@pytest.mark.slow
+def test_patching_answer_digit_flips_answer(tiny_r1_model, tiny_r1_tokenizer):
+    """What the patching stage relies on: N's first digit in the reasoning carries the answer, the prompt does not."""
+    from thinklens.toy.gates import patching_check
+
+    res = patching_check(tiny_r1_model, tiny_r1_tokenizer, n_pairs=30, seed=1234)
+    assert max(res["answer_digit"]) >= 0.8, res
+    assert max(abs(v) for v in res["question_start"]) <= 0.2, res

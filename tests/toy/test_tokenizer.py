@@ -35,6 +35,10 @@ def test_special_tokens_are_single(tok):
     assert tok.pad_token_id == tok.eos_token_id != tok.bos_token_id
 
 
+def test_add_special_tokens_prepends_bos_like_r1(tok):
+    assert tok("12+3")["input_ids"] == [tok.bos_token_id, *tok("12+3", add_special_tokens=False)["input_ids"]]
+
+
 def test_roundtrip_and_offsets_on_traces(tok):
     for p in generate_problems(20, seed=0):
         for text in (full_text(p, instruction=True), full_text(p, reasoning=False)):

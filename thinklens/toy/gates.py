@@ -105,3 +105,77 @@ def evaluate_gates(model, tokenizer, n: int = 200, seed: int = 1234, n_pairs: in
         "slip_wrote_wait": wrote_wait / max(1, len(slips)),
         "by_kind": by_kind,
     }
+
+
+def _n_tokens(tokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+@torch.no_grad()
+def patching_check(model, tokenizer, n_pairs: int = 30, seed: int = 1234) -> dict:
+    """Residual-stream patching sanity check for the patching stage (reported in the card, not gated).
+
+    For each contrastive pair, the hidden state after each layer at the token of N's first digit in
+    ``Final answer is N.`` is copied from A's run into B's run (A's prompt + reasoning vs B's, both teacher-forced
+    through ``The answer is \\boxed{``). Normalized logit difference on the first answer token:
+    ``(LD_patched - LD_B) / (LD_A - LD_B)`` with ``LD = logit(A's first char) - logit(B's first char)``: 1 = the
+    answer flipped to A's. A control patches the first question token instead (should stay near 0).
+    Returns per-layer means for both positions.
+    """
+    model.eval()
+    pairs = contrastive_pairs(n_pairs, seed, split="test")
+    layers = model.model.layers
+
+    def text(p: Problem) -> str:
+        return prompt_text(p) + p.reasoning + THINK_END + "\n\n" + ANSWER_PREFIX
+
+    def batch(texts: list[str]) -> torch.Tensor:  # right padding: causal, so real tokens never see the pads
+        ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        width = max(map(len, ids))
+        return torch.tensor([x + [tokenizer.pad_token_id] * (width - len(x)) for x in ids])
+
+    a_ids, b_ids = batch([text(a) for a, _ in pairs]), batch([text(b) for _, b in pairs])
+    last_pos = torch.tensor([_n_tokens(tokenizer, text(b)) - 1 for _, b in pairs])
+    n_prompt = len(tokenizer(prompt_text(pairs[0][0]), add_special_tokens=False)["input_ids"])
+    tok_a = torch.tensor([tokenizer.convert_tokens_to_ids(a.answer[0]) for a, _ in pairs])
+    tok_b = torch.tensor([tokenizer.convert_tokens_to_ids(b.answer[0]) for _, b in pairs])
+    rows = torch.arange(len(pairs))
+
+    def ld(logits):
+        last = logits[rows, last_pos]
+        return last[rows, tok_a] - last[rows, tok_b]
+
+    cache: dict[int, torch.Tensor] = {}
+
+    def saver(i):
+        def hook(_m, _inp, out):
+            cache[i] = (out[0] if isinstance(out, tuple) else out).clone()
+        return hook
+
+    handles = [layer.register_forward_hook(saver(i)) for i, layer in enumerate(layers)]
+    ld_a = ld(model(input_ids=a_ids).logits)
+    for h in handles:
+        h.remove()
+    ld_b = ld(model(input_ids=b_ids).logits)
+
+    def run_patched(layer_i: int, positions: torch.Tensor) -> torch.Tensor:
+        def hook(_m, _inp, out):
+            hs = out[0] if isinstance(out, tuple) else out
+            hs = hs.clone()
+            hs[rows, positions] = cache[layer_i][rows, positions]
+            return (hs, *out[1:]) if isinstance(out, tuple) else hs
+        h = layers[layer_i].register_forward_hook(hook)
+        try:
+            return ld(model(input_ids=b_ids).logits)
+        finally:
+            h.remove()
+
+    # pairs can differ in trace length, so positions are per row (A and B of one pair align)
+    digit_pos = torch.tensor([n_prompt + b.answer_char_span[0] for _, b in pairs])
+    question_pos = torch.full((len(pairs),), 2)  # first question character (after BOS, <｜User｜>)
+    denom = ld_a - ld_b
+    out: dict = {"n_pairs": len(pairs), "answer_digit": [], "question_start": []}
+    for i in range(len(layers)):
+        out["answer_digit"].append(float(((run_patched(i, digit_pos) - ld_b) / denom).mean()))
+        out["question_start"].append(float(((run_patched(i, question_pos) - ld_b) / denom).mean()))
+    return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import string
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
 from thinklens.toy.tasks import ASSISTANT, BOS, EOS, THINK_END, THINK_START, USER
 
@@ -46,6 +46,10 @@ def build_backend() -> Tokenizer:
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in (BOS, EOS, USER, ASSISTANT, UNK)])
     # as in the real R1 tokenizer, <think>/</think> are added but not special (they survive skip_special_tokens)
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in (THINK_START, THINK_END)])
+    # like R1-Distill: tokenizer(text) (add_special_tokens=True) prepends BOS; add_special_tokens=False adds nothing
+    bos_id = vocab()[BOS]
+    tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B",
+                                                       special_tokens=[(BOS, bos_id)])
     return tok
 
 

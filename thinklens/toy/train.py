@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import random
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -40,7 +41,7 @@ class TrainConfig:
     """Hyperparameters of one training run (all recorded in the model card)."""
 
     seed: int = 0
-    steps: int = 1500
+    steps: int = 1200
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 0.05
@@ -57,6 +58,7 @@ class TrainConfig:
     eval_seed: int = 1234
     threads: int = 2
     log_every: int = 25
+    save_every: int = 200  # intermediate checkpoint in OUTPUT/checkpoint (removed at the end); 0 = never
 
 
 def _seed_all(seed: int) -> None:
@@ -149,7 +151,7 @@ def save_tokenizer(tokenizer, output_dir: Path) -> None:
         "unk_token": tokenizer.unk_token}, indent=2, ensure_ascii=False) + "\n")
 
 
-def train(output_dir: str | Path, seed: int = 0, steps: int = 1500, batch_size: int = 64, lr: float = 3e-3,
+def train(output_dir: str | Path, seed: int = 0, steps: int = 1200, batch_size: int = 64, lr: float = 3e-3,
           eval_n: int = 200, log=print, **overrides) -> dict:
     """Train tiny-r1 into ``output_dir`` (config, safetensors, tokenizer, generation_config, README.md card).
 
@@ -187,6 +189,8 @@ def train(output_dir: str | Path, seed: int = 0, steps: int = 1500, batch_size: 
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         losses.append(loss.item())
+        if cfg.save_every and step and step % cfg.save_every == 0:
+            model.save_pretrained(output_dir / "checkpoint", safe_serialization=True)
         if cfg.log_every and (step % cfg.log_every == 0 or step == cfg.steps - 1):
             recent = losses[-cfg.log_every:]
             log(f"step {step:5d}  loss {sum(recent) / len(recent):.4f}  lr {_lr_at(step, cfg):.2e}  "
@@ -204,12 +208,14 @@ def train(output_dir: str | Path, seed: int = 0, steps: int = 1500, batch_size: 
                                                pad_token_id=tokenizer.pad_token_id, do_sample=False,
                                                max_new_tokens=256)
     model.save_pretrained(output_dir, safe_serialization=True)
+    shutil.rmtree(output_dir / "checkpoint", ignore_errors=True)
     save_tokenizer(tokenizer, output_dir)
     if cfg.eval_n:
-        from thinklens.toy.gates import evaluate_gates
+        from thinklens.toy.gates import evaluate_gates, patching_check
 
         t1 = time.time()
         summary["gates"] = evaluate_gates(model, tokenizer, n=cfg.eval_n, seed=cfg.eval_seed)
+        summary["patching"] = patching_check(model, tokenizer, n_pairs=30, seed=cfg.eval_seed)
         summary["gates_wall_seconds"] = time.time() - t1
         log(json.dumps(summary["gates"], indent=1))
     (output_dir / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -278,6 +284,15 @@ def model_card(summary: dict) -> str:
             "By kind (with / without reasoning): " + ", ".join(
                 f"{k} {v['with']:.2f} / {v['without']:.2f} (n={v['n']})" for k, v in g["by_kind"].items()), "",
         ]
+    pt = summary.get("patching")
+    if pt:
+        lines += [
+            f"Activation patching sanity check ({pt['n_pairs']} pairs, `thinklens.toy.gates.patching_check`): the "
+            "residual stream after each layer at the first digit of N in `Final answer is N.` copied from A's run "
+            "into B's run; normalized logit difference of the first answer token (1 = flips to A's answer) per "
+            "layer: " + ", ".join(f"{v:.2f}" for v in pt["answer_digit"]) + "; control (first question token): "
+            + ", ".join(f"{v:.2f}" for v in pt["question_start"]) + ".", "",
+        ]
     lines += [
         "## Intended use", "",
         "Tests and demos of thinklens: with/without-reasoning evaluation, Reasoning-Focus Heads (answer tokens",
@@ -298,9 +313,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hidden-size", type=int, default=TrainConfig.hidden_size)
     p.add_argument("--intermediate-size", type=int, default=TrainConfig.intermediate_size)
     p.add_argument("--num-layers", type=int, default=TrainConfig.num_layers)
+    p.add_argument("--threads", type=int, default=TrainConfig.threads, help="torch CPU threads")
     a = p.parse_args(argv)
     summary = train(a.output, seed=a.seed, steps=a.steps, batch_size=a.batch_size, lr=a.lr, eval_n=a.eval_n,
                     hidden_size=a.hidden_size, intermediate_size=a.intermediate_size, num_layers=a.num_layers,
+                    threads=a.threads,
                     log=lambda m: print(m, flush=True))
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=1))
     return 0
