@@ -298,3 +298,77 @@ def toy_pairs(n: int, seed: int, tokenizer: Any, split: str = "test") -> tuple[l
         except PairRejected as err:
             rejects.append({"id": pid, "reason": str(err)})
     return pairs, rejects
+
+
+# ------------------------------------------------------------------------------------------------------- pair files
+def save_pairs(path: str | Path, pairs: list[Pair], rejects: list[dict[str, Any]] | None = None,
+               rejects_path: str | Path | None = None) -> None:
+    """Write pairs as JSONL (and the rejects, with their reasons, next to them)."""
+    from thinklens.jsonl import JsonlWriter
+
+    with JsonlWriter(path, overwrite=True) as w:
+        for p in pairs:
+            w.write(p.to_dict())
+    if rejects is not None:
+        with JsonlWriter(rejects_path or rejects_file(path), overwrite=True) as w:
+            for r in rejects:
+                w.write(r)
+
+
+def rejects_file(path: str | Path) -> Path:
+    p = Path(path)
+    return p.with_name(p.stem + ".rejects.jsonl")
+
+
+def load_pairs(path: str | Path, errors: list[dict[str, Any]] | None = None) -> list[Pair]:
+    """Read a pair file; bad lines are appended to ``errors`` as ``{line, error}`` (or raise when it is None)."""
+    from thinklens.jsonl import read_jsonl
+
+    if not Path(path).is_file():
+        raise ThinklensError(f"no such pair file: {path}")
+    pairs = []
+    for line in read_jsonl(path):
+        err = line.error
+        if err is None:
+            try:
+                pairs.append(Pair.from_dict(line.record))
+                continue
+            except (ThinklensError, KeyError) as e:
+                err = str(e)
+        if errors is None:
+            raise ThinklensError(f"{path}:{line.lineno}: {err}")
+        errors.append({"line": line.lineno, "error": err})
+    return pairs
+
+
+def read_responses(path: str | Path) -> tuple[dict[str, dict], list[dict[str, Any]]]:
+    """Collected responses by id, and ``{id, reason}`` entries for lines that cannot be used (file:line named)."""
+    from thinklens.jsonl import read_jsonl
+    from thinklens.traces import record_id
+
+    if not Path(path).is_file():
+        raise ThinklensError(f"no such responses file: {path}")
+    out, bad = {}, []
+    for line in read_jsonl(path):
+        if line.error is not None:
+            bad.append({"id": None, "reason": f"{line.where}: {line.error}"})
+            continue
+        rid = record_id(line.record, line.lineno)
+        if rid in out:
+            bad.append({"id": rid, "reason": f"{line.where}: duplicate id {rid!r} (the first one is used)"})
+            continue
+        out[rid] = line.record
+    return out, bad
+
+
+def toy_tokenizer() -> Any:
+    """tiny-r1's tokenizer: from the model directory when it exists, else built (identical by construction)."""
+    from thinklens.errors import ModelLoadError
+    from thinklens.models import load_tokenizer
+
+    try:
+        return load_tokenizer("tiny-r1")
+    except ModelLoadError:
+        from thinklens.toy.tokenizer import build_tokenizer
+
+        return build_tokenizer()
