@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 ANSWER, PROMPT = 256, 100
+ROWS_SECONDS: list[float] = []  # time spent inside the capture's row computation, per capture run
 
 
 def build(layers: int, vocab: int, seq: int):
@@ -64,8 +65,9 @@ def run_mode(mode: str, model, ids, labels):
             group = np.full(seq, -1)
             group[seq - ANSWER :] = 0
             red = SegmentReducer(L, H, group, labels, 1)
-            with capture_attention(model, np.arange(seq - ANSWER, seq), red):
+            with capture_attention(model, np.arange(seq - ANSWER, seq), red) as cap:
                 model(ids, use_cache=False, logits_to_keep=1)
+            ROWS_SECONDS.append(cap.seconds)
             return red.means()[:, 0, :, :6]
         if mode == "eager":
             model.set_attn_implementation("eager")
@@ -138,8 +140,9 @@ def main() -> None:
     results = {}
     for m in modes:  # warm-up, also keeps the outputs for the error check
         results[m] = run_mode(m, model, ids, labels)
-    for _ in range(args.repeats):
-        for m in modes:
+    ROWS_SECONDS.clear()
+    for rep in range(args.repeats):
+        for m in (modes if rep % 2 == 0 else modes[::-1]):  # alternate the order to cancel drift
             t0 = time.perf_counter()
             run_mode(m, model, ids, labels)
             times[m].append(time.perf_counter() - t0)
@@ -151,6 +154,9 @@ def main() -> None:
     out = {
         "seq": args.seq, "layers": args.layers, "answer_tokens": ANSWER, "repeats": args.repeats,
         "time_ratio_vs_forward": med["capture"] / med["forward"],
+        "time_ratio_paired_median": statistics.median(c / f for c, f in zip(times["capture"], times["forward"])),
+        "capture_rows_seconds": statistics.median(ROWS_SECONDS),
+        "rows_overhead_fraction": statistics.median(ROWS_SECONDS) / med["forward"],
         "memory_ratio_vs_forward": mem["capture"]["peak_extra_bytes"] / fwd_mem,
         "forward_seconds": med["forward"], "capture_seconds": med["capture"],
         "forward_peak_extra_mib": mem["forward"]["peak_extra_bytes"] / 2**20,

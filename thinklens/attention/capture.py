@@ -30,6 +30,7 @@ positions in every row of the batch.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -96,9 +97,18 @@ class AttentionCapture:
         self.layers = None if layers is None else set(int(x) for x in layers)
         self.chunk_elements = int(chunk_elements)
         self.n_calls = 0
+        self.seconds = 0.0  # time spent computing and reducing rows (the capture's own overhead)
 
     def _rows(self, module: Any, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None,
               kwargs: dict[str, Any]) -> None:
+        t0 = time.perf_counter()
+        try:
+            self._rows_impl(module, query, key, mask, kwargs)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def _rows_impl(self, module: Any, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None,
+                   kwargs: dict[str, Any]) -> None:
         layer = int(module.layer_idx)
         if self.layers is not None and layer not in self.layers:
             return
