@@ -172,9 +172,9 @@ def commands(config: RunConfig) -> dict[str, str]:
     """The standalone command equivalent to each stage of this run (shown in the report)."""
     d = config.output
     common = f"--model {config.model}"
+    budget = config.max_new_tokens or (256 if config.model == "tiny-r1" else 2048)
     collect = (f"thinklens collect {common} --dataset {config.dataset} --limit {config.limit} --seed {config.seed} "
-               f"--batch-size {config.batch_size}" + (f" --max-new-tokens {config.max_new_tokens}"
-                                                      if config.max_new_tokens else ""))
+               f"--batch-size {config.batch_size} --max-new-tokens {budget}")
     return {
         "collect": f"{collect} --reasoning with --output {d}/traces/with.jsonl\n"
         f"{collect} --reasoning without --output {d}/traces/without.jsonl",
@@ -276,7 +276,8 @@ def run(config: RunConfig, *, progress: bool = True) -> RunResult:
         if name == "report":  # results.json first: the report reads it
             state[name] = {"status": "running"}
             _finish_results(config, paths, state)
-        outcome = ps.STAGE_FUNCS[name](ctx)
+        with ctx.labelled_bars():
+            outcome = ps.STAGE_FUNCS[name](ctx)
         seconds = round(time.perf_counter() - t0, 2)
         state[name] = {"status": outcome.get("status", "done"), "seconds": seconds,
                        **{k: v for k, v in outcome.items() if k != "status"}}

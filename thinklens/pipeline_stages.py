@@ -8,9 +8,10 @@ and writes, and when a stage is complete. A stage function takes a :class:`Stage
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,27 @@ class StageContext:
     def close(self) -> None:
         self._loaded = None
 
+    @contextlib.contextmanager
+    def labelled_bars(self) -> Iterator[None]:
+        """Prefix every progress bar a stage opens with the run's stage label (``[4/6] attention  attention:
+        12/40``), so the display always says which stage runs and how much work is left. The stages keep their
+        own bars (they are also standalone commands); this only changes their description while the stage runs."""
+        from tqdm import std
+
+        original = std.tqdm.__init__
+        label = self.label
+
+        def init(bar: Any, *args: Any, **kwargs: Any) -> None:
+            kwargs["desc"] = f"{label}  {kwargs.get('desc') or ''}".rstrip()
+            kwargs.setdefault("file", sys.stderr)
+            original(bar, *args, **kwargs)
+
+        std.tqdm.__init__ = init
+        try:
+            yield
+        finally:
+            std.tqdm.__init__ = original
+
 
 def _optional(module: str) -> Any:
     try:
@@ -59,16 +81,29 @@ def _optional(module: str) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------- stages
+def generation_settings(config: RunConfig) -> Any:
+    """The decoding settings of a run (the same as ``thinklens collect`` with the run's arguments)."""
+    from thinklens.empirical.collect import GenerationSettings, math_instruction_default
+
+    return GenerationSettings(seed=config.seed, batch_size=config.batch_size, max_new_tokens=max_new_tokens(config),
+                              math_instruction=math_instruction_default(config.dataset))
+
+
+def max_new_tokens(config: RunConfig) -> int:
+    return config.max_new_tokens or (TINY_MAX_NEW_TOKENS if config.model == "tiny-r1" else 2048)
+
+
 def stage_collect(ctx: StageContext) -> dict[str, Any]:
-    from thinklens.empirical.collect import GenerationSettings, collect
+    from thinklens.empirical.collect import collect
     from thinklens.empirical.datasets import load_problems
 
     c = ctx.config
-    problems = load_problems(c.dataset, limit=c.limit, seed=c.seed)
-    max_new = c.max_new_tokens or (TINY_MAX_NEW_TOKENS if c.model == "tiny-r1" else None)
-    settings = GenerationSettings(seed=c.seed, batch_size=c.batch_size,
-                                  **({"max_new_tokens": max_new} if max_new else {}))
-    out: dict[str, Any] = {"n_problems": len(problems)}
+    errors: list[str] = []
+    problems = load_problems(c.dataset, limit=c.limit, seed=c.seed, errors=errors)
+    for e in errors:
+        print(f"skipped {e}", file=sys.stderr)
+    settings = generation_settings(c)
+    out: dict[str, Any] = {"n_problems": len(problems), "bad_problems": len(errors)}
     for mode, path in (("with", ctx.paths.traces_with), ("without", ctx.paths.traces_without)):
         ctx.log(f"{ctx.label}  {mode} reasoning: {len(problems) - len(done_ids(path))}/{len(problems)} problems left")
         s = collect(ctx.model(), problems, reasoning=mode, output=path, settings=settings, model_name=c.model,
@@ -195,14 +230,13 @@ def _csv_pairs(ctx: StageContext) -> tuple[list[Any], list[dict[str, Any]]]:
     """The paper's workflow: the model answers both queries of each CSV row with reasoning (resumable), each
     response is cut before its answer and closed with the probe ``Final answer is X.``; rows whose responses are
     wrong or unfinished are rejected with a reason."""
-    from thinklens.empirical.collect import GenerationSettings, collect
+    from thinklens.empirical.collect import collect
     from thinklens.patching.pairs import build_csv_pairs, prepare_queries, read_pair_csv, read_responses
 
     c, p = ctx.config, ctx.paths
     rows = read_pair_csv(c.pairs_csv)[: c.n_pairs]
     responses_path = p.patching_dir / "csv_responses.jsonl"
-    settings = GenerationSettings(seed=c.seed, batch_size=c.batch_size,
-                                  **({"max_new_tokens": c.max_new_tokens} if c.max_new_tokens else {}))
+    settings = generation_settings(c)
     m = ctx.model()
     ctx.log(f"{ctx.label}  answering {2 * len(rows)} contrastive queries from {c.pairs_csv}")
     collect(m, prepare_queries(rows), reasoning="with", output=responses_path, settings=settings,

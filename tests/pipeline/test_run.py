@@ -59,9 +59,12 @@ def test_empirical_stages_write_files_and_resume(random_r1_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_patching_and_report_stages(random_r1_dir, tmp_path):
+def test_patching_and_report_stages(random_r1_dir, tmp_path, capfd):
     out = tmp_path / "run"
-    res = run(_cfg(random_r1_dir, out, stages="patching,report"), progress=False)
+    res = run(_cfg(random_r1_dir, out, stages="patching,report"), progress=True)
+    err = capfd.readouterr().err
+    assert "[1/2] patching  patching pairs" in err and "2/2" in err  # stage label + the work left
+    assert "[2/2] report" in err
     pt = res.results["patching"]
     assert pt["n_pairs"] == 2 and pt["layers"] == [0, 1]
     assert len(pt["nld_answer_flip_token"]) == 2 and len(pt["nld_final_answer_token"]) == 2
