@@ -36,7 +36,19 @@ def write_synthetic_run(root: Path, seed: int = 0) -> Path:
     np.savez(root / "attention" / "head_scores.npz", ids=np.array([f"t{i}" for i in range(N_TRACES)]),
              token_len=np.full(N_TRACES, 120), think_start=np.full(N_TRACES, 20),
              think_end=np.full(N_TRACES, 100), **{k: v.astype(np.float32) for k, v in arrays.items()})
-    write_json(root / "heads.json", rank_heads(a2r, "a2r", top_k=5, n_bootstrap=50, seed=seed).to_json())
+    from thinklens.attention.tokens import TokenAttention
+    from thinklens.report.token_view import render_token_view
+
+    ranking = rank_heads(a2r, "a2r", top_k=5, n_bootstrap=50, seed=seed)
+    cues = {"n_traces": 4, "n_cue_tokens": 9, "mean_cue": 2.4, "mean_other": 0.95, "p_value": 0.001}
+    write_json(root / "heads.json", {**ranking.to_json(), "cues": cues, "induction_overlap": {
+        "overlap": 2, "k_found": 5, "k_reference": 5, "n_heads_total": 32, "jaccard": 0.25, "p_value": 0.2,
+        "shared": [[2, 5], [1, 3]]}})
+    write_json(root / "attention" / "cue_stats.json", {**cues, "cues": ["Wait"], "heads": [[2, 5]], "diff": 1.45})
+    text = "7+5=13\nWait, 7+5=12\n12*3=36\nFinal answer is 36.\n"
+    render_token_view(TokenAttention("t0", [(2, 5)], list(text), rng.uniform(0, 1, (1, len(text))),
+                                     np.array([c in "Wait" for c in text]), "The answer is \\boxed{36}."),
+                      root / "attention" / "token_view.html")
     from thinklens.patching.results import PairPatching, PatchingResult
 
     items = []

@@ -54,6 +54,10 @@ def test_report_renders_in_browser(chromium, synthetic_report, tmp_path):
         blank = [c["id"] for c in state["canvases"] if c["ink"] < 50]
         assert not blank, f"canvases left blank: {blank}"
         assert "Reasoning helps" in state["headline"] and "flips" in state["headline"]
+        assert "Heads exist" in state["headline"]
+        frame = browser.eval("document.querySelector('iframe.token-view').contentDocument.querySelectorAll('.t')"
+                             ".length")
+        assert frame > 20, "the token view did not render"
         assert state["layer"] == "0" and state["max"] == "3"
 
         before_hash, before_text = browser.eval(CANVAS_HASH_JS), state["summary"]

@@ -212,7 +212,7 @@ def _token_view(run_dir: Path, command: str) -> str:
     if not path.exists():
         return '<p class="note">No token view in this run (attention/token_view.html).</p>'
     doc = path.read_text(encoding="utf-8")
-    return ('<h3>Token view</h3><iframe class="token-view" title="token view" sandbox="" '
+    return ('<h3>Token view</h3><iframe class="token-view" title="token view" sandbox="allow-same-origin" '
             f'srcdoc="{esc(doc)}"></iframe><p>One trace: each reasoning token is shaded by the attention the answer '
             "pays to it through the top Reasoning-Focus Heads; self-correction cues are underlined.<br>"
             f"Reproduce: <code>{esc(command)}</code></p>")
