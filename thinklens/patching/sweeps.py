@@ -49,7 +49,9 @@ def resolve_positions(pair: Pair, spec: str | Sequence[int | str]) -> tuple[list
                 raise ThinklensError(f"position spec {part!r}: expected {name}:K with K >= 1")
             k = int(k)
             if name == "last-reasoning":
-                out += [(r1 - j, f"r-{j}") for j in range(k, 0, -1) if r1 - j >= r0]
+                if r1 - r0 < k:  # every pair must give the same grid, so a short reasoning is an error
+                    raise ThinklensError(f"pair {pair.id}: the reasoning has {r1 - r0} tokens, fewer than {part!r}")
+                out += [(r1 - j, f"r-{j}") for j in range(k, 0, -1)]
             elif name == "answer-tail":
                 out += [(T - j, f"a-{j}") for j in range(k, 0, -1)]
             else:

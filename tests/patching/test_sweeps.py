@@ -1,0 +1,61 @@
+import json
+
+import numpy as np
+import pytest
+
+from thinklens.errors import ThinklensError
+from thinklens.patching.results import PatchingResult
+from thinklens.patching.sweeps import patch_pair, patch_pairs, resolve_positions
+
+
+def test_resolve_positions(padded_pair):
+    p = padded_pair
+    T, r1 = len(p), p.spans["reasoning"][1]
+    pos, labels = resolve_positions(p, "last-reasoning:3,answer-tail:2,answer_flip,final,-1,0")
+    assert pos == [r1 - 3, r1 - 2, r1 - 1, T - 2, T - 1, p.positions["answer_flip"], 0]
+    assert labels == ["r-3", "r-2", "r-1", "a-2", "a-1", "answer_flip", "@0"]  # duplicates dropped
+    assert resolve_positions(p, [5, "final"]) == ([5, T - 1], ["@5", "final"])
+    for bad in ("nowhere", "last-reasoning:0", "999"):
+        with pytest.raises(ThinklensError):
+            resolve_positions(p, bad)
+
+
+def test_patch_pair_shapes_and_heads(qwen_model, profile, toy_pairs4):
+    pair = toy_pairs4[0]
+    r = patch_pair(qwen_model, profile, pair, "answer_flip,final", heads=True, head_positions="final")
+    assert np.array(r.nld).shape == (2, 3) and np.array(r.head_nld).shape == (1, 3, 4)
+    assert r.tokens == [pair.tokens[pair.positions["answer_flip"]], "{"]
+    # final position, layer 0: the token is identical in both runs, so the patch changes nothing
+    assert abs(r.nld[1][0]) < 1e-5
+    assert json.loads(json.dumps(r.to_dict())) == r.to_dict()  # strict JSON
+
+
+def test_patch_pairs_resume_and_result(tmp_path, qwen_model, profile, toy_pairs4, padded_pair):
+    from dataclasses import replace
+
+    bad = replace(padded_pair, id="bad", spans={**padded_pair.spans, "reasoning": [0, 1]})
+    pairs = [*toy_pairs4[:2], bad]
+    res = patch_pairs(qwen_model, profile, pairs, tmp_path, positions="last-reasoning:4", progress=False)
+    assert res.pair_ids == [p.id for p in toy_pairs4[:2]]  # the bad pair (too-short reasoning grid) is reported
+    err = [json.loads(line) for line in (tmp_path / "errors.jsonl").read_text().splitlines()]
+    assert err == [{"id": "bad", "error": "pair bad: the reasoning has 1 tokens, fewer than 'last-reasoning:4'"}]
+    n_lines = (tmp_path / "pairs.jsonl").read_text().count("\n")
+    again = patch_pairs(qwen_model, profile, pairs[:2], tmp_path, positions="last-reasoning:4", progress=False)
+    assert (tmp_path / "pairs.jsonl").read_text().count("\n") == n_lines  # nothing recomputed
+    loaded = PatchingResult.load(tmp_path)
+    assert loaded.pair_ids == again.pair_ids and loaded.labels == ["r-4", "r-3", "r-2", "r-1"]
+    assert np.allclose(loaded.nld, res.nld, equal_nan=True) and loaded.nld.shape == (2, 4, 3)
+    for i, p in enumerate(toy_pairs4[:2]):  # "Final answer is N.\n": the first digit is r-(digits + 2)
+        j = loaded.labels.index(f"r-{p.positions['think_close'] - p.positions['answer_flip']}")
+        assert np.allclose(loaded.column("answer_flip")[i], res.nld[i, j])
+
+
+def test_figures(tmp_path, qwen_model, profile, toy_pairs4):
+    from thinklens.report.fig_patching import plot_layer_curves, plot_pair_heatmap
+
+    patch_pairs(qwen_model, profile, toy_pairs4[:2], tmp_path, positions="answer_flip,final", progress=False)
+    a = plot_layer_curves(tmp_path, tmp_path / "curves.png")
+    b = plot_pair_heatmap(tmp_path, tmp_path / "heat.png", pair=toy_pairs4[1].id)
+    assert a.stat().st_size > 1000 and b.stat().st_size > 1000
+    with pytest.raises(ThinklensError):
+        plot_layer_curves(tmp_path, tmp_path / "x.png", names=("think_close",))
