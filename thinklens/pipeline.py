@@ -45,7 +45,7 @@ class RunConfig:
 
     model: str = "tiny-r1"
     dataset: str = "arithmetic"
-    limit: int = 150  # problems, each generated with and without reasoning
+    limit: int = 100  # problems, each generated with and without reasoning
     output: str = "thinklens-run"
     seed: int = 0
     device: str | None = None
@@ -195,7 +195,7 @@ def commands(config: RunConfig) -> dict[str, str]:
                      f"thinklens pairs toy --n {config.n_pairs} --seed {config.seed} "
                      f"--output {d}/patching/contrastive_pairs.jsonl\n")
         + f"thinklens patch {common} --pairs {d}/patching/contrastive_pairs.jsonl --output {d}/patching"
-        + ("" if config.pairs_csv else " --positions last-reasoning:12,answer-tail:6"),
+        + ("" if config.pairs_csv else " --positions last-reasoning:8,answer-tail:4"),
         "report": f"thinklens report {d}",
         "run": f"thinklens run {common} --dataset {config.dataset} --limit {config.limit} --n-pairs "
         f"{config.n_pairs} --seed {config.seed} --output {d}",

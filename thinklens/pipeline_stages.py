@@ -191,7 +191,8 @@ def _attention_extras(ctx: StageContext, ranking: Any, shape: tuple[int, int]) -
     return out
 
 
-TOY_POSITIONS = "last-reasoning:12,answer-tail:6"  # the probe line ``Final answer is N.`` + the answer ending
+# the end of the probe line ``Final answer is N.`` (holds the answer token) + the answer ending ``\\boxed{``
+TOY_POSITIONS = "last-reasoning:8,answer-tail:4"
 
 
 def stage_patching(ctx: StageContext) -> dict[str, Any]:

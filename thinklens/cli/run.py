@@ -11,7 +11,7 @@ from thinklens.cli.common import print_json, to_dataclass
 class RunArgs:
     model: str = "tiny-r1"
     dataset: str = "arithmetic"
-    limit: int = 150
+    limit: int = 100
     output: str = "thinklens-run"
     seed: int = 0
     device: str | None = None
