@@ -9,7 +9,6 @@ and writes, and when a stage is complete. A stage function takes a :class:`Stage
 from __future__ import annotations
 
 import contextlib
-import importlib
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -62,8 +61,10 @@ class StageContext:
         label = self.label
 
         def init(bar: Any, *args: Any, **kwargs: Any) -> None:
-            kwargs["desc"] = f"{label}  {kwargs.get('desc') or ''}".rstrip()
-            kwargs.setdefault("file", sys.stderr)
+            if len(args) >= 2:  # tqdm(iterable, desc, ...)
+                args = (args[0], f"{label}  {args[1] or ''}".rstrip(), *args[2:])
+            else:
+                kwargs["desc"] = f"{label}  {kwargs.get('desc') or ''}".rstrip()
             original(bar, *args, **kwargs)
 
         std.tqdm.__init__ = init
@@ -71,13 +72,6 @@ class StageContext:
             yield
         finally:
             std.tqdm.__init__ = original
-
-
-def _optional(module: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        return None
 
 
 # ------------------------------------------------------------------------------------------------- stages

@@ -59,3 +59,19 @@ def test_run_result_save_load_roundtrip(tmp_path):
     assert back.results == res.results and back.stages == res.stages and back.report is None
     with pytest.raises(ThinklensError, match="results.json"):
         RunResult.load(tmp_path / "nothing")
+
+
+def test_labelled_bars_prefix_and_restore(tmp_path, capsys):
+    from tqdm import tqdm
+
+    from thinklens.pipeline import RunPaths
+    from thinklens.pipeline_stages import StageContext
+
+    ctx = StageContext(RunConfig(output=str(tmp_path)), RunPaths(tmp_path), label="[2/5] grade")
+    original = tqdm.__init__
+    with ctx.labelled_bars():
+        list(tqdm(range(3), desc="grade with"))
+        list(tqdm(range(2), "positional"))
+    assert tqdm.__init__ is original
+    err = capsys.readouterr().err
+    assert "[2/5] grade  grade with" in err and "3/3" in err and "[2/5] grade  positional" in err
