@@ -57,6 +57,7 @@ class StageContext:
         own bars (they are also standalone commands); this only changes their description while the stage runs."""
         from tqdm import std
 
+        raw = std.tqdm.__dict__["__init__"]  # restored as found (it may be a descriptor)
         original = std.tqdm.__init__
         label = self.label
 
@@ -71,7 +72,7 @@ class StageContext:
         try:
             yield
         finally:
-            std.tqdm.__init__ = original
+            std.tqdm.__init__ = raw
 
 
 # ------------------------------------------------------------------------------------------------- stages

@@ -68,10 +68,10 @@ def test_labelled_bars_prefix_and_restore(tmp_path, capsys):
     from thinklens.pipeline_stages import StageContext
 
     ctx = StageContext(RunConfig(output=str(tmp_path)), RunPaths(tmp_path), label="[2/5] grade")
-    original = tqdm.__init__
+    original = tqdm.__dict__["__init__"]
     with ctx.labelled_bars():
         list(tqdm(range(3), desc="grade with"))
         list(tqdm(range(2), "positional"))
-    assert tqdm.__init__ is original
+    assert tqdm.__dict__["__init__"] is original
     err = capsys.readouterr().err
     assert "[2/5] grade  grade with" in err and "3/3" in err and "[2/5] grade  positional" in err
