@@ -326,6 +326,13 @@ def load_patching(paths: RunPaths, with_pairs: bool = False) -> dict[str, Any] |
             idx = {k: (pos.index(named[k]) if named.get(k) in pos else None) for k in ("answer_flip", "final")}
             pairs.append({"id": pid, "tokens": r.tokens[i], "nld": np.asarray(r.nld[i]).T,  # [n_layers, n_pos]
                           "flip_index": idx["answer_flip"], "final_index": idx["final"]})
+        if len(pairs) > 1:  # every pair is patched on the same labelled grid (r-8 ... a-1): average per label
+            flips = [q["flip_index"] for q in pairs if q["flip_index"] is not None]
+            finals = [q["final_index"] for q in pairs if q["final_index"] is not None]
+            pairs.insert(0, {"id": f"mean of {len(pairs)} pairs", "tokens": list(r.labels),
+                             "nld": np.nanmean(np.asarray(r.nld, dtype=float), axis=0).T,  # [n_layers, n_pos]
+                             "flip_index": max(set(flips), key=flips.count) if flips else None,
+                             "final_index": max(set(finals), key=finals.count) if finals else None})
         out["pairs"] = pairs
     return out
 
