@@ -138,21 +138,23 @@ class AttentionCapture:
         kpos = torch.arange(k_len, device=query.device)
         for s in range(0, pos.numel(), rows_per_chunk):
             p = pos[s : s + rows_per_chunk]  # [rows]
-            q = query[:, :, p].float().reshape(b, n_kv, g, p.numel(), d)  # [b, n_kv, g, rows, d]
-            scores = torch.matmul(q, k32.unsqueeze(2).transpose(-1, -2)) * scaling  # [b, n_kv, g, rows, k]
-            scores = scores.reshape(b, n_heads, p.numel(), k_len)  # [b, n_heads, rows, k]
+            # query head h = kv * g + j reads kv head h // g: one batched matmul per kv head, no K expansion
+            q = query[:, :, p].float().reshape(b, n_kv, g * p.numel(), d)  # [b, n_kv, g*rows, d]
+            scores = torch.matmul(q, k32.transpose(-1, -2))  # [b, n_kv, g*rows, k]
+            scores = scores.mul_(scaling).reshape(b, n_heads, p.numel(), k_len)  # [b, n_heads, rows, k]
             if mask is not None:
                 m = mask[:, :, p] if mask.shape[2] == q_len else mask[:, :, p + offset]  # [b|1, 1|h, rows, k]
                 m = m[..., :k_len]
                 if m.dtype == torch.bool:
-                    scores = scores.masked_fill(~m, float("-inf"))
+                    scores.masked_fill_(~m, float("-inf"))
                 else:
-                    scores = scores + m.float()
+                    scores.add_(m.float())
             elif is_causal and q_len > 1:
-                allowed = kpos[None, :] <= (p[:, None] + offset)  # [rows, k]
-                scores = scores.masked_fill(~allowed, float("-inf"))
+                future = kpos[None, :] > (p[:, None] + offset)  # [rows, k]
+                scores.masked_fill_(future, float("-inf"))
             probs = torch.softmax(scores, dim=-1)  # [b, n_heads, rows, k]
-            probs = torch.nan_to_num(probs, nan=0.0)  # fully masked rows (padding) -> zeros
+            if mask is not None:
+                probs = torch.nan_to_num_(probs, nan=0.0)  # fully masked rows (padding) -> zeros
             self.reducer(layer, p, probs)
         self.n_calls += 1
 
