@@ -21,7 +21,7 @@ def test_report_is_self_contained_with_all_sections(synthetic_report):
         assert needle in html, needle
     n_img = len(re.findall(r'<img [^>]*src="data:image/png;base64,', html))
     assert n_img == 7  # accuracy, heatmap, layer profile, decomposition, cues, patching curves, patching heatmap
-    assert html.count("Reproduce: <code>thinklens ") >= n_img
+    assert html.count("Reproduce the data: <code>thinklens ") >= n_img
 
 
 def test_results_json_headline_numbers(synthetic_run, synthetic_report):

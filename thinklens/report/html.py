@@ -37,6 +37,7 @@ class Figure:
     command: str
     png: Path | None = None
     note: str | None = None
+    redraw: str = ""
 
 
 def esc(x: Any) -> str:
@@ -133,7 +134,8 @@ def render_figures(run_dir: Path, commands: dict[str, str]) -> list[Figure]:
     figures = []
     for key, section, title, module, names, explanation, cmd in FIGURE_SPECS:
         png, note = _call_figure(module, names, Path(run_dir), fig_dir / f"{key}.png")
-        figures.append(Figure(key, section, title, explanation, commands.get(cmd, ""), png, note))
+        figures.append(Figure(key, section, title, explanation, commands.get(cmd, ""), png, note,
+                              commands.get("report", "")))
     return figures
 
 
@@ -145,7 +147,8 @@ def _img(png: Path) -> str:
 def _figure_html(f: Figure) -> str:
     body = _img(f.png) if f.png else f'<p class="note">Figure not available: {esc(f.note)}</p>'
     return (f'<figure class="fig" id="fig-{esc(f.key)}"><h3>{esc(f.title)}</h3>{body}<figcaption>'
-            f"{esc(f.explanation)}<br>Reproduce: <code>{esc(f.command)}</code></figcaption></figure>")
+            f"{esc(f.explanation)}<br>Reproduce the data: <code>{esc(f.command)}</code>; redraw "
+            f"<code>figures/{esc(f.key)}.png</code>: <code>{esc(f.redraw)}</code></figcaption></figure>")
 
 
 # ------------------------------------------------------------------------------------------------ sections
