@@ -50,6 +50,18 @@ def test_fast_matches_naive(random_model, profile, toy_pairs4, padded_pair):
         assert np.ptp(nn_) > 0.05  # some patches matter, so agreement is not trivial
 
 
+def test_batched_fallback_matches_naive(monkeypatch, qwen_model, profile, padded_pair):
+    """Attention implementations without custom 4D masks use a batch of rows over an expanded cache instead."""
+    from thinklens.patching import engine
+
+    monkeypatch.setattr(engine, "_can_pack", lambda model: False)
+    metric = conditioned_metric(qwen_model, padded_pair)
+    items = _items(qwen_model, padded_pair)[::3]
+    fast = run_patches(qwen_model, profile, padded_pair, items, metric, engine="fast", batch_size=4)
+    naive = run_patches(qwen_model, profile, padded_pair, items, metric, engine="naive")
+    assert np.max(np.abs(fast.patched - naive.patched)) < 1e-4 * abs(naive.clean - naive.corrupted)
+
+
 def test_pad_positions_are_masked(qwen_model, profile, padded_pair):
     """The padded pair has mask-0 pads and its final logits do not depend on the pad token id."""
     assert 0 in padded_pair.clean_mask or 0 in padded_pair.corrupted_mask

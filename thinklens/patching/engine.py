@@ -12,9 +12,14 @@ The paper pays one full forward over the whole sequence per (layer, position). T
 * a patch at position ``p`` cannot affect tokens before ``p`` (causal attention), so those are the corrupted run's
   own: one corrupted forward with a KV cache (``DynamicCache``) is run once, and every patch only recomputes the
   suffix ``[p, T)`` on top of the cache cropped to ``p``;
-* patches sharing their first position (e.g. all layers at one token, or all heads) run as ONE batched suffix
-  forward, with the cache expanded along the batch (``expand`` views: the cache is never copied per patch; the
-  attention layers' ``torch.cat`` on update allocates new tensors, so the shared cache is never mutated).
+* patches sharing their first position (e.g. all layers at one token, or all heads) run in ONE suffix forward.
+  With SDPA/eager attention and no sliding-window layers they are *packed*: the ``b`` suffixes are laid end to end
+  as one sequence of length ``b * (T - p)`` over a single copy of the cached prefix, with a block-diagonal causal
+  mask (each copy sees the prefix and its own earlier tokens, never another copy) and position ids ``p..T-1``
+  repeated per copy. Compared with a batch of ``b`` rows this avoids materializing the prefix keys/values ``b``
+  times (the cache ``torch.cat`` and GQA's ``repeat_kv`` each copy the whole prefix per row). Other attention
+  implementations fall back to a batch of ``b`` rows over the cache expanded along the batch. Either way the
+  attention layers' ``torch.cat`` on update allocates new tensors, so the shared corrupted cache is never mutated.
 
 Both engines share one loop (:func:`run_patches`); they differ only in where each batch starts. Padded pairs
 (attention mask 0 at pad tokens) keep position ids ``arange(T)`` over the padded sequence in every run, so an
@@ -86,6 +91,33 @@ def _forward(model: Any, ids: torch.Tensor, mask: torch.Tensor, start: int, cach
                  use_cache=use_cache, logits_to_keep=1)
 
 
+def _can_pack(model: Any) -> bool:
+    """Packed suffixes need a custom 4D mask: SDPA or eager attention, no sliding-window layers."""
+    cfg = model.config
+    impl = getattr(cfg, "_attn_implementation", None) or "eager"
+    return impl in ("sdpa", "eager") and "sliding_attention" not in (getattr(cfg, "layer_types", None) or [])
+
+
+def _packed_mask(key_mask: torch.Tensor, start: int, b: int, dtype: torch.dtype) -> torch.Tensor:
+    """[1, 1, b*S, start + b*S] additive mask of ``b`` packed suffixes of length ``S = T - start``: every query sees
+    the real prefix tokens and the real tokens of its own suffix copy up to itself."""
+    n = len(key_mask)
+    S = n - start
+    real = key_mask.bool()  # [T]
+    causal = torch.tril(torch.ones(S, S, dtype=torch.bool, device=key_mask.device)) & real[start:][None, :]  # [S, S]
+    block = torch.block_diag(*([causal.to(torch.uint8)] * b)).bool()  # [b*S, b*S]
+    allowed = torch.cat([real[:start][None, :].expand(b * S, start), block], dim=1)  # [b*S, start + b*S]
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=key_mask.device)
+    return mask.masked_fill_(~allowed, torch.finfo(dtype).min)[None, None]
+
+
+def _prefix_cache(full: Any, length: int) -> Any:
+    """A new DynamicCache viewing the first ``length`` positions of ``full`` (batch 1; no copy until updated)."""
+    from transformers import DynamicCache
+
+    return DynamicCache(ddp_cache_data=[(la.keys[:, :, :length], la.values[:, :, :length]) for la in full.layers])
+
+
 def _expanded_cache(full: Any, length: int, batch: int) -> Any:
     """A new DynamicCache holding the first ``length`` positions of ``full`` (batch 1), viewed as ``batch`` rows."""
     from transformers import DynamicCache
@@ -155,16 +187,32 @@ def run_patches(
         groups: dict[int, list[int]] = defaultdict(list)
         for i, item in enumerate(items):
             groups[min(p for _, p in item)].append(i)
+        packed = _can_pack(model)
+        dtype = next(model.parameters()).dtype
         for start in sorted(groups):
             idx = groups[start]
+            S = T - start
             for c in range(0, len(idx), batch_size):
                 chunk = idx[c:c + batch_size]
                 b = len(chunk)
-                cache = _expanded_cache(full_cache, start, b)
-                ids = corr_ids[:, start:].expand(b, -1)  # [b, T - start]
-                mask = corr_mask.expand(b, -1)  # [b, T]
-                with patching(model, profile, patches_for([items[i] for i in chunk]), offset=start):
-                    logits = _forward(model, ids, mask, start, cache=cache, use_cache=True).logits[:, -1]  # [b, vocab]
+                patches = patches_for([items[i] for i in chunk])
+                if packed:  # copy r of the suffix occupies packed columns [r*S, (r+1)*S)
+                    patches = [Patch(0, q.site, start + q.row * S + (q.position - start), q.value) for q in patches]
+                    ids = corr_ids[:, start:].repeat(1, b)  # [1, b*S]
+                    pos = torch.arange(start, T, device=dev).repeat(b)[None]  # [1, b*S]
+                    last = torch.arange(1, b + 1, device=dev) * S - 1  # [b] the final token of every copy
+                    with patching(model, profile, patches, offset=start):
+                        out = model(input_ids=ids, attention_mask=_packed_mask(corr_mask[0], start, b, dtype),
+                                    position_ids=pos, past_key_values=_prefix_cache(full_cache, start),
+                                    use_cache=True, logits_to_keep=last)
+                    logits = out.logits[0]  # [b, vocab]
+                else:
+                    ids = corr_ids[:, start:].expand(b, -1)  # [b, S]
+                    mask = corr_mask.expand(b, -1)  # [b, T]
+                    with patching(model, profile, patches, offset=start):
+                        out = _forward(model, ids, mask, start, cache=_expanded_cache(full_cache, start, b),
+                                       use_cache=True)
+                    logits = out.logits[:, -1]  # [b, vocab]
                 result[chunk] = metric(logits).double().cpu().numpy()
                 if progress:
                     progress(b)
