@@ -26,6 +26,12 @@ def test_train_smoke(tmp_path):
     again = train(tmp_path / "m2", seed=1, steps=5, batch_size=4, eval_n=0, hidden_size=32, intermediate_size=64,
                   num_layers=2, num_heads=4, num_kv_heads=2, log=lambda m: None)
     assert again["final_loss"] == summary["final_loss"]
+    # a second stage continues from the first stage's weights and keeps its record in the card
+    stage2 = train(tmp_path / "m3", seed=2, steps=3, batch_size=4, eval_n=0, init_from=str(out), warmup_steps=1,
+                   log=lambda m: None)
+    assert stage2["previous_stage"]["steps"] == 5
+    card = (tmp_path / "m3" / "README.md").read_text()
+    assert "stage 2" in card and "--init-from STAGE1" in card
 
 
 def test_cli_registers():
