@@ -12,8 +12,8 @@ SPECIALS = ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<�
 
 
 @pytest.fixture(params=["built", "shipped"])
-def tok(request, tiny_r1_tokenizer):
-    return build_tokenizer() if request.param == "built" else tiny_r1_tokenizer
+def tok(request):
+    return build_tokenizer() if request.param == "built" else request.getfixturevalue("tiny_r1_tokenizer")
 
 
 def test_one_token_per_char_with_offsets(tok):
