@@ -39,6 +39,14 @@ def test_helpers():
     assert strip_boxed_ending("a.\n\\boxed{X}\n") == "a."
 
 
+def test_toy_pairs_name_both_answer_mentions(toy_pairs4, char_tok):
+    for p in toy_pairs4:
+        flip, step = p.positions["answer_flip"], p.positions["answer_step"]
+        assert step < flip and p.clean_ids[step] == p.clean_ids[flip] != p.corrupted_ids[step]
+        assert char_tok.decode(p.clean_ids[step - 1:step]) == "="  # "c=48*2=96": the result of the last step
+        assert char_tok.decode(p.clean_ids[flip - 16:flip]) == "Final answer is "
+
+
 def test_padded_pair_alignment(padded_pair, char_tok):
     p = padded_pair
     assert len(p.clean_ids) == len(p.corrupted_ids) == len(p.clean_mask)

@@ -11,9 +11,9 @@ from thinklens.patching.sweeps import patch_pair, patch_pairs, resolve_positions
 def test_resolve_positions(padded_pair):
     p = padded_pair
     T, r1 = len(p), p.spans["reasoning"][1]
-    pos, labels = resolve_positions(p, "last-reasoning:3,answer-tail:2,answer_flip,final,-1,0")
-    assert pos == [r1 - 3, r1 - 2, r1 - 1, T - 2, T - 1, p.positions["answer_flip"], 0]
-    assert labels == ["r-3", "r-2", "r-1", "a-2", "a-1", "answer_flip", "@0"]  # duplicates dropped
+    pos, labels = resolve_positions(p, "last-reasoning:3,answer-tail:2,answer_flip,final,-1,0,final,nope?")
+    assert pos == [r1 - 3, r1 - 2, r1 - 1, T - 2, T - 1, p.positions["answer_flip"], T - 1, T - 1, 0]
+    assert labels == ["r-3", "r-2", "r-1", "a-2", "a-1", "answer_flip", "final", "@-1", "@0"]  # same label once
     assert resolve_positions(p, [5, "final"]) == ([5, T - 1], ["@5", "final"])
     for bad in ("nowhere", "last-reasoning:0", "999"):
         with pytest.raises(ThinklensError):

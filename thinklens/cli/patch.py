@@ -12,11 +12,11 @@ class PatchArgs:
     model: str
     pairs: str
     output: str
-    positions: str = "last-reasoning:8,answer-tail:3"
+    positions: str = "last-reasoning:8,answer-tail:3,answer_step?"
     sites: str = "resid_pre"
     layers: str | None = None
     heads: bool = False
-    head_positions: str = "answer_flip,final"
+    head_positions: str = "answer_flip,answer_step?,final"
     attribution: bool = False
     engine: str = "fast"
     limit: int | None = None
@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", required=True, help="output directory")
     p.add_argument("--positions", default=PatchArgs.positions,
                    help="position spec: last-reasoning:K, answer-tail:K, prompt-head:K, named (answer_flip, "
-                   "think_close, final) or integers, comma-separated (default: %(default)s)")
+                   "answer_step, think_close, final; NAME? = only if the pair has it) or integers, comma-separated "
+                   "(default: %(default)s)")
     p.add_argument("--sites", default="resid_pre",
                    help="site kinds, comma-separated: resid_pre, resid_mid, resid_post, attn_out, mlp_out "
                    "(several: one subdirectory each)")
@@ -87,7 +88,7 @@ def run(ns: argparse.Namespace) -> int:
                           heads=args.heads, head_positions=args.head_positions, attribution=args.attribution,
                           engine=args.engine, batch_size=args.batch_size)
         entry = {"output": str(out), "n_patched": len(res.pair_ids)}
-        for name in ("answer_flip", "final"):
+        for name in ("answer_flip", "answer_step", "final"):
             col = res.column(name)
             if np.isfinite(col).any():
                 entry[f"mean_nld_{name}"] = [None if not np.isfinite(v) else round(float(v), 4)

@@ -99,6 +99,7 @@ class Side:
     answer_text: str
     probe_start: int  # char offset of the probe line in `reasoning`
     answer_chars: tuple[int, int]  # char span of the answer inside `reasoning` (in the probe)
+    named_chars: dict[str, tuple[int, int]] = field(default_factory=dict)  # more named spans in `reasoning`
 
 
 def _tokenize(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]]]:
@@ -163,6 +164,12 @@ def assemble_pair(pid: str, clean: Side, corrupted: Side, tokenizer: Any, *, pad
     cmask, bmask = pm_c + rm_c + [1] * len(ac), pm_b + rm_b + [1] * len(ab)
     flip = n_p + n_r - (len(rc) - flip_c[0])
     positions = {"answer_flip": flip, "think_close": n_p + n_r, "final": len(clean_ids) - 1}
+    for name, chars in clean.named_chars.items():  # kept when both sides have it at the same place
+        if name in corrupted.named_chars:
+            tc_ = _tokens_covering(_tokenize(tokenizer, clean.reasoning)[1], *chars)
+            tb_ = _tokens_covering(_tokenize(tokenizer, corrupted.reasoning)[1], *corrupted.named_chars[name])
+            if tc_ and tb_ and len(rc) - tc_[0] == len(rb) - tb_[0]:
+                positions[name] = n_p + n_r - (len(rc) - tc_[0])
     spans = {"prompt": [0, n_p], "reasoning": [n_p, n_p + n_r], "answer": [n_p + n_r, len(clean_ids)]}
     tokens = [tokenizer.decode([t]) if m else "<pad>" for t, m in zip(clean_ids, cmask)]
     return Pair(id=pid, clean_id=clean.id, corrupted_id=corrupted.id, clean_ids=clean_ids, corrupted_ids=corr_ids,
@@ -282,14 +289,18 @@ def build_csv_pairs(rows: list[dict[str, str]], responses: dict[str, dict], toke
 # ------------------------------------------------------------------------------------------------ tiny-r1 pairs
 def toy_pairs(n: int, seed: int, tokenizer: Any, split: str = "test") -> tuple[list[Pair], list[dict[str, Any]]]:
     """Pairs from ``thinklens.toy.tasks.contrastive_pairs``: their reasoning already ends in the probe
-    ``Final answer is N.``; the answer ending is ``The answer is \\boxed{``; answers compare by first character."""
+    ``Final answer is N.``; the answer ending is ``The answer is \\boxed{``; answers compare by first character.
+
+    Besides ``answer_flip`` (N's first digit in the probe), ``answer_step`` names N's first digit where the last
+    computation line writes it (``c=48*2=96``): the answer is stated twice in the reasoning, and a model may read
+    it from either."""
     from thinklens.toy.tasks import ANSWER_PREFIX, THINK_END, contrastive_pairs, prompt_text
 
     pairs, rejects = [], []
     for a, b in contrastive_pairs(n, seed, split=split):
         sides = [Side(id=p.id, prompt=prompt_text(p), reasoning=p.reasoning, answer=f"{THINK_END}\n\n{ANSWER_PREFIX}",
                       answer_text=p.answer, probe_start=p.reasoning.rindex("Final answer is "),
-                      answer_chars=tuple(p.answer_char_span)) for p in (a, b)]
+                      answer_chars=tuple(p.answer_char_span), named_chars=_step_chars(p)) for p in (a, b)]
         pid = a.id.removesuffix("-a")
         try:
             pairs.append(assemble_pair(pid, sides[0], sides[1], tokenizer, first_token_answers=True,
@@ -298,6 +309,13 @@ def toy_pairs(n: int, seed: int, tokenizer: Any, split: str = "test") -> tuple[l
         except PairRejected as err:
             rejects.append({"id": pid, "reason": str(err)})
     return pairs, rejects
+
+
+def _step_chars(p: Any) -> dict[str, tuple[int, int]]:
+    """Char span of the answer at the end of the last computation line (just before the probe line), if there."""
+    end = p.reasoning.rindex("Final answer is ") - 1  # the "\n" ending the last step
+    start = end - len(p.answer)
+    return {"answer_step": (start, end)} if start >= 0 and p.reasoning[start:end] == p.answer else {}
 
 
 # ------------------------------------------------------------------------------------------------------- pair files

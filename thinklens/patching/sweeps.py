@@ -3,9 +3,10 @@
 The per-token sweep patches one site kind (default ``resid_pre``) at one (position, layer) per run and scores
 the final-position logit difference, giving an NLD grid [n_positions, n_layers] per pair. The default grid is the
 paper's: the last 8 reasoning tokens (the probe line ``Final answer is X.``) and the last 3 answer tokens (ending
-in ``\\boxed{``). Position specs (comma-separated, or a list): ``last-reasoning:K``, ``answer-tail:K``,
-``prompt-head:K``, a named position of the pair (``answer_flip``, ``think_close``, ``final``), or an integer
-(absolute; negative counts from the end).
+in ``\\boxed{``), plus ``answer_step`` where the pair has it. Position specs (comma-separated, or a list):
+``last-reasoning:K``, ``answer-tail:K``, ``prompt-head:K``, a named position of the pair (``answer_flip``,
+``answer_step``, ``think_close``, ``final``; ``name?`` skips it when the pair lacks it), or an integer (absolute;
+negative counts from the end). A named position is its own column even when a relative one covers it.
 
 :func:`patch_pairs` runs many pairs with resume: each finished pair is appended to ``pairs.jsonl`` in the output
 directory, a rerun skips the pair ids already there, and a failing pair goes to ``errors.jsonl`` with its reason.
@@ -28,7 +29,7 @@ from thinklens.patching.results import PairPatching, PatchingResult
 from thinklens.patching.targets import Site, SiteKind
 from thinklens.profiles import Profile
 
-DEFAULT_POSITIONS = "last-reasoning:8,answer-tail:3"
+DEFAULT_POSITIONS = "last-reasoning:8,answer-tail:3,answer_step?"
 DEFAULT_HEAD_POSITIONS = "answer_flip,final"
 
 
@@ -56,17 +57,19 @@ def resolve_positions(pair: Pair, spec: str | Sequence[int | str]) -> tuple[list
                 out += [(T - j, f"a-{j}") for j in range(k, 0, -1)]
             else:
                 out += [(pair.spans["prompt"][0] + j, f"p+{j}") for j in range(k)]
-        elif name in pair.positions:
-            out.append((pair.positions[name], name))
+        elif name.rstrip("?") in pair.positions:
+            out.append((pair.positions[name.rstrip("?")], name.rstrip("?")))
+        elif name.endswith("?"):  # optional named position: skipped when the pair lacks it
+            continue
         else:
             raise ThinklensError(f"pair {pair.id}: unknown position {part!r} (named positions: "
                                  f"{sorted(pair.positions)}; or last-reasoning:K, answer-tail:K, prompt-head:K, int)")
     seen, positions, labels = set(), [], []
-    for p, lab in out:
+    for p, lab in out:  # a named position stays a column even when a relative one covers it (stable grids)
         if not 0 <= p < T:
             raise ThinklensError(f"pair {pair.id}: position {lab} = {p} outside its {T} tokens")
-        if p not in seen:
-            seen.add(p)
+        if lab not in seen:
+            seen.add(lab)
             positions.append(p)
             labels.append(lab)
     return positions, labels

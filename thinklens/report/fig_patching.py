@@ -1,9 +1,10 @@
 """Figures of activation patching, drawn from a saved :class:`~thinklens.patching.results.PatchingResult`.
 
 * :func:`plot_layer_curves` - the paper's patching figure: NLD per layer when patching the answer-carrying token in
-  the reasoning (``answer_flip``) and the final ``{`` of the answer (``final``), mean over pairs with a band
-  (the 25-75% quantiles). The reasoning token's effect fades in late layers while the final position's rises:
-  the answer is read from the reasoning into the final position in the middle layers.
+  the reasoning (``answer_flip``; also ``answer_step``, the answer in the last computation line, where pairs have
+  it) and the final ``{`` of the answer (``final``), mean over pairs with a band (the 25-75% quantiles). The
+  reasoning token's effect fades in late layers while the final position's rises: the answer is read from the
+  reasoning into the final position in the middle layers.
 * :func:`plot_pair_heatmap` - positions x layers NLD of one pair, token strings as tick labels.
 """
 from __future__ import annotations
@@ -30,8 +31,9 @@ def _load(result: PatchingResult | str | Path) -> PatchingResult:
 
 
 def plot_layer_curves(result: PatchingResult | str | Path, path: str | Path,
-                      names: tuple[str, ...] = ("answer_flip", "final"), title: str | None = None) -> Path:
-    """NLD per layer at the named positions (mean and 25-75% band across pairs)."""
+                      names: tuple[str, ...] = ("answer_flip", "answer_step", "final"),
+                      title: str | None = None) -> Path:
+    """NLD per layer at the named positions that are on the grid (mean and 25-75% band across pairs)."""
     res = _load(result)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.6))
