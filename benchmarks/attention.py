@@ -6,6 +6,8 @@ sequence is a synthetic trace of ``--seq`` tokens laid out ``BOS | prompt (100) 
 answer (256)``; every run computes logits for the last position only (``logits_to_keep=1``) so the comparison
 measures attention, not the vocabulary projection.
 
+``--quick`` (smoke test) shrinks everything: 1 layer, width 384, vocab 4096, seq 512.
+
 * time: capture / plain and eager / plain in the same process, interleaved repeats, median of each.
 * memory: each mode in its own subprocess. After building the model the child resets the kernel's peak-RSS counter
   (``echo 5 > /proc/self/clear_refs`` resets ``VmHWM``), records ``VmRSS`` as the baseline, runs one forward and
@@ -33,13 +35,13 @@ ANSWER, PROMPT = 256, 100
 ROWS_SECONDS: list[float] = []  # time spent inside the capture's row computation, per capture run
 
 
-def build(layers: int, vocab: int, seq: int):
+def build(layers: int, vocab: int, seq: int, hidden: int = 1536):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
-    cfg = Qwen2Config(vocab_size=vocab, hidden_size=1536, num_hidden_layers=layers, num_attention_heads=12,
-                      num_key_value_heads=2, intermediate_size=8960, max_position_embeddings=max(seq, 4096),
-                      tie_word_embeddings=True)
+    cfg = Qwen2Config(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=12,
+                      num_key_value_heads=2, intermediate_size=hidden * 35 // 6,  # 8960 at 1536 (R1-Distill-1.5B)
+                      max_position_embeddings=max(seq, 4096), tie_word_embeddings=True)
     model = Qwen2ForCausalLM(cfg).eval()
     model.set_attn_implementation("sdpa")
     g = torch.Generator().manual_seed(1)
@@ -87,12 +89,12 @@ def _status(key: str) -> int:
     raise KeyError(key)
 
 
-def child(mode: str, layers: int, vocab: int, seq: int) -> dict:
+def child(mode: str, layers: int, vocab: int, seq: int, hidden: int) -> dict:
     import gc
     import resource
 
     torch.set_num_threads(2)
-    model, ids, labels = build(layers, vocab, seq)
+    model, ids, labels = build(layers, vocab, seq, hidden)
     gc.collect()
     try:
         Path("/proc/self/clear_refs").write_text("5")
@@ -108,7 +110,7 @@ def child(mode: str, layers: int, vocab: int, seq: int) -> dict:
 
 def measure_memory(mode: str, args) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--layers", str(args.layers), "--vocab", str(args.vocab),
-           "--seq", str(args.seq)]
+           "--seq", str(args.seq), "--hidden", str(args.hidden)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -118,15 +120,16 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--seq", type=int, default=4096)
     ap.add_argument("--vocab", type=int, default=32000)
+    ap.add_argument("--hidden", type=int, default=1536, help="width (12 query / 2 kv heads; MLP 35/6 x hidden)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (seq 512, 1 layer, 2 repeats)")
     ap.add_argument("--capture-only", action="store_true", help="skip eager (long sequences); estimate it instead")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.quick:
-        args.seq, args.layers, args.repeats, args.vocab = 512, 1, 2, 4096
+        args.seq, args.layers, args.repeats, args.vocab, args.hidden = 512, 1, 2, 4096, 384
     if args.child:
-        print(json.dumps(child(args.child, args.layers, args.vocab, args.seq)))
+        print(json.dumps(child(args.child, args.layers, args.vocab, args.seq, args.hidden)))
         return
     torch.set_num_threads(2)
     eager_est = 12 * args.seq**2 * 4  # attention weights of one layer in fp32 (softmax makes further copies)
@@ -135,7 +138,7 @@ def main() -> None:
     for m in modes:
         print(f"memory {m:8s}: +{mem[m]['peak_extra_bytes'] / 2**20:9.1f} MiB peak over the model "
               f"(baseline RSS {mem[m]['baseline_rss_bytes'] / 2**20:.0f} MiB)", file=sys.stderr)
-    model, ids, labels = build(args.layers, args.vocab, args.seq)
+    model, ids, labels = build(args.layers, args.vocab, args.seq, args.hidden)
     times: dict[str, list[float]] = {m: [] for m in modes}
     results = {}
     for m in modes:  # warm-up, also keeps the outputs for the error check
@@ -152,7 +155,7 @@ def main() -> None:
               f"{', '.join(f'{t:.2f}' for t in times[m])})", file=sys.stderr)
     fwd_mem = max(mem["forward"]["peak_extra_bytes"], 1)
     out = {
-        "seq": args.seq, "layers": args.layers, "answer_tokens": ANSWER, "repeats": args.repeats,
+        "seq": args.seq, "layers": args.layers, "hidden": args.hidden, "answer_tokens": ANSWER, "repeats": args.repeats,
         "time_ratio_vs_forward": med["capture"] / med["forward"],
         "time_ratio_paired_median": statistics.median(c / f for c, f in zip(times["capture"], times["forward"])),
         "capture_rows_seconds": statistics.median(ROWS_SECONDS),
