@@ -68,6 +68,9 @@ def test_cli_rank_json_compare_plots(tmp_path, capsys):
     assert [h[:2] for h in out["heads"]] == [[2, 1], [0, 3]]
     assert out["compare"]["overlap"] == 1
     assert all(Path(p).stat().st_size > 1000 for p in out["plots"])
+    assert main(["heads", "rank", str(tmp_path), "--top", "2", "--bootstrap", "20", "--compare", str(ref)]) == 0
+    text = capsys.readouterr().out
+    assert "overlap with" in text and text.splitlines()[2].split()[:3] == ["1", "2", "1"]
     assert main(["heads", "rank", str(tmp_path / "nothing.npz")]) == 2
     assert "no such scores file" in capsys.readouterr().err
 

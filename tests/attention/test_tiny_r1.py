@@ -9,7 +9,7 @@ import torch
 from thinklens.attention.capture import RowsReducer, capture_attention
 from thinklens.attention.heads import rank_heads
 from thinklens.attention.segments import HeadScores, span_scores, trace_head_scores
-from thinklens.traces import Trace
+from thinklens.traces import Span, Trace
 
 TOP_K = 5  # the ground-truth copy head must be among the top-5 RFHs by mean a2r
 
@@ -22,7 +22,7 @@ def copy_spans(trace: Trace, problem, prompt_chars: int):
     ans_text = trace.span_text(trace.answer)
     start = trace.char_span(trace.answer)[0] + ans_text.index("\\boxed{") + len("\\boxed")
     digits = trace.tokens_in_chars(start, start + 1 + len(problem.answer))  # `{` + N's digits
-    return type(key)(digits.start, digits.end - 1), key
+    return Span(digits.start, digits.end - 1), key
 
 
 @pytest.fixture(scope="module")
