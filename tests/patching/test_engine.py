@@ -40,7 +40,7 @@ def test_fast_matches_naive(random_model, profile, toy_pairs4, padded_pair):
     for pair in [*toy_pairs4[:2], padded_pair]:
         metric = conditioned_metric(random_model, pair)
         items = _items(random_model, pair)
-        fast = run_patches(random_model, profile, pair, items, metric, engine="fast", batch_size=7)
+        fast = run_patches(random_model, profile, pair, items, metric, engine="fast", max_tokens=64)
         naive = run_patches(random_model, profile, pair, items, metric, engine="naive")
         assert abs(fast.clean - naive.clean) < 1e-5 and abs(fast.corrupted - naive.corrupted) < 1e-5
         assert abs(fast.clean - fast.corrupted) > 0.5  # well conditioned: NLD differences are not float noise

@@ -12,15 +12,16 @@ The paper pays one full forward over the whole sequence per (layer, position). T
 * a patch at position ``p`` cannot affect tokens before ``p`` (causal attention), so those are the corrupted run's
   own: one corrupted forward with a KV cache (``DynamicCache``) is run once, and every patch only recomputes the
   suffix ``[p, T)`` on top of the cache cropped to ``p``;
-* patches sharing their first position (e.g. all layers at one token, or all heads) run in ONE suffix forward.
-  With SDPA/eager attention and no sliding-window layers they are *packed*: the ``b`` suffixes are laid end to end
-  as one sequence of length ``b * (T - p)`` over a single copy of the cached prefix, with a block-diagonal causal
-  mask (each copy sees the prefix and its own earlier tokens, never another copy) and position ids ``p..T-1``
-  repeated per copy. Compared with a batch of ``b`` rows this avoids materializing the prefix keys/values ``b``
-  times (the cache ``torch.cat`` and GQA's ``repeat_kv`` each copy the whole prefix per row). Other attention
-  implementations fall back to a batch of ``b`` rows over the cache expanded along the batch. Either way the
-  attention layers' ``torch.cat`` on update allocates new tensors, so the shared corrupted cache is never mutated.
+* with SDPA/eager attention and no sliding-window layers, the patched runs are *packed*: each run only needs its
+  suffix ``[p_i, T)``, so the suffixes of many runs are laid end to end as ONE sequence over the single full
+  corrupted KV cache, with a custom mask (copy ``i`` sees the cached corrupted tokens before its own ``p_i``, which
+  its patch cannot change, and its own earlier tokens; never another copy) and position ids ``p_i..T-1`` per copy.
+  One forward then covers every (layer, position) of a sweep: the weights are read once instead of once per run
+  (small-batch matmuls are memory-bound), and the prefix keys/values are never duplicated per run;
+* other attention implementations fall back to one batched forward per first position, over the cache cropped
+  to that position and expanded along the batch.
 
+The shared cache is never mutated: the attention layers' ``torch.cat`` on update allocates new tensors.
 Both engines share one loop (:func:`run_patches`); they differ only in where each batch starts. Padded pairs
 (attention mask 0 at pad tokens) keep position ids ``arange(T)`` over the padded sequence in every run, so an
 aligned token has the same position in the clean run, the corrupted run and every suffix. Only the final-position
@@ -98,15 +99,19 @@ def _can_pack(model: Any) -> bool:
     return impl in ("sdpa", "eager") and "sliding_attention" not in (getattr(cfg, "layer_types", None) or [])
 
 
-def _packed_mask(key_mask: torch.Tensor, start: int, b: int, dtype: torch.dtype) -> torch.Tensor:
-    """[1, 1, b*S, start + b*S] additive mask of ``b`` packed suffixes of length ``S = T - start``: every query sees
-    the real prefix tokens and the real tokens of its own suffix copy up to itself."""
-    n = len(key_mask)
-    S = n - start
+def _packed_mask(key_mask: torch.Tensor, starts: list[int], dtype: torch.dtype) -> torch.Tensor:
+    """[1, 1, N, T + N] additive mask for suffix copies ``[p_i, T)`` packed end to end (``N`` = total length) after
+    the full cached corrupted run: copy ``i`` sees the real cached tokens before ``p_i`` and the real tokens of its
+    own copy up to itself."""
+    T = len(key_mask)
     real = key_mask.bool()  # [T]
-    causal = torch.tril(torch.ones(S, S, dtype=torch.bool, device=key_mask.device)) & real[start:][None, :]  # [S, S]
-    block = torch.block_diag(*([causal.to(torch.uint8)] * b)).bool()  # [b*S, b*S]
-    allowed = torch.cat([real[:start][None, :].expand(b * S, start), block], dim=1)  # [b*S, start + b*S]
+    blocks, prefix = [], []
+    for p in starts:
+        S = T - p
+        blocks.append((torch.tril(torch.ones(S, S, dtype=torch.bool, device=key_mask.device))
+                       & real[p:][None, :]).to(torch.uint8))  # [S, S]
+        prefix.append((torch.arange(T, device=key_mask.device) < p)[None, :].expand(S, T) & real[None, :])  # [S, T]
+    allowed = torch.cat([torch.cat(prefix), torch.block_diag(*blocks).bool()], dim=1)  # [N, T + N]
     mask = torch.zeros(allowed.shape, dtype=dtype, device=key_mask.device)
     return mask.masked_fill_(~allowed, torch.finfo(dtype).min)[None, None]
 
@@ -139,13 +144,15 @@ def run_patches(
     *,
     engine: str = "fast",
     batch_size: int = 32,
+    max_tokens: int = 4096,
     progress: Callable[[int], None] | None = None,
 ) -> EngineOutput:
     """Score ``metric`` (on final-position logits) for the clean run, the corrupted run and every patched run.
 
     ``items[i]`` lists the (site, position) activations copied from the clean run into patched run ``i``.
-    ``engine="fast"`` recomputes only from each item's first patched position with a cached corrupted prefix and
-    batches items that start at the same position; ``"naive"`` runs one full forward per item (the reference).
+    ``engine="fast"`` recomputes only from each item's first patched position over the cached corrupted run, packing
+    up to ``max_tokens`` suffix tokens per forward (or, without packing support, batching up to ``batch_size`` items
+    that start at the same position); ``"naive"`` runs one full forward per item (the reference).
     """
     if engine not in ENGINES:
         raise ThinklensError(f"unknown engine {engine!r}; choose from {ENGINES}")
@@ -183,37 +190,48 @@ def run_patches(
             result[i] = float(metric(logits)[0])
             if progress:
                 progress(1)
+    elif _can_pack(model):
+        dtype = next(model.parameters()).dtype
+        order = sorted(range(len(items)), key=lambda i: min(p for _, p in items[i]))
+        chunks, cur, rows = [], [], 0
+        for i in order:  # at most max_tokens packed query tokens per forward (and at least one run)
+            n = T - min(p for _, p in items[i])
+            if cur and rows + n > max_tokens:
+                chunks.append(cur)
+                cur, rows = [], 0
+            cur.append(i)
+            rows += n
+        chunks.append(cur)
+        for chunk in chunks:
+            starts = [min(p for _, p in items[i]) for i in chunk]
+            offsets = np.cumsum([0] + [T - p for p in starts])  # copy r occupies packed columns [o_r, o_r+1)
+            patches = [Patch(0, q.site, int(offsets[q.row]) + q.position - starts[q.row], q.value)
+                       for q in patches_for([items[i] for i in chunk])]
+            ids = torch.cat([corr_ids[0, p:] for p in starts])[None]  # [1, N]
+            pos = torch.cat([torch.arange(p, T, device=dev) for p in starts])[None]  # [1, N]
+            last = torch.as_tensor(offsets[1:] - 1, device=dev)  # [b] the final token of every copy
+            with patching(model, profile, patches, offset=0):
+                out = model(input_ids=ids, attention_mask=_packed_mask(corr_mask[0], starts, dtype),
+                            position_ids=pos, past_key_values=_prefix_cache(full_cache, T), use_cache=True,
+                            logits_to_keep=last)
+            result[chunk] = metric(out.logits[0]).double().cpu().numpy()  # logits: [b, vocab]
+            if progress:
+                progress(len(chunk))
     else:
         groups: dict[int, list[int]] = defaultdict(list)
         for i, item in enumerate(items):
             groups[min(p for _, p in item)].append(i)
-        packed = _can_pack(model)
-        dtype = next(model.parameters()).dtype
         for start in sorted(groups):
             idx = groups[start]
-            S = T - start
             for c in range(0, len(idx), batch_size):
                 chunk = idx[c:c + batch_size]
                 b = len(chunk)
-                patches = patches_for([items[i] for i in chunk])
-                if packed:  # copy r of the suffix occupies packed columns [r*S, (r+1)*S)
-                    patches = [Patch(0, q.site, start + q.row * S + (q.position - start), q.value) for q in patches]
-                    ids = corr_ids[:, start:].repeat(1, b)  # [1, b*S]
-                    pos = torch.arange(start, T, device=dev).repeat(b)[None]  # [1, b*S]
-                    last = torch.arange(1, b + 1, device=dev) * S - 1  # [b] the final token of every copy
-                    with patching(model, profile, patches, offset=start):
-                        out = model(input_ids=ids, attention_mask=_packed_mask(corr_mask[0], start, b, dtype),
-                                    position_ids=pos, past_key_values=_prefix_cache(full_cache, start),
-                                    use_cache=True, logits_to_keep=last)
-                    logits = out.logits[0]  # [b, vocab]
-                else:
-                    ids = corr_ids[:, start:].expand(b, -1)  # [b, S]
-                    mask = corr_mask.expand(b, -1)  # [b, T]
-                    with patching(model, profile, patches, offset=start):
-                        out = _forward(model, ids, mask, start, cache=_expanded_cache(full_cache, start, b),
-                                       use_cache=True)
-                    logits = out.logits[:, -1]  # [b, vocab]
-                result[chunk] = metric(logits).double().cpu().numpy()
+                ids = corr_ids[:, start:].expand(b, -1)  # [b, T - start]
+                mask = corr_mask.expand(b, -1)  # [b, T]
+                with patching(model, profile, patches_for([items[i] for i in chunk]), offset=start):
+                    out = _forward(model, ids, mask, start, cache=_expanded_cache(full_cache, start, b),
+                                   use_cache=True)
+                result[chunk] = metric(out.logits[:, -1]).double().cpu().numpy()  # logits: [b, vocab]
                 if progress:
                     progress(b)
     return EngineOutput(
