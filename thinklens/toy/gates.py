@@ -49,6 +49,11 @@ def generate_batch(model, tokenizer, prompts: list[str], max_new_tokens: int = M
     return outs
 
 
+def _follows_wrong(slips: list[Problem], outputs: list[str]) -> float:
+    """Share of slip continuations whose final answer differs from the correct one (the slip propagated)."""
+    return sum(extract_boxed(o) not in (None, p.answer) for p, o in zip(slips, outputs)) / max(1, len(slips))
+
+
 def _accuracy(outputs: list[str], answers: list[str]) -> float:
     return sum(extract_boxed(o) == a for o, a in zip(outputs, answers)) / max(1, len(answers))
 
@@ -69,7 +74,7 @@ def evaluate_gates(model, tokenizer, n: int = 200, seed: int = 1234, n_pairs: in
 
     with_r = generate_batch(model, tokenizer, prompts)
     forced = f"{NO_REASONING_THINKING}\n{THINK_END}"
-    without_r = generate_batch(model, tokenizer, [p + forced for p in prompts], max_new_tokens=24)
+    without_r = generate_batch(model, tokenizer, [p + forced for p in prompts], max_new_tokens=40)
 
     slips = [p for p in problems if p.has_slip]
     slip_ok = [extract_boxed(with_r[i]) == p.answer for i, p in enumerate(problems) if p.has_slip]
@@ -103,6 +108,9 @@ def evaluate_gates(model, tokenizer, n: int = 200, seed: int = 1234, n_pairs: in
         "acc_slip_problems": sum(slip_ok) / max(1, len(slip_ok)),
         "slip_recovery": _accuracy(slip_out, [p.answer for p in slips]),
         "slip_wrote_wait": wrote_wait / max(1, len(slips)),
+        # teacher-forced through the slipped line, the model's answer equals the one implied by the wrong value
+        # (it continued from what was written instead of correcting it)
+        "slip_followed_wrong_value": _follows_wrong(slips, slip_out),
         "by_kind": by_kind,
     }
 

@@ -54,6 +54,7 @@ class TrainConfig:
     no_reasoning_share: float = 0.12
     instruction_share: float = 0.5
     slip_rate: float = 0.2
+    final_override_rate: float = 0.15  # see _override_final
     eval_n: int = 200
     eval_seed: int = 1234
     threads: int = 2
@@ -91,7 +92,23 @@ def make_model(cfg: TrainConfig, tokenizer):
     return Qwen2ForCausalLM(config)
 
 
-def encode_example(problem: Problem, tokenizer, reasoning: bool, instruction: bool) -> tuple[list[int], list[int]]:
+def _override_final(problem: Problem, rng: random.Random) -> Problem:
+    """The same trace whose ``Final answer is N.`` line states another value N' (and whose answer is N').
+
+    Why: without it the answer can be copied from either the last computation line or the final line, and patching
+    N's first digit in the final line barely moves the answer. These examples make the final line the one source
+    the answer is read from; N' itself is masked from the loss so the model never learns to write a wrong N.
+    """
+    import dataclasses
+
+    n = rng.choice([v for v in range(1, 100) if str(v) != problem.answer])
+    s, _ = problem.answer_char_span
+    reasoning = problem.reasoning[:s] + f"{n}.\n"
+    return dataclasses.replace(problem, reasoning=reasoning, answer=str(n), answer_char_span=(s, s + len(str(n))))
+
+
+def encode_example(problem: Problem, tokenizer, reasoning: bool, instruction: bool,
+                   mask_final: bool = False) -> tuple[list[int], list[int]]:
     """Token ids and labels (-100 = no loss) for one training example; see the module docstring for the mask."""
     text = full_text(problem, reasoning=reasoning, instruction=instruction)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -101,9 +118,13 @@ def encode_example(problem: Problem, tokenizer, reasoning: bool, instruction: bo
     if not reasoning:  # the forced thinking line is given, not predicted
         n_forced = len(NO_REASONING_THINKING) + 1
         labels[n_prompt:n_prompt + n_forced] = [-100] * n_forced
-    elif problem.has_slip:  # character-level: reasoning char k is token n_prompt + k
-        s, e = problem.slip_char_spans[0]
-        labels[n_prompt + s:n_prompt + e] = [-100] * (e - s)
+    else:
+        if problem.has_slip:  # character-level: reasoning char k is token n_prompt + k
+            s, e = problem.slip_char_spans[0]
+            labels[n_prompt + s:n_prompt + e] = [-100] * (e - s)
+        if mask_final:
+            s, e = problem.answer_char_span
+            labels[n_prompt + s:n_prompt + e] = [-100] * (e - s)
     return ids, labels
 
 
@@ -114,9 +135,14 @@ def _batches(cfg: TrainConfig, tokenizer, bucket: int = 8):
     stream = iter_problems(cfg.seed, split="train", slip_rate=cfg.slip_rate)
     pad = tokenizer.pad_token_id
     while True:
-        pool = [encode_example(next(stream), tokenizer, reasoning=rng.random() >= cfg.no_reasoning_share,
-                               instruction=rng.random() < cfg.instruction_share)
-                for _ in range(cfg.batch_size * bucket)]
+        pool = []
+        for _ in range(cfg.batch_size * bucket):
+            problem, reasoning = next(stream), rng.random() >= cfg.no_reasoning_share
+            instruction = rng.random() < cfg.instruction_share
+            override = reasoning and rng.random() < cfg.final_override_rate
+            if override:
+                problem = _override_final(problem, rng)
+            pool.append(encode_example(problem, tokenizer, reasoning, instruction, mask_final=override))
         pool.sort(key=lambda row: len(row[0]))
         groups = [pool[i:i + cfg.batch_size] for i in range(0, len(pool), cfg.batch_size)]
         rng.shuffle(groups)
@@ -243,6 +269,7 @@ def _stage_lines(summary: dict) -> list[str]:
                    f"({st['steps'] * st['batch_size']:,} fresh examples), AdamW lr {c['lr']} (warmup "
                    f"{c['warmup_steps']}, cosine to 5%), weight decay {c['weight_decay']}, grad clip 1.0, "
                    f"{'from the stage-1 weights, ' if c.get('init_from') else ''}"
+                   f"final-line override share {c.get('final_override_rate', 0):.0%}, "
                    f"final loss {st['final_loss']:.4f}, {st['train_wall_seconds'] / 60:.1f} min")
     return out
 
@@ -258,7 +285,8 @@ def _reproduce(summary: dict) -> str:
         c = st["config"]
         out = "STAGE1" if i == 0 and len(stages) > 1 else "DIR"
         cmd = (f"python -m thinklens.toy.train --output {out} --seed {st['seed']} --steps {st['steps']} "
-               f"--batch-size {st['batch_size']} --lr {c['lr']} --threads {c['threads']}")
+               f"--batch-size {st['batch_size']} --lr {c['lr']} --threads {c['threads']} "
+               f"--final-override-rate {c.get('final_override_rate', 0)}")
         if c.get("init_from"):
             cmd += f" --init-from STAGE1 --warmup-steps {c['warmup_steps']}"
         cmds.append(f"`{cmd}`")
@@ -298,8 +326,11 @@ def model_card(summary: dict) -> str:
         "- `words`: `Start at 5. Add 3, then multiply by 2, then subtract 4.` -> `5+3=8` / `8*2=16` / `16-4=12`", "",
         (f"Mix: {1 - c['no_reasoning_share']:.0%} reasoning traces ({c['slip_rate']:.0%} of them with a slipped "
         f"step followed by `Wait, {{corrected line}}`), {c['no_reasoning_share']:.0%} no-reasoning examples with the "
-        f"correct answer; instruction suffix on {c['instruction_share']:.0%}. Loss on completion tokens only, "
-        "without the slipped wrong value and the forced no-reasoning line."), "",
+        f"correct answer; instruction suffix on {c['instruction_share']:.0%}. "
+        f"Final-line override: {c.get('final_override_rate', 0):.0%} of reasoning traces (share per stage below) "
+        "state another value N' in `Final answer is N'.` (N' itself excluded from the loss) with answer N', "
+        "so the answer is read from that line only. Loss on "
+        "completion tokens only, without the slipped wrong value and the forced no-reasoning line."), "",
         "## Training", "",
         *_stage_lines(summary),
         f"- final training loss (mean of last 50 steps): {summary['final_loss']:.4f}",
@@ -321,8 +352,15 @@ def model_card(summary: dict) -> str:
             f"{g['pair_follow_b']:.3f} |"),
             (f"| accuracy on problems whose reference trace has a slip ({g['n_slip_problems']}) | "
             f"{g['acc_slip_problems']:.3f} |"),
-            f"| slip recovery: teacher-forced through the wrong line -> writes `Wait,` | {g['slip_wrote_wait']:.3f} |",
-            f"| slip recovery: ... -> correct final answer | {g['slip_recovery']:.3f} |", "",
+            f"| slip traces teacher-forced through the wrong line: model writes `Wait,` | {g['slip_wrote_wait']:.3f} |",
+            f"| ... and still reaches the correct answer | {g['slip_recovery']:.3f} |",
+            f"| ... and propagates the wrong value into a wrong answer | {g.get('slip_followed_wrong_value', 0):.3f} |",
+            "",
+            *([
+                "At this size and budget the model rarely detects a slip on its own: given a wrong intermediate",
+                "result it mostly continues from the written value, one more sign that its answer follows its",
+                "reasoning rather than the question.", "",
+            ] if g["slip_wrote_wait"] < 0.5 else []),
             "By kind (with / without reasoning): " + ", ".join(
                 f"{k} {v['with']:.2f} / {v['without']:.2f} (n={v['n']})" for k, v in g["by_kind"].items()), "",
         ]
@@ -356,12 +394,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--intermediate-size", type=int, default=TrainConfig.intermediate_size)
     p.add_argument("--num-layers", type=int, default=TrainConfig.num_layers)
     p.add_argument("--threads", type=int, default=TrainConfig.threads, help="torch CPU threads")
+    p.add_argument("--final-override-rate", type=float, default=TrainConfig.final_override_rate,
+                   help="share of traces whose final line states another value (the answer follows it)")
     p.add_argument("--init-from", help="continue training from this model directory (second stage)")
     p.add_argument("--warmup-steps", type=int, default=TrainConfig.warmup_steps)
     a = p.parse_args(argv)
     summary = train(a.output, seed=a.seed, steps=a.steps, batch_size=a.batch_size, lr=a.lr, eval_n=a.eval_n,
                     hidden_size=a.hidden_size, intermediate_size=a.intermediate_size, num_layers=a.num_layers,
-                    threads=a.threads, init_from=a.init_from, warmup_steps=a.warmup_steps,
+                    threads=a.threads, init_from=a.init_from, final_override_rate=a.final_override_rate,
+                    warmup_steps=a.warmup_steps,
                     log=lambda m: print(m, flush=True))
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=1))
     return 0
