@@ -21,6 +21,7 @@ class PatchArgs:
     engine: str = "fast"
     limit: int | None = None
     batch_size: int = 32
+    max_tokens: int = 4096
     device: str | None = None
     dtype: str | None = None
 
@@ -49,7 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also run attribution patching and its Spearman correlation with exact patching")
     p.add_argument("--engine", default="fast", choices=["fast", "naive"])
     p.add_argument("--limit", type=int, help="patch only the first N pairs")
-    p.add_argument("--batch-size", type=int, default=32, help="patched runs per batched forward (fast engine)")
+    p.add_argument("--max-tokens", type=int, default=4096,
+                   help="packed suffix tokens per forward (fast engine; lower it if memory is short)")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="patched runs per batched forward (fast engine without packing support)")
     p.add_argument("--device", help="cpu, cuda, mps (default: best available)")
     p.add_argument("--dtype", help="fp32, bf16, fp16 (default: bf16 on CUDA, fp32 on CPU)")
     p.set_defaults(func=run)
@@ -86,7 +90,7 @@ def run(ns: argparse.Namespace) -> int:
         out = Path(args.output) / site if len(sites) > 1 else Path(args.output)
         res = patch_pairs(model, profile, pairs, out, positions=args.positions, site=site, layers=layers,
                           heads=args.heads, head_positions=args.head_positions, attribution=args.attribution,
-                          engine=args.engine, batch_size=args.batch_size)
+                          engine=args.engine, batch_size=args.batch_size, max_tokens=args.max_tokens)
         entry = {"output": str(out), "n_patched": len(res.pair_ids)}
         for name in ("answer_flip", "answer_step", "final"):
             col = res.column(name)

@@ -11,7 +11,7 @@ The paper pays one full forward over the whole sequence per (layer, position). T
 * one clean forward, with capture hooks, supplies the clean activation of every patched site;
 * a patch at position ``p`` cannot affect tokens before ``p`` (causal attention), so those are the corrupted run's
   own: one corrupted forward with a KV cache (``DynamicCache``) is run once, and every patch only recomputes the
-  suffix ``[p, T)`` on top of the cache cropped to ``p``;
+  suffix ``[p, T)`` on top of the cached corrupted keys/values of ``[0, p)``;
 * with SDPA/eager attention and no sliding-window layers, the patched runs are *packed*: each run only needs its
   suffix ``[p_i, T)``, so the suffixes of many runs are laid end to end as ONE sequence over the single full
   corrupted KV cache, with a custom mask (copy ``i`` sees the cached corrupted tokens before its own ``p_i``, which
@@ -21,8 +21,9 @@ The paper pays one full forward over the whole sequence per (layer, position). T
 * other attention implementations fall back to one batched forward per first position, over the cache cropped
   to that position and expanded along the batch.
 
-The shared cache is never mutated: the attention layers' ``torch.cat`` on update allocates new tensors.
-Both engines share one loop (:func:`run_patches`); they differ only in where each batch starts. Padded pairs
+The shared cache is never mutated: the attention layers' ``torch.cat`` on update allocates new tensors. The cost
+of a sweep of ``n`` runs drops from ``2 + n`` full forwards to about 2 (clean + corrupted) plus the suffixes.
+Both engines share one entry point (:func:`run_patches`) and the same hooks (``targets``). Padded pairs
 (attention mask 0 at pad tokens) keep position ids ``arange(T)`` over the padded sequence in every run, so an
 aligned token has the same position in the clean run, the corrupted run and every suffix. Only the final-position
 logits are computed (``logits_to_keep=1``): the unembedding over a 150k vocabulary is not free.

@@ -89,6 +89,7 @@ def patch_pair(
     engine: str = "fast",
     metric: Metric | None = None,
     batch_size: int = 32,
+    max_tokens: int = 4096,
     progress: Callable[[int], None] | None = None,
 ) -> PairPatching:
     """Per-token sweep (every layer x ``positions``) of one pair, optionally per head and attribution patching.
@@ -104,7 +105,8 @@ def patch_pair(
     metric = metric or LogitDiff(pair.clean_answer, pair.corrupted_answer)
     pos, labels = resolve_positions(pair, positions)
     items = [[(Site(kind, layer), p)] for p in pos for layer in layers]
-    out = run_patches(model, profile, pair, items, metric, engine=engine, batch_size=batch_size, progress=progress)
+    out = run_patches(model, profile, pair, items, metric, engine=engine, batch_size=batch_size,
+                      max_tokens=max_tokens, progress=progress)
     patched = out.patched.reshape(len(pos), len(layers))  # [n_positions, n_layers]
     nld = normalize(patched, out.clean, out.corrupted)
     result = PairPatching(
@@ -121,7 +123,7 @@ def patch_pair(
         hpos, hlabels = resolve_positions(pair, head_positions)
         hitems = [[(Site(SiteKind.HEAD, layer, h), p)] for p in hpos for layer in layers for h in range(n_heads)]
         hout = run_patches(model, profile, pair, hitems, metric, engine=engine, batch_size=batch_size,
-                           progress=progress)
+                           max_tokens=max_tokens, progress=progress)
         hnld = normalize(hout.patched.reshape(len(hpos), len(layers), n_heads), out.clean, out.corrupted)
         result.head_positions, result.head_labels, result.head_nld = hpos, hlabels, hnld.tolist()
     if attribution:
