@@ -59,6 +59,10 @@ def tiny_r1():
     if not (TINY_R1_DIR / "config.json").exists() or not any(TINY_R1_DIR.glob("*.safetensors")):
         pytest.skip("tiny-r1 weights not present")
     from thinklens.models import load_model
+    from thinklens.toy.tokenizer import build_tokenizer
 
     torch.manual_seed(0)
-    return load_model("tiny-r1", "cpu", "fp32")
+    model, _, profile = load_model("tiny-r1", "cpu", "fp32")
+    # the training tokenizer itself: AutoTokenizer currently reloads the saved one as a Qwen2Tokenizer that splits
+    # text differently (reported), which would silently shift every character-based span
+    return model, build_tokenizer(), profile

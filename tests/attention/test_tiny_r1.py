@@ -1,6 +1,17 @@
 """On the embedded organism tiny-r1: capture == eager, and the Reasoning-Focus Heads include the head that copies the
-reasoning's result into the answer (ground truth: the answer digits are copied from ``Final answer is N.``)."""
+reasoning's result into the answer.
+
+Ground truth: the answer's digits in ``\\boxed{N}`` are copied from the reasoning, where N occurs in the last
+computation line (``...=N``) and in ``Final answer is N.`` (``Problem.answer_char_span``). The copy head is the head
+with the largest attention from the answer tokens that predict N's digits (the ``{`` and all but the last digit) to
+the occurrences of N in the reasoning. Which occurrence is read depends on training (a checkpoint of tiny-r1 read the
+last step's ``=N`` with head L1H2 at 0.997 and hardly the final line); the test accepts either and asserts that the
+copy head is among the top-k RFHs by mean a2r (the paper's definition, which averages over *all* answer tokens, so
+the copy head need not be first).
+"""
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
@@ -8,21 +19,42 @@ import torch
 
 from thinklens.attention.capture import RowsReducer, capture_attention
 from thinklens.attention.heads import rank_heads
-from thinklens.attention.segments import HeadScores, span_scores, trace_head_scores
+from thinklens.attention.segments import HeadScores, SegmentReducer, trace_head_scores
 from thinklens.traces import Span, Trace
 
 TOP_K = 5  # the ground-truth copy head must be among the top-5 RFHs by mean a2r
 
 
-def copy_spans(trace: Trace, problem, prompt_chars: int):
-    """(query span, key span): the answer tokens that predict the digits of \\boxed{N} (the `{` and all but the last
-    digit) and the digits of N in the reasoning's ``Final answer is N.`` line."""
+def copy_spans(trace: Trace, problem, prompt_chars: int) -> tuple[Span, Span, list[Span]]:
+    """(queries predicting N's digits, N in ``Final answer is N.``, every occurrence of N in the reasoning)."""
     a, b = problem.answer_char_span
-    key = trace.tokens_in_chars(prompt_chars + a, prompt_chars + b)
+    final = trace.tokens_in_chars(prompt_chars + a, prompt_chars + b)
     ans_text = trace.span_text(trace.answer)
     start = trace.char_span(trace.answer)[0] + ans_text.index("\\boxed{") + len("\\boxed")
     digits = trace.tokens_in_chars(start, start + 1 + len(problem.answer))  # `{` + N's digits
-    return Span(digits.start, digits.end - 1), key
+    ra, rb = trace.char_span(trace.reasoning)
+    occ = [trace.tokens_in_chars(ra + m.start(), ra + m.end())
+           for m in re.finditer(rf"(?<!\d){re.escape(problem.answer)}(?!\d)", trace.text[ra:rb])]
+    return Span(digits.start, digits.end - 1), final, occ
+
+
+def copy_attention(model, trace: Trace, problem, prompt_chars: int) -> tuple[np.ndarray, np.ndarray]:
+    """[n_layers, n_heads] attention from the digit-predicting answer queries to (final-line N, any N)."""
+    from thinklens.modules import attention_shape
+
+    n_layers, n_heads, _, _ = attention_shape(model)
+    q, final, occ = copy_spans(trace, problem, prompt_chars)
+    labels = np.zeros(len(trace), dtype=np.int8)
+    for s in occ:
+        labels[s.start : s.end] = 2  # another occurrence of N
+    labels[final.start : final.end] = 1
+    group = np.full(len(trace), -1)
+    group[q.start : q.end] = 0
+    red = SegmentReducer(n_layers, n_heads, group, labels, 1)
+    with torch.no_grad(), capture_attention(model, list(q), red):
+        model(torch.tensor([trace.ids]), use_cache=False, logits_to_keep=1)
+    m = red.means()[:, 0]  # [L, H, n_seg]
+    return m[:, :, 1], m[:, :, 1] + m[:, :, 2]
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +63,16 @@ def tiny_results(tiny_r1):
 
     model, tok, prof = tiny_r1
     torch.set_num_threads(2)
-    rows, gts = [], []
+    rows, finals, anys = [], [], []
     for p in generate_problems(24, seed=11):
         tr = Trace.from_text(full_text(p), tok, prof)
+        assert tr.span_text(copy_spans(tr, p, len(prompt_text(p)))[1]) == p.answer
         rows.append(trace_head_scores(model, tr, reasoning_queries=False))
-        q, k = copy_spans(tr, p, len(prompt_text(p)))
-        gts.append(span_scores(model, tr.ids, q, k))
+        f, a = copy_attention(model, tr, p, len(prompt_text(p)))
+        finals.append(f)
+        anys.append(a)
     hs = HeadScores.from_traces([str(i) for i in range(len(rows))], rows, model="tiny-r1")
-    return hs, np.mean(gts, axis=0)  # gt [L, H]
+    return hs, np.mean(finals, axis=0), np.mean(anys, axis=0)
 
 
 @pytest.mark.slow
@@ -66,8 +100,8 @@ def test_tiny_r1_capture_equals_eager(tiny_r1):
 
 @pytest.mark.slow
 def test_ground_truth_copy_head_is_a_top_rfh(tiny_results):
-    hs, gt = tiny_results
+    hs, final, any_n = tiny_results
     top = rank_heads(hs, "a2r", TOP_K, n_bootstrap=0).pairs()
-    best = tuple(int(x) for x in np.unravel_index(np.argmax(gt), gt.shape))
-    assert gt[best] > 0.5, f"no head copies the result (max copy attention {gt.max():.2f})"
-    assert best in top, f"copy head {best} (copy attention {gt[best]:.2f}) not in top-{TOP_K} RFHs {top}"
+    best = tuple(int(x) for x in np.unravel_index(np.argmax(any_n), any_n.shape))
+    assert any_n[best] > 0.5, f"no head copies the result (max copy attention {any_n.max():.2f})"
+    assert best in top, f"copy head {best} (copy attention {any_n[best]:.2f}) not in top-{TOP_K} RFHs {top}"
