@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     hs = p.add_subparsers(dest="heads_command", metavar="ACTION", required=True)
     r = hs.add_parser("rank", help="rank heads by mean score with bootstrap stability",
                       description="Rank (layer, head) by the mean of a score over traces (the paper's RFH definition) "
-                      "with std, bootstrap stability (share of resamples in top k) and 95%% rank interval.")
+                      "with std, bootstrap stability (share of resamples in top k) and 95% rank interval.")
     r.add_argument("scores", help="head_scores.npz (or its directory)")
     r.add_argument("--score", default="a2r", help="a2r (default), a2p, a2a, a2bos, a2bot, a2eot, r2r, r2p")
     r.add_argument("--top", type=int, default=10, help="k (default 10)")

@@ -51,6 +51,10 @@ def heatmap(scores: HeadScores | str | Path, score: str = "a2r", top_k: int = 10
     for h in rank_heads(hs, score, top_k, n_bootstrap=0).heads:
         ax.add_patch(_rect(h.head, h.layer))
         ax.text(h.head, h.layer, str(h.rank), ha="center", va="center", color="red", fontsize=7)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     ax.set_title(f"{score} per head ({hs.model or 'model'}), top {top_k} marked")
@@ -72,6 +76,9 @@ def layer_profile(scores: HeadScores | str | Path, score: str = "a2r", path: str
     layers = np.arange(mean.shape[0])
     ax.plot(layers, mean.mean(axis=1), marker="o", label="mean over heads")
     ax.plot(layers, mean.max(axis=1), marker="^", label="max over heads")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("layer")
     ax.set_ylabel(score)
     ax.set_title(f"{score} by layer ({hs.n_traces} traces)")
