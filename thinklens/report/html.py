@@ -173,10 +173,12 @@ def headline_html(results: dict[str, Any]) -> str:
         desc = ", ".join(f"L{int(t[0])}H{int(t[1])} (a2r {_fmt(t[2])}" + (f", stability {per[i]:.2f})" if i < len(per)
                                                                           else ")") for i, t in enumerate(top))
         ratio = heads.get("top_to_median_ratio")
-        ok = bool(per) and per[0] >= 0.8 and (ratio is None or ratio >= 2)
+        mean_stab = (heads.get("stability") or {}).get("mean")
+        ok = bool(per) and per[0] >= 0.8 and (mean_stab is None or mean_stab >= 0.8)  # a reproducible top-k
         items.append(f'<li><span class="{"ok" if ok else "no"}">Reasoning-Focus Heads '
                      f'{"exist" if ok else "are not clearly separated"}</span>: top heads {esc(desc)}'
-                     + (f"; the top head reads the reasoning {ratio:.1f}x as much as the median head" if ratio else "")
+                     + (f"; the top head puts {ratio:.2f}x the median head's attention on the reasoning"
+                        if ratio else "")
                      + ". Stability = share of bootstrap resamples of the traces keeping the head in the top "
                      f"{esc(heads.get('top_k'))}.</li>")
     pt = results.get("patching") or {}
