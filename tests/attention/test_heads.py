@@ -99,4 +99,6 @@ def test_cli_attention_tokens_induction(qwen2_model, toy_traces, tmp_path, capsy
                  "--seq-len", "16", "--n-seqs", "2"]) == 0
     ind = json.loads((tmp_path / "ind.json").read_text())
     assert np.asarray(ind["scores"]).shape == (2, 4)
+    _, ref = load_reference_heads(str(tmp_path / "ind.json"))
+    assert ref == [tuple(t[:2]) for t in ind["top"]]
     assert main(["heads", "tokens", str(out), "--heads", "9:9"]) == 2

@@ -113,8 +113,9 @@ def compare_heads(found: list[tuple[int, int]], reference: list[tuple[int, int]]
 
 def load_reference_heads(path: str, model: str | None = None, key: str = "reasoning_focus_heads_top10"
                          ) -> tuple[str, list[tuple[int, int]]]:
-    """Read a head list from a JSON file: either a plain ``[[layer, head], ...]`` list, or a mapping like the
-    paper's ``paper_reference.json`` (``key`` → model → list; ``model`` matched exactly or by suffix)."""
+    """Read a head list from a JSON file: a plain ``[[layer, head], ...]`` list, the output of ``thinklens heads
+    induction`` (its ``top`` list), or a mapping like the paper's ``paper_reference.json`` (``key`` → model → list;
+    ``model`` matched exactly or by suffix)."""
     import json
     from pathlib import Path
 
@@ -126,6 +127,8 @@ def load_reference_heads(path: str, model: str | None = None, key: str = "reason
     if isinstance(data, dict):
         if key in data:
             data = data[key]
+        elif "top" in data and isinstance(data["top"], list):  # `thinklens heads induction` output
+            data = data["top"]
         if isinstance(data, dict):
             names = [k for k in data if model and (k == model or k.endswith("/" + model) or k.endswith(model))]
             if not names:
@@ -137,6 +140,8 @@ def load_reference_heads(path: str, model: str | None = None, key: str = "reason
     for h in data:
         if isinstance(h, list) and len(h) == 2 and isinstance(h[0], list):  # [[layer, head], score]
             h = h[0]
+        if isinstance(h, list) and len(h) == 3 and all(isinstance(x, (int, float)) for x in h):  # [l, h, score]
+            h = h[:2]
         if not (isinstance(h, list) and len(h) == 2):
             raise ThinklensError(f"{path}: bad head entry {h!r}; expected [layer, head]")
         heads.append((int(h[0]), int(h[1])))
