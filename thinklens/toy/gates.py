@@ -123,16 +123,18 @@ def _n_tokens(tokenizer, text: str) -> int:
 def patching_check(model, tokenizer, n_pairs: int = 30, seed: int = 1234) -> dict:
     """Residual-stream patching sanity check for the patching stage (reported in the card, not gated).
 
-    For each contrastive pair, the hidden state after each layer at the token of N's first digit in
-    ``Final answer is N.`` is copied from A's run into B's run (A's prompt + reasoning vs B's, both teacher-forced
-    through ``The answer is \\boxed{``). Normalized logit difference on the first answer token:
-    ``(LD_patched - LD_B) / (LD_A - LD_B)`` with ``LD = logit(A's first char) - logit(B's first char)``: 1 = the
-    answer flipped to A's. A control patches the first question token instead (should stay near 0).
-    Returns per-layer means for both positions.
+    For each contrastive pair, the residual stream (embeddings, then the output of each layer) at the token of
+    N's first digit in ``Final answer is N.`` is copied from A's run into B's run (A's prompt + reasoning vs B's,
+    both teacher-forced through ``The answer is \\boxed{``). Normalized logit difference on the first answer
+    token: ``(LD_patched - LD_B) / (LD_A - LD_B)`` with ``LD = logit(A's first char) - logit(B's first char)``:
+    1 = the answer flipped to A's. ``last_result`` patches the first digit of the last computation line's result
+    instead (the other place the answer can be read from); the control patches the first question token.
+    Returns per-layer means for both positions, indexed like ``output_hidden_states`` (0 = embeddings).
     """
     model.eval()
     pairs = contrastive_pairs(n_pairs, seed, split="test")
-    layers = model.model.layers
+    # hidden_states indexing: 0 = token embeddings, i = output of decoder layer i-1
+    layers = [model.model.embed_tokens, *model.model.layers]
 
     def text(p: Problem) -> str:
         return prompt_text(p) + p.reasoning + THINK_END + "\n\n" + ANSWER_PREFIX
@@ -144,7 +146,6 @@ def patching_check(model, tokenizer, n_pairs: int = 30, seed: int = 1234) -> dic
 
     a_ids, b_ids = batch([text(a) for a, _ in pairs]), batch([text(b) for _, b in pairs])
     last_pos = torch.tensor([_n_tokens(tokenizer, text(b)) - 1 for _, b in pairs])
-    n_prompt = len(tokenizer(prompt_text(pairs[0][0]), add_special_tokens=False)["input_ids"])
     tok_a = torch.tensor([tokenizer.convert_tokens_to_ids(a.answer[0]) for a, _ in pairs])
     tok_b = torch.tensor([tokenizer.convert_tokens_to_ids(b.answer[0]) for _, b in pairs])
     rows = torch.arange(len(pairs))
@@ -179,11 +180,13 @@ def patching_check(model, tokenizer, n_pairs: int = 30, seed: int = 1234) -> dic
             h.remove()
 
     # pairs can differ in trace length, so positions are per row (A and B of one pair align)
-    digit_pos = torch.tensor([n_prompt + b.answer_char_span[0] for _, b in pairs])
+    digit_pos = torch.tensor([_n_tokens(tokenizer, prompt_text(b)) + b.answer_char_span[0] for _, b in pairs])
+    result_pos = torch.tensor([_n_tokens(tokenizer, prompt_text(b)) + b.reasoning.rindex("=") + 1 for _, b in pairs])
     question_pos = torch.full((len(pairs),), 2)  # first question character (after BOS, <｜User｜>)
     denom = ld_a - ld_b
-    out: dict = {"n_pairs": len(pairs), "answer_digit": [], "question_start": []}
+    out: dict = {"n_pairs": len(pairs), "answer_digit": [], "last_result": [], "question_start": []}
     for i in range(len(layers)):
         out["answer_digit"].append(float(((run_patched(i, digit_pos) - ld_b) / denom).mean()))
+        out["last_result"].append(float(((run_patched(i, result_pos) - ld_b) / denom).mean()))
         out["question_start"].append(float(((run_patched(i, question_pos) - ld_b) / denom).mean()))
     return out

@@ -368,10 +368,15 @@ def model_card(summary: dict) -> str:
     if pt:
         lines += [
             f"Activation patching sanity check ({pt['n_pairs']} pairs, `thinklens.toy.gates.patching_check`): the "
-            "residual stream after each layer at the first digit of N in `Final answer is N.` copied from A's run "
-            "into B's run; normalized logit difference of the first answer token (1 = flips to A's answer) per "
-            "layer: " + ", ".join(f"{v:.2f}" for v in pt["answer_digit"]) + "; control (first question token): "
-            + ", ".join(f"{v:.2f}" for v in pt["question_start"]) + ".", "",
+            "residual stream at one token of A's run is copied into B's run (embeddings, then after each layer); "
+            "normalized logit difference of the first answer token (1 = flips to A's answer):", "",
+            "| patched token | " + " | ".join(["emb"] + [f"L{i}" for i in range(len(pt["answer_digit"]) - 1)]) + " |",
+            "|---" * (len(pt["answer_digit"]) + 1) + "|",
+            *(f"| {name} | " + " | ".join(f"{v:.2f}" for v in pt[key]) + " |" for name, key in (
+                ("first digit of N in `Final answer is N.`", "answer_digit"),
+                ("first digit of the last computation result", "last_result"),
+                ("first question token (control)", "question_start")) if key in pt),
+            "",
         ]
     lines += [
         "## Intended use", "",
