@@ -59,3 +59,16 @@ def test_figures(tmp_path, qwen_model, profile, toy_pairs4):
     assert a.stat().st_size > 1000 and b.stat().st_size > 1000
     with pytest.raises(ThinklensError):
         plot_layer_curves(tmp_path, tmp_path / "x.png", names=("think_close",))
+
+
+def test_nan_survives_strict_json(tmp_path):
+    from thinklens.patching.results import PairPatching
+
+    nan = float("nan")
+    item = PairPatching(pair_id="x", site="resid_pre", positions=[3], labels=["final"], tokens=["{"], layers=[0, 1],
+                        patched=[[1.0, 1.0]], nld=[[nan, nan]], clean=1.0, corrupted=1.0, named={"final": 3})
+    d = json.loads(json.dumps(item.to_dict(), allow_nan=False))
+    assert d["nld"] == [[None, None]]
+    res = PatchingResult.from_pairs([PairPatching.from_dict(d)])
+    assert np.isnan(res.nld).all() and res.save(tmp_path) == tmp_path
+    assert np.isnan(PatchingResult.load(tmp_path).column("final")).all()
