@@ -172,6 +172,10 @@ def save_tokenizer(tokenizer, output_dir: Path) -> None:
     tok_cfg = json.loads(cfg_path.read_text())
     tok_cfg["chat_template"] = CHAT_TEMPLATE
     tok_cfg["padding_side"] = "left"
+    # transformers 5 maps model_type qwen2 to Qwen2Tokenizer (byte-level BPE), which would rebuild this character
+    # tokenizer wrongly; an explicit auto_map makes AutoTokenizer load tokenizer.json as it is
+    tok_cfg["tokenizer_class"] = "TokenizersBackend"
+    tok_cfg["auto_map"] = {"AutoTokenizer": [None, "TokenizersBackend"]}
     cfg_path.write_text(json.dumps(tok_cfg, indent=2, ensure_ascii=False) + "\n")
     (output_dir / "special_tokens_map.json").write_text(json.dumps({
         "bos_token": tokenizer.bos_token, "eos_token": tokenizer.eos_token, "pad_token": tokenizer.pad_token,
