@@ -62,7 +62,10 @@ def tiny_r1():
     from thinklens.toy.tokenizer import build_tokenizer
 
     torch.manual_seed(0)
-    model, _, profile = load_model("tiny-r1", "cpu", "fp32")
-    # the training tokenizer itself: AutoTokenizer currently reloads the saved one as a Qwen2Tokenizer that splits
-    # text differently (reported), which would silently shift every character-based span
-    return model, build_tokenizer(), profile
+    model, tok, profile = load_model("tiny-r1", "cpu", "fp32")
+    # guard: the saved tokenizer must split text exactly like the training one (an AutoTokenizer that swaps in a
+    # Qwen2 pre-tokenizer would silently shift every character-based span)
+    text = "<｜begin▁of▁sentence｜><｜User｜>Compute 12+3.<｜Assistant｜><think>\nWait, 12+3=15\n</think>\n\nok"
+    assert tok(text, add_special_tokens=False)["input_ids"] == build_tokenizer()(text, add_special_tokens=False)[
+        "input_ids"]
+    return model, tok, profile
