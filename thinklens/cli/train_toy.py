@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train-toy",
         help="train the tiny-r1 model organism (CPU, ~15-20 min)",
         description="Train tiny-r1 (Qwen2, character-level R1 tokenizer) on the seeded arithmetic task and write a "
-        "HF model directory with a model card holding the measured quality gates.",
+        "HF model directory with a model card holding the measured quality gates. The shipped tiny-r1 was trained "
+        "in two stages (exact commands in its README; the second uses python -m thinklens.toy.train --init-from).",
     )
     p.add_argument("--output", required=True, help="model directory to write")
     p.add_argument("--seed", type=int, default=0, help="seed of data, init and mix (default: 0)")

@@ -341,7 +341,8 @@ def model_card(summary: dict) -> str:
         (f"- total training wall time: {_total_wall(summary) / 60:.1f} min on {c['threads']} CPU thread(s) "
          "(shared 2-core machine: other engineers' jobs ran at the same time, load average 4-10, so this is an "
          "upper bound; the same run takes roughly 0.6 s/step on 2 idle cores)"),
-        f"- reproduce: {_reproduce(summary)}", "",
+        f"- reproduce: {_reproduce(summary)}",
+        *(f"- note: {n}" for n in summary.get("notes", [])), "",
     ]
     if g:
         lines += [
