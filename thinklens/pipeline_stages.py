@@ -149,8 +149,9 @@ def stage_attention(ctx: StageContext) -> dict[str, Any]:
         raise ThinklensError(f"{p.traces_with} not found: run the collect stage first")
     m = ctx.model()
     ctx.log(f"{ctx.label}  {len(done_ids(p.traces_with))} traces to score (answer→reasoning attention)")
+    # per-token answer attention of up to 50 traces feeds the cue statistics and the token view
     scores = score_trace_file(m.model, m.tokenizer, p.traces_with, p.attention_dir, profile=m.profile,
-                              model_name=c.model, progress=ctx.show_progress)
+                              model_name=c.model, token_view=min(c.limit, 50), progress=ctx.show_progress)
     ranking = rank_heads(scores, "a2r", top_k=c.top_k, n_bootstrap=c.n_bootstrap, seed=c.seed)
     heads = ranking.to_json()
     out: dict[str, Any] = {"n_traces": scores.n_traces, "n_skipped": len(scores.skipped)}
