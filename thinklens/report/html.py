@@ -233,7 +233,10 @@ def _heads_extra(results: dict[str, Any], cmds: dict[str, str]) -> str:
                      f"{ov['k_reference']} induction heads (hypergeometric p = {_fmt(ov['p_value'])}; "
                      f"<code>{esc(cmds.get('induction', ''))}</code>).")
     cues = heads.get("cues") or {}
-    if cues.get("mean_cue") is not None:
+    if cues.get("n_cue_tokens") == 0:
+        parts.append(f"No self-correction cue (Wait, Alternatively, ...) occurs in the {esc(cues.get('n_traces'))} "
+                     "traces with stored token attention, so the cue statistics are empty for this run.")
+    elif cues.get("mean_cue") is not None:
         parts.append(f"Cue tokens receive {_fmt(cues['mean_cue'])}x the trace's mean reasoning-token attention "
                      f"(other reasoning tokens {_fmt(cues.get('mean_other'))}x; permutation p = "
                      f"{_fmt(cues.get('p_value'))}, {esc(cues.get('n_cue_tokens'))} cue tokens).")
