@@ -11,7 +11,7 @@ from thinklens.patching.targets import Site, SiteKind
 def _items(model, pair):
     n_layers, n_heads, _, _ = attention_shape(model)
     T = len(pair)
-    positions = [1, pair.positions["answer_flip"], pair.spans["reasoning"][0] + 2, T - 3, T - 1]
+    positions = [pair.positions["answer_flip"], T - 3, T - 1]
     items = []
     for p in positions:
         for kind in SiteKind:
@@ -37,7 +37,7 @@ def conditioned_metric(model, pair):
 @pytest.mark.slow
 def test_fast_matches_naive(random_model, profile, toy_pairs4, padded_pair):
     """The prefix-reusing batched engine agrees with one full forward per patch (all site kinds, padded pairs)."""
-    for pair in [*toy_pairs4[:2], padded_pair]:
+    for pair in [toy_pairs4[0], padded_pair]:
         metric = conditioned_metric(random_model, pair)
         items = _items(random_model, pair)
         fast = run_patches(random_model, profile, pair, items, metric, engine="fast", max_tokens=64)
@@ -56,7 +56,7 @@ def test_batched_fallback_matches_naive(monkeypatch, qwen_model, profile, padded
 
     monkeypatch.setattr(engine, "_can_pack", lambda model: False)
     metric = conditioned_metric(qwen_model, padded_pair)
-    items = _items(qwen_model, padded_pair)[::3]
+    items = _items(qwen_model, padded_pair)[::5]
     fast = run_patches(qwen_model, profile, padded_pair, items, metric, engine="fast", batch_size=4)
     naive = run_patches(qwen_model, profile, padded_pair, items, metric, engine="naive")
     assert np.max(np.abs(fast.patched - naive.patched)) < 1e-4 * abs(naive.clean - naive.corrupted)

@@ -10,7 +10,7 @@ import pytest
 from thinklens.patching.pairs import toy_pairs
 from thinklens.patching.sweeps import patch_pair
 
-N_PAIRS = 6
+N_PAIRS = 4
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def tiny_results(tiny_r1):
     assert not rejects
     out = []
     for pair in pairs:
-        r = patch_pair(model, profile, pair, "prompt-head:6,answer_flip,answer_step,final")
+        r = patch_pair(model, profile, pair, "prompt-head:3,answer_flip,answer_step,final")
         q0 = next(i for i, (a, b) in enumerate(zip(pair.clean_ids, pair.corrupted_ids)) if a != b)
         diff = [i for i in range(q0, pair.spans["prompt"][1]) if pair.clean_ids[i] != pair.corrupted_ids[i]]
         q = patch_pair(model, profile, pair, diff)  # the differing operand(s) in the question
@@ -44,7 +44,7 @@ def test_answer_carrying_token_flips_the_answer(tiny_results):
         assert abs(r.clean - r.corrupted) > 1.0, pair.id
         assert _row(r, name).max() >= 0.8, (pair.id, name, r.nld)
         nld = np.array(r.nld)
-        head = [i for i, p in enumerate(r.positions[:6]) if p < q0]  # prompt tokens before the first difference
+        head = [i for i, p in enumerate(r.positions[:3]) if p < q0]  # prompt tokens before the first difference
         assert np.all(np.abs(nld[head]) < 0.1), pair.id
         # far from the reasoning, the question's own operand does not decide the answer once the reasoning states it
         assert np.all(np.abs(np.array(q.nld)) < 0.1), (pair.id, q.nld)
