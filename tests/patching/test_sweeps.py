@@ -51,14 +51,14 @@ def test_patch_pairs_resume_and_result(tmp_path, qwen_model, profile, toy_pairs4
 
 
 def test_figures(tmp_path, qwen_model, profile, toy_pairs4):
-    from thinklens.report.fig_patching import plot_patching_curves, plot_patching_heatmap
+    from thinklens.report.fig_patching import plot_layer_curves, plot_pair_heatmap
 
     patch_pairs(qwen_model, profile, toy_pairs4[:2], tmp_path, positions="answer_flip,final", progress=False)
-    a = plot_patching_curves(tmp_path, tmp_path / "curves.png")
-    b = plot_patching_heatmap(tmp_path, tmp_path / "heat.png", pair=toy_pairs4[1].id)
+    a = plot_layer_curves(tmp_path, tmp_path / "curves.png")
+    b = plot_pair_heatmap(tmp_path, tmp_path / "heat.png", pair=toy_pairs4[1].id)
     assert a.stat().st_size > 1000 and b.stat().st_size > 1000
     with pytest.raises(ThinklensError):
-        plot_patching_curves(tmp_path, tmp_path / "x.png", names=("think_close",))
+        plot_layer_curves(tmp_path, tmp_path / "x.png", names=("think_close",))
 
 
 def test_nan_survives_strict_json(tmp_path):

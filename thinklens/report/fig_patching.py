@@ -1,11 +1,11 @@
 """Figures of activation patching, drawn from a saved :class:`~thinklens.patching.results.PatchingResult`.
 
-* :func:`plot_patching_curves` - the paper's patching figure: NLD per layer when patching the answer-carrying token in
+* :func:`plot_layer_curves` - the paper's patching figure: NLD per layer when patching the answer-carrying token in
   the reasoning (``answer_flip``; also ``answer_step``, the answer in the last computation line, where pairs have
   it) and the final ``{`` of the answer (``final``), mean over pairs with a band (the 25-75% quantiles). The
   reasoning token's effect fades in late layers while the final position's rises: the answer is read from the
   reasoning into the final position in the middle layers.
-* :func:`plot_patching_heatmap` - positions x layers NLD of one pair, token strings as tick labels.
+* :func:`plot_pair_heatmap` - positions x layers NLD of one pair, token strings as tick labels.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def _load(result: PatchingResult | str | Path) -> PatchingResult:
     return result if isinstance(result, PatchingResult) else PatchingResult.load(result)
 
 
-def plot_patching_curves(result: PatchingResult | str | Path, path: str | Path,
+def plot_layer_curves(result: PatchingResult | str | Path, path: str | Path,
                       names: tuple[str, ...] = ("answer_flip", "answer_step", "final"),
                       title: str | None = None) -> Path:
     """NLD per layer at the named positions that are on the grid (mean and 25-75% band across pairs)."""
@@ -65,7 +65,7 @@ def plot_patching_curves(result: PatchingResult | str | Path, path: str | Path,
     return path
 
 
-def plot_patching_heatmap(result: PatchingResult | str | Path, path: str | Path, pair: int | str = 0) -> Path:
+def plot_pair_heatmap(result: PatchingResult | str | Path, path: str | Path, pair: int | str = 0) -> Path:
     """Positions x layers NLD of one pair (index or pair id), diverging colours centred on 0."""
     res = _load(result)
     if isinstance(pair, str):
