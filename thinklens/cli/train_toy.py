@@ -1,46 +1,55 @@
-"""``thinklens train-toy``: train the tiny-r1 model organism (a small Qwen2 reasoning model) into a directory."""
+"""``thinklens train-toy``: regenerate the tiny-r1 model organism (a small Qwen2 reasoning model) into a directory."""
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 
-from thinklens.cli.common import print_json, to_dataclass
+from thinklens.cli.common import print_json
 
 
-@dataclass
-class TrainToyArgs:
-    output: str
-    seed: int = 0
-    steps: int = 1200
-    batch_size: int = 64
-    lr: float = 3e-3
-    eval_n: int = 200
-    threads: int = 2
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of ``python -m thinklens.toy.train`` and ``thinklens train-toy`` (the same on both).
+
+    Defaults are literals so that building the CLI parser does not import torch; a test checks them against
+    ``thinklens.toy.train.TrainConfig`` and ``RECIPE_THREADS``.
+    """
+    p.add_argument("--output", required=True, help="model directory to write")
+    p.add_argument("--stage", choices=("all", "1", "2"), default="all",
+                   help="all (default): the shipped two-stage recipe, which regenerates the shipped weights; "
+                   "1 or 2: a single stage (2 needs --init-from), whose recipe values the flags below can change")
+    p.add_argument("--stage1-dir", help="with --stage all: keep the stage-1 model here (default: a temp dir)")
+    p.add_argument("--init-from", help="with --stage 2: continue from this model directory")
+    p.add_argument("--seed", type=int, help="single stage: seed of data, init and mix (recipe: 0 / 1)")
+    p.add_argument("--steps", type=int, help="optimizer steps (recipe: 1200 / 450); with --stage all: both stages")
+    p.add_argument("--lr", type=float, help="single stage: peak learning rate (recipe: 3e-3 / 1.5e-3)")
+    p.add_argument("--warmup-steps", type=int, help="single stage: warmup steps (recipe: 80 / 20)")
+    p.add_argument("--final-override-rate", type=float,
+                   help="single stage: share of traces whose final line states another value (recipe: 0 / 0.15)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--eval-n", type=int, default=200, help="problems for the gates (0: skip)")
+    p.add_argument("--hidden-size", type=int, default=128)
+    p.add_argument("--intermediate-size", type=int, default=384)
+    p.add_argument("--num-layers", type=int, default=4)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1, as shipped; other counts can change the floats)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train-toy",
-        help="train the tiny-r1 model organism (CPU, ~15-20 min)",
+        help="train the tiny-r1 model organism (CPU; the shipped two-stage recipe by default)",
         description="Train tiny-r1 (Qwen2, character-level R1 tokenizer) on the seeded arithmetic task and write a "
-        "HF model directory with a model card holding the measured quality gates. The shipped tiny-r1 was trained "
-        "in two stages (exact commands in its README; the second uses python -m thinklens.toy.train --init-from).",
+        "HF model directory with a model card holding the measured quality gates. By default runs the shipped "
+        "two-stage recipe (stage 1, then stage 2 from the stage-1 weights), which regenerates the shipped weights "
+        "bitwise; --stage 1 / --stage 2 --init-from DIR run one stage. Same flags as python -m thinklens.toy.train.",
     )
-    p.add_argument("--output", required=True, help="model directory to write")
-    p.add_argument("--seed", type=int, default=0, help="seed of data, init and mix (default: 0)")
-    p.add_argument("--steps", type=int, default=1200, help="optimizer steps (default: 1200)")
-    p.add_argument("--batch-size", type=int, default=64, help="examples per step (default: 64)")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default: 3e-3)")
-    p.add_argument("--eval-n", type=int, default=200, help="test problems for the quality gates; 0 skips them")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 is faster on a busy machine)")
-    p.set_defaults(func=run)
+    add_arguments(p)
+    p.set_defaults(func=run, _parser=p)
 
 
 def run(ns: argparse.Namespace) -> int:
-    from thinklens.toy.train import train
+    from thinklens.toy.train import run_args
 
-    args = to_dataclass(TrainToyArgs, ns)
-    summary = train(args.output, seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                    eval_n=args.eval_n, threads=args.threads, log=lambda m: print(m, flush=True))
+    parser = getattr(ns, "_parser", None)
+    summary = run_args(ns, error=parser.error if parser else None)
     print_json({k: v for k, v in summary.items() if k != "config"})
     return 0

@@ -1,8 +1,10 @@
 """Train the ``tiny-r1`` model organism: a small Qwen2 reasoning model whose answers depend on its reasoning.
 
-``python -m thinklens.toy.train --output DIR --seed S --steps N`` (or ``thinklens train-toy``). Deterministic from
-the seed on a given machine/torch build: problems come from :mod:`thinklens.toy.tasks` (train split only), torch /
-numpy / random are seeded and ``torch.use_deterministic_algorithms`` is on.
+``python -m thinklens.toy.train --output DIR`` (or ``thinklens train-toy --output DIR``) regenerates the shipped
+weights: the two-stage :data:`RECIPE` (stage 1 from a fresh init, stage 2 from the stage-1 weights) in one process;
+``--stage 1`` / ``--stage 2 --init-from STAGE1`` run a single stage, whose hyperparameters the flags can change.
+Deterministic from the seeds on a given machine/torch build: problems come from :mod:`thinklens.toy.tasks` (train
+split only), torch / numpy / random are seeded and ``torch.use_deterministic_algorithms`` is on.
 
 Data mix per example: 88% full reasoning traces (20% of which contain a slip + ``Wait,`` self-correction), 12% R1's
 forced no-reasoning format with the correct answer; the math instruction suffix on 50% of questions. The loss
@@ -18,6 +20,7 @@ import math
 import random
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -139,7 +142,9 @@ def _batches(cfg: TrainConfig, tokenizer, bucket: int = 8):
         for _ in range(cfg.batch_size * bucket):
             problem, reasoning = next(stream), rng.random() >= cfg.no_reasoning_share
             instruction = rng.random() < cfg.instruction_share
-            override = reasoning and rng.random() < cfg.final_override_rate
+            # no draw at rate 0: stage 1 of the shipped recipe was trained before overrides existed, and this
+            # keeps its data stream (and so its weights) bitwise identical
+            override = reasoning and cfg.final_override_rate > 0 and rng.random() < cfg.final_override_rate
             if override:
                 problem = _override_final(problem, rng)
             pool.append(encode_example(problem, tokenizer, reasoning, instruction, mask_final=override))
@@ -263,6 +268,53 @@ def train(output_dir: str | Path, seed: int = 0, steps: int = 1200, batch_size: 
     return summary
 
 
+# The recipe of the shipped tiny-r1 (thinklens/toy/assets/tiny-r1): per-stage TrainConfig fields. Stage 1 predates
+# the final-line override examples (rate 0); stage 2 continues from the stage-1 weights. Batch size 64 and the
+# architecture are the TrainConfig defaults; 1 thread as shipped (the thread count can change the float results).
+RECIPE: tuple[dict, ...] = (
+    {"seed": 0, "steps": 1200, "lr": 3e-3, "warmup_steps": 80, "final_override_rate": 0.0},
+    {"seed": 1, "steps": 450, "lr": 1.5e-3, "warmup_steps": 20, "final_override_rate": 0.15},
+)
+RECIPE_THREADS = 1
+REPRODUCE_COMMAND = "python -m thinklens.toy.train --output DIR"  # or: thinklens train-toy --output DIR
+
+
+def train_recipe(output_dir: str | Path, stage: str | int = "all", init_from: str | Path | None = None,
+                 stage1_dir: str | Path | None = None, stage_overrides: dict | None = None, eval_n: int = 200,
+                 threads: int = RECIPE_THREADS, log=print, **overrides) -> dict:
+    """Run the shipped two-stage :data:`RECIPE` (``stage="all"``) or one of its stages (``1`` or ``2``).
+
+    ``stage="all"``: stage 1 into ``stage1_dir`` (a temporary directory, removed at the end, when None; its
+    gates are skipped), then stage 2 from those weights into ``output_dir``. ``stage=2`` needs ``init_from``.
+    ``stage_overrides`` change a single stage's recipe fields (only with ``stage`` 1 or 2); ``overrides`` are
+    further :class:`TrainConfig` fields for every stage (e.g. ``steps=2, hidden_size=32`` for a smoke test).
+    Returns the last stage's summary.
+    """
+    stage = str(stage)
+    if stage not in ("all", "1", "2"):
+        raise ValueError(f"stage must be 'all', 1 or 2, not {stage!r}")
+    if stage == "all" and stage_overrides:
+        raise ValueError("stage_overrides change one stage: use stage=1 or stage=2")
+    if stage == "2" and not init_from:
+        raise ValueError("stage 2 continues from stage-1 weights: pass init_from")
+    if stage == "1" and init_from:
+        raise ValueError("stage 1 starts from a fresh init: init_from is for stage 2")
+
+    def run(i: int, out, init, n_eval: int) -> dict:
+        kw = {**RECIPE[i], "threads": threads, **overrides, **(stage_overrides or {})}
+        log(f"tiny-r1 recipe stage {i + 1}/{len(RECIPE)}: " + ", ".join(f"{k}={v}" for k, v in kw.items()))
+        return train(out, eval_n=n_eval, init_from=str(init) if init else None, log=log, **kw)
+
+    if stage == "1":
+        return run(0, output_dir, None, eval_n)
+    if stage == "2":
+        return run(1, output_dir, init_from, eval_n)
+    with tempfile.TemporaryDirectory(prefix="tiny-r1-stage1-") as tmp:
+        first = Path(stage1_dir) if stage1_dir else Path(tmp)
+        run(0, first, None, 0)
+        return run(1, output_dir, first, eval_n)
+
+
 def _stage_lines(summary: dict) -> list[str]:
     out = []
     stages = [summary["previous_stage"], summary] if "previous_stage" in summary else [summary]
@@ -282,21 +334,60 @@ def _total_wall(summary: dict) -> float:
     return summary["train_wall_seconds"] + summary.get("previous_stage", {}).get("train_wall_seconds", 0.0)
 
 
+def _is_recipe(stages: list[dict]) -> bool:
+    """Whether these stages are exactly :data:`RECIPE` (so the one recipe command regenerates them)."""
+    if len(stages) != len(RECIPE):
+        return False
+    base = {f: getattr(TrainConfig, f) for f in ("batch_size", "hidden_size", "num_layers", "num_heads",
+                                                 "num_kv_heads", "intermediate_size")}
+    return all(all(st["config"].get(k, 0.0 if k == "final_override_rate" else None) == v
+                   for k, v in {**base, **want, "threads": RECIPE_THREADS}.items())
+               for st, want in zip(stages, RECIPE))
+
+
 def _reproduce(summary: dict) -> str:
     stages = [summary["previous_stage"], summary] if "previous_stage" in summary else [summary]
+    if _is_recipe(stages):
+        return (f"`{REPRODUCE_COMMAND}` (or `thinklens train-toy --output DIR`): both stages in one process, "
+                f"{RECIPE_THREADS} thread, the seeds and hyperparameters above; one stage at a time: "
+                "`python -m thinklens.toy.train --output STAGE1 --stage 1 --eval-n 0` then "
+                "`python -m thinklens.toy.train --output DIR --stage 2 --init-from STAGE1`")
     cmds = []
     for i, st in enumerate(stages):
         c = st["config"]
         out = "STAGE1" if i == 0 and len(stages) > 1 else "DIR"
-        cmd = (f"python -m thinklens.toy.train --output {out} --seed {st['seed']} --steps {st['steps']} "
-               f"--batch-size {st['batch_size']} --lr {c['lr']} --threads {c['threads']} "
+        cmd = (f"python -m thinklens.toy.train --output {out} --stage {2 if c.get('init_from') else 1} "
+               f"--seed {st['seed']} --steps {st['steps']} --batch-size {st['batch_size']} --lr {c['lr']} "
+               f"--warmup-steps {c['warmup_steps']} --threads {c['threads']} "
                f"--final-override-rate {c.get('final_override_rate', 0)}")
         if c.get("init_from"):
-            cmd += f" --init-from STAGE1 --warmup-steps {c['warmup_steps']}"
+            cmd += " --init-from STAGE1"
         cmds.append(f"`{cmd}`")
         if i == 0 and len(stages) > 1:
             cmds.append("then")
     return " ".join(cmds)
+
+
+def _reproduction_lines(summary: dict) -> list[str]:
+    """The measured one-command regeneration (``summary["reproduction"]``, added after a verification run)."""
+    r = summary.get("reproduction")
+    if not r:
+        return []
+    out = [f"- one-command regeneration, measured {r['date']}: `{r['command']}` took "
+           f"{r['wall_seconds'] / 60:.1f} min wall time (both stages + gates) on {r['threads']} thread, "
+           f"{r['seconds_per_step']:.2f} s/step, with load average {r['load_min']:.1f}-{r['load_max']:.1f} "
+           f"(mean {r['load_mean']:.1f}) on the 2-core machine (other jobs running). "
+           + (f"Over the 20-minute budget by {(r['wall_seconds'] - 1200) / 60:.1f} min under that load. "
+              if r["wall_seconds"] > 1200 else "Within the 20-minute budget. ")
+           + (f"Its `model.safetensors` is bitwise identical to the shipped one (all {r['n_tensors']} tensors "
+              "`torch.equal`)." if r["bitwise_equal"] else
+              f"Its `model.safetensors` is NOT bitwise identical to the shipped one: max abs difference "
+              f"{r['max_abs_diff']:.3g}.")]
+    if r.get("two_thread_seconds_per_step"):
+        out.append(f"- speed with 2 threads (measured over {r['two_thread_steps']} steps at load average "
+                   f"{r['two_thread_load']:.1f}): {r['two_thread_seconds_per_step']:.2f} s/step. "
+                   f"Estimate, not measured: {r['idle_estimate']}")
+    return out
 
 
 def model_card(summary: dict) -> str:
@@ -342,6 +433,7 @@ def model_card(summary: dict) -> str:
          "(shared 2-core machine: other engineers' jobs ran at the same time, load average 4-10, so this is an "
          "upper bound; the same run takes roughly 0.6 s/step on 2 idle cores)"),
         f"- reproduce: {_reproduce(summary)}",
+        *_reproduction_lines(summary),
         *(f"- note: {n}" for n in summary.get("notes", [])), "",
     ]
     if g:
@@ -392,28 +484,49 @@ def model_card(summary: dict) -> str:
     return "\n".join(lines)
 
 
+_STAGE_FLAGS = ("seed", "steps", "lr", "warmup_steps", "final_override_rate")
+
+
+def run_args(a: argparse.Namespace, error=None) -> dict:
+    """Run what :func:`thinklens.cli.train_toy.add_arguments` parsed.
+
+    ``error`` reports a bad flag combination (e.g. ``parser.error``); without it a ValueError is raised.
+    """
+    def fail(msg):
+        if error:
+            error(msg)
+        raise ValueError(msg)
+
+    single = {k: getattr(a, k) for k in _STAGE_FLAGS if getattr(a, k) is not None}
+    if a.stage == "all":
+        steps = single.pop("steps", None)
+        if single:
+            fail("--" + ", --".join(k.replace("_", "-") for k in single) + " change a single stage: add --stage 1 "
+                 "or --stage 2 (the default --stage all runs the shipped recipe)")
+        if a.init_from:
+            fail("--init-from is for --stage 2")
+        single = {"steps": steps} if steps is not None else {}
+    elif a.stage1_dir:
+        fail("--stage1-dir is for --stage all")
+    common = {"batch_size": a.batch_size, "hidden_size": a.hidden_size,
+              "intermediate_size": a.intermediate_size, "num_layers": a.num_layers}
+    log = lambda m: print(m, flush=True)  # noqa: E731
+    try:
+        if a.stage == "all":
+            return train_recipe(a.output, stage1_dir=a.stage1_dir, eval_n=a.eval_n, threads=a.threads, log=log,
+                                **common, **single)
+        return train_recipe(a.output, stage=a.stage, init_from=a.init_from, stage_overrides=single,
+                            eval_n=a.eval_n, threads=a.threads, log=log, **common)
+    except ValueError as e:
+        fail(str(e))
+
+
 def main(argv: list[str] | None = None) -> int:
+    from thinklens.cli.train_toy import add_arguments
+
     p = argparse.ArgumentParser(prog="python -m thinklens.toy.train", description=__doc__.split("\n")[0])
-    p.add_argument("--output", required=True, help="model directory to write")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=TrainConfig.steps)
-    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    p.add_argument("--lr", type=float, default=TrainConfig.lr)
-    p.add_argument("--eval-n", type=int, default=TrainConfig.eval_n, help="problems for the gates (0: skip)")
-    p.add_argument("--hidden-size", type=int, default=TrainConfig.hidden_size)
-    p.add_argument("--intermediate-size", type=int, default=TrainConfig.intermediate_size)
-    p.add_argument("--num-layers", type=int, default=TrainConfig.num_layers)
-    p.add_argument("--threads", type=int, default=TrainConfig.threads, help="torch CPU threads")
-    p.add_argument("--final-override-rate", type=float, default=TrainConfig.final_override_rate,
-                   help="share of traces whose final line states another value (the answer follows it)")
-    p.add_argument("--init-from", help="continue training from this model directory (second stage)")
-    p.add_argument("--warmup-steps", type=int, default=TrainConfig.warmup_steps)
-    a = p.parse_args(argv)
-    summary = train(a.output, seed=a.seed, steps=a.steps, batch_size=a.batch_size, lr=a.lr, eval_n=a.eval_n,
-                    hidden_size=a.hidden_size, intermediate_size=a.intermediate_size, num_layers=a.num_layers,
-                    threads=a.threads, init_from=a.init_from, final_override_rate=a.final_override_rate,
-                    warmup_steps=a.warmup_steps,
-                    log=lambda m: print(m, flush=True))
+    add_arguments(p)
+    summary = run_args(p.parse_args(argv), error=p.error)
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=1))
     return 0
 
