@@ -53,6 +53,7 @@ def plot_layer_curves(result: PatchingResult | str | Path, path: str | Path,
         plt.close(fig)
         raise ThinklensError(f"none of the positions {list(names)} is on the saved grid {res.labels}")
     ax.axhline(0, color="grey", lw=0.5)
+    ax.set_xticks(res.layers if len(res.layers) <= 16 else res.layers[::max(1, len(res.layers) // 12)])
     ax.set_xlabel("layer")
     ax.set_ylabel("normalized logit difference")
     ax.set_title(title or f"activation patching ({res.site}), {len(res.pair_ids)} pairs")
