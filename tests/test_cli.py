@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import BOS, EOS, reference_file
+from tests.conftest import BOS, EOS, reference_file
 
 import thinklens
 from thinklens.cli.main import build_parser, main

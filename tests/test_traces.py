@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import BOS, EOS
+from tests.conftest import BOS, EOS
 
 from thinklens.errors import TraceError
 from thinklens.profiles import get_profile

@@ -6,7 +6,7 @@ import os
 import shutil
 
 import pytest
-from cdp_browser import Browser, find_chromium
+from tests.report.cdp_browser import Browser, find_chromium
 
 # every <img> decoded, every canvas drawn (some non-white pixel), layer-view state
 CHECK_JS = """

@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import N_HEADS, N_LAYERS, load_results, write_synthetic_run
+from tests.report.conftest import N_HEADS, N_LAYERS, load_results, write_synthetic_run
 
 from thinklens.errors import ThinklensError
 from thinklens.report.html import build_report, headline_html
