@@ -7,7 +7,7 @@ from thinklens.patching.sweeps import patch_pair
 
 
 def test_attribution_tracks_exact_patching(random_model, profile, toy_pairs4):
-    from test_engine import conditioned_metric
+    from tests.patching.test_engine import conditioned_metric
 
     pair = toy_pairs4[1]
     metric = conditioned_metric(random_model, pair)
