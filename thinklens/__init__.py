@@ -5,27 +5,47 @@ The public API is flat and lazily imported (``import thinklens`` stays fast and 
     import thinklens as tl
     model, tokenizer, profile = tl.load_model("tiny-r1")
     trace = tl.Trace.from_text(text, tokenizer, profile)
+    result = tl.run(tl.RunConfig(output="runs/tiny"))    # the whole study, as `thinklens run`
 """
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from thinklens.errors import ModelLoadError, ThinklensError, TraceError
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it
+# public name -> module that defines it (imported on first use)
 _API: dict[str, str] = {
-    "Profile": "thinklens.profiles",
-    "get_profile": "thinklens.profiles",
-    "Trace": "thinklens.traces",
-    "Span": "thinklens.traces",
-    "read_jsonl": "thinklens.jsonl",
-    "JsonlWriter": "thinklens.jsonl",
-    "done_ids": "thinklens.jsonl",
-    "load_model": "thinklens.models",
-    "inspect_traces": "thinklens.traces",
+    # foundation
+    "load_model": "thinklens.models", "load_tokenizer": "thinklens.models",
+    "Profile": "thinklens.profiles", "get_profile": "thinklens.profiles",
+    "Trace": "thinklens.traces", "Span": "thinklens.traces", "inspect_traces": "thinklens.traces",
+    "read_jsonl": "thinklens.jsonl", "JsonlWriter": "thinklens.jsonl", "done_ids": "thinklens.jsonl",
+    # stage 1: collection, grading, evaluation
+    "GenerationSettings": "thinklens.empirical.collect", "collect": "thinklens.empirical.collect",
+    "collect_dataset": "thinklens.empirical.collect", "load_problems": "thinklens.empirical.datasets",
+    "grade_file": "thinklens.empirical.grading", "grade_record": "thinklens.empirical.grading",
+    "extract_answer": "thinklens.empirical.grading", "evaluate_files": "thinklens.empirical.evaluate",
+    "evaluate_records": "thinklens.empirical.evaluate", "EvaluationResult": "thinklens.empirical.evaluate",
+    "judge_file": "thinklens.empirical.judge", "JudgeSettings": "thinklens.empirical.judge",
+    # stage 2: attention
+    "capture_attention": "thinklens.attention.capture", "HeadScores": "thinklens.attention.segments",
+    "score_trace_file": "thinklens.attention.segments", "trace_head_scores": "thinklens.attention.segments",
+    "rank_heads": "thinklens.attention.heads", "compare_heads": "thinklens.attention.heads",
+    "induction_scores": "thinklens.attention.induction", "analyze_tokens": "thinklens.attention.tokens",
+    "cue_statistics": "thinklens.attention.tokens",
+    # stage 3: patching
+    "Pair": "thinklens.patching.pairs", "toy_pairs": "thinklens.patching.pairs",
+    "build_csv_pairs": "thinklens.patching.pairs", "load_pairs": "thinklens.patching.pairs",
+    "Site": "thinklens.patching.targets", "SiteKind": "thinklens.patching.targets",
+    "run_patches": "thinklens.patching.engine", "LogitDiff": "thinklens.patching.metrics",
+    "patch_pair": "thinklens.patching.sweeps", "patch_pairs": "thinklens.patching.sweeps",
+    "attribution_patching": "thinklens.patching.attribution", "PatchingResult": "thinklens.patching.results",
+    # the whole study
+    "RunConfig": "thinklens.pipeline", "RunResult": "thinklens.pipeline", "run": "thinklens.pipeline",
+    "build_report": "thinklens.report.html",
 }
 
 __all__ = ["__version__", "ThinklensError", "TraceError", "ModelLoadError", *_API]
@@ -39,10 +59,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
-
-
-if TYPE_CHECKING:  # pragma: no cover
-    from thinklens.jsonl import JsonlWriter, done_ids, read_jsonl  # noqa: F401
-    from thinklens.models import load_model  # noqa: F401
-    from thinklens.profiles import Profile, get_profile  # noqa: F401
-    from thinklens.traces import Span, Trace, inspect_traces  # noqa: F401
