@@ -129,6 +129,8 @@ _LAYOUT: dict[str, str] = {
     "cues": "attention/cues.json",
     "induction": "attention/induction.json",
     "token_view": "attention/token_view.html",
+    "traces_reference": "traces/reference.jsonl",
+    "reference_attention_dir": "attention/reference",
     "patching_dir": "patching",
     "patching_result": "patching/result.npz",
     "figures": "figures",

@@ -12,6 +12,7 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -171,9 +172,15 @@ def _attention_extras(ctx: StageContext, ranking: Any, shape: tuple[int, int]) -
     c, p = ctx.config, ctx.paths
     out: dict[str, Any] = {}
     try:
-        items, stats = analyze_tokens(p.attention_dir, ranking.pairs()[:5], seed=c.seed)
+        cue_dir, source = p.attention_dir, "model traces"
+        if c.dataset == "arithmetic":
+            # tiny-r1 never slips under greedy decoding, so its own traces hold no "Wait": read the cues on the
+            # organism's reference traces (teacher-forced; a share slip and correct themselves with "Wait,").
+            cue_dir, source = _score_reference_traces(ctx), "tiny-r1 reference traces (teacher-forced, with slips)"
+        items, stats = analyze_tokens(cue_dir, ranking.pairs()[:5], seed=c.seed)
         cj = stats.to_json()
         out["cues"] = {k: cj.get(k) for k in ("n_traces", "n_cue_tokens", "mean_cue", "mean_other", "p_value")}
+        out["cues"]["source"] = source
         if items:  # show a trace with a self-correction when there is one
             item = next((t for t in items if t.cue_mask.any()), items[0])
             render_token_view(item, p.token_view)
@@ -185,6 +192,27 @@ def _attention_extras(ctx: StageContext, ranking: Any, shape: tuple[int, int]) -
     ref = [(layer, head) for layer, head, _ in ind.top(c.top_k)]
     out["induction_overlap"] = compare_heads(ranking.pairs(), ref, shape[0] * shape[1])
     return out
+
+
+def _score_reference_traces(ctx: StageContext) -> Path:
+    """Write the organism's reference traces for the run's problems and score their attention; returns the dir."""
+    from thinklens.attention.segments import score_trace_file
+    from thinklens.jsonl import JsonlWriter
+    from thinklens.toy.tasks import full_text, generate_problems
+
+    c, p = ctx.config, ctx.paths
+    n = min(c.limit, 50)
+    if len(done_ids(p.traces_reference)) < n:
+        have = done_ids(p.traces_reference)
+        with JsonlWriter(p.traces_reference) as w:
+            for pr in generate_problems(n, seed=c.seed):
+                if pr.id not in have:
+                    w.write({"id": pr.id, "model": "reference", "reasoning": "with", "text": full_text(pr),
+                             "gold_answer": pr.answer, "has_slip": pr.has_slip})
+    m = ctx.model()
+    score_trace_file(m.model, m.tokenizer, p.traces_reference, p.reference_attention_dir, profile=m.profile,
+                     model_name=c.model, token_view=n, reasoning_queries=False, progress=ctx.show_progress)
+    return p.reference_attention_dir
 
 
 # the end of the probe line ``Final answer is N.`` (holds the answer token) + the answer ending ``\\boxed{``

@@ -60,3 +60,12 @@ def test_finding_2_reasoning_focus_heads_exist(tiny_run):
 def test_finding_3_patching_flips_the_answer(tiny_run):
     nld = [v for v in tiny_run.results["patching"]["nld_answer_flip_token"] if v is not None]
     assert max(nld) >= 0.8
+
+
+@pytest.mark.slow
+def test_cue_statistics_on_reference_traces_with_slips(tiny_run):
+    """tiny-r1 never slips under greedy decoding, so the run reads cues on its reference traces, which do."""
+    cues = json.loads((tiny_run.output / "heads.json").read_text())["cues"]
+    assert "reference" in cues["source"] and cues["n_cue_tokens"] > 0 and cues["p_value"] is not None
+    assert (tiny_run.output / "traces" / "reference.jsonl").exists()
+    assert "Wait" in (tiny_run.output / "attention" / "token_view.html").read_text(encoding="utf-8")

@@ -152,6 +152,8 @@ def plot_decomposition(run_dir: str | Path, out: str | Path | None = None) -> An
 
 def plot_cues(run_dir: str | Path, out: str | Path | None = None) -> Any:
     d = _scores_in(run_dir).parent
-    if not (d / "cue_stats.json").exists():
-        raise FileNotFoundError(f"no cue_stats.json in {d} (run `thinklens heads tokens {d}`)")
-    return cue_bars(d / "cue_stats.json", out)
+    # a run on tiny-r1 reads cues on the organism's reference traces (attention/reference/), see pipeline_stages
+    for stats in (d / "reference" / "cue_stats.json", d / "cue_stats.json"):
+        if stats.exists():
+            return cue_bars(stats, out)
+    raise FileNotFoundError(f"no cue_stats.json in {d} (run `thinklens heads tokens {d}`)")

@@ -237,9 +237,10 @@ def _heads_extra(results: dict[str, Any], cmds: dict[str, str]) -> str:
         parts.append(f"No self-correction cue (Wait, Alternatively, ...) occurs in the {esc(cues.get('n_traces'))} "
                      "traces with stored token attention, so the cue statistics are empty for this run.")
     elif cues.get("mean_cue") is not None:
+        source = f" Measured on {esc(cues['source'])}." if cues.get("source") else ""
         parts.append(f"Cue tokens receive {_fmt(cues['mean_cue'])}x the trace's mean reasoning-token attention "
                      f"(other reasoning tokens {_fmt(cues.get('mean_other'))}x; permutation p = "
-                     f"{_fmt(cues.get('p_value'))}, {esc(cues.get('n_cue_tokens'))} cue tokens).")
+                     f"{_fmt(cues.get('p_value'))}, {esc(cues.get('n_cue_tokens'))} cue tokens).{source}")
     return "<p>" + " ".join(parts) + "</p>" if parts else ""
 
 
