@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,29 +51,12 @@ class StageContext:
     def close(self) -> None:
         self._loaded = None
 
-    @contextlib.contextmanager
-    def labelled_bars(self) -> Iterator[None]:
+    def labelled_bars(self) -> contextlib.AbstractContextManager[None]:
         """Prefix every progress bar a stage opens with the run's stage label (``[4/6] attention  attention:
-        12/40``), so the display always says which stage runs and how much work is left. The stages keep their
-        own bars (they are also standalone commands); this only changes their description while the stage runs."""
-        from tqdm import std
+        12/40``), so the display always says which stage runs and how much work is left."""
+        from thinklens.progress import prefixed
 
-        raw = std.tqdm.__dict__["__init__"]  # restored as found (it may be a descriptor)
-        original = std.tqdm.__init__
-        label = self.label
-
-        def init(bar: Any, *args: Any, **kwargs: Any) -> None:
-            if len(args) >= 2:  # tqdm(iterable, desc, ...)
-                args = (args[0], f"{label}  {args[1] or ''}".rstrip(), *args[2:])
-            else:
-                kwargs["desc"] = f"{label}  {kwargs.get('desc') or ''}".rstrip()
-            original(bar, *args, **kwargs)
-
-        std.tqdm.__init__ = init
-        try:
-            yield
-        finally:
-            std.tqdm.__init__ = raw
+        return prefixed(self.label)
 
 
 # ------------------------------------------------------------------------------------------------- stages

@@ -61,17 +61,15 @@ def test_run_result_save_load_roundtrip(tmp_path):
         RunResult.load(tmp_path / "nothing")
 
 
-def test_labelled_bars_prefix_and_restore(tmp_path, capsys):
-    from tqdm import tqdm
-
+def test_labelled_bars_prefix_stage_bars_only_inside(tmp_path, capsys):
     from thinklens.pipeline import RunPaths
     from thinklens.pipeline_stages import StageContext
+    from thinklens.progress import bar
 
     ctx = StageContext(RunConfig(output=str(tmp_path)), RunPaths(tmp_path), label="[2/5] grade")
-    original = tqdm.__dict__["__init__"]
     with ctx.labelled_bars():
-        list(tqdm(range(3), desc="grade with"))
-        list(tqdm(range(2), "positional"))
-    assert tqdm.__dict__["__init__"] is original
+        list(bar(range(3), desc="grade with"))
+    list(bar(range(2), desc="outside"))
     err = capsys.readouterr().err
-    assert "[2/5] grade  grade with" in err and "3/3" in err and "[2/5] grade  positional" in err
+    assert "[2/5] grade  grade with" in err and "3/3" in err
+    assert "outside" in err and "[2/5] grade  outside" not in err

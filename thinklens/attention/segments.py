@@ -269,9 +269,8 @@ def score_trace_file(model: Any, tokenizer: Any, traces: str | Path, output: str
     (bad JSON, no ``</think>``, empty answer, too long) to ``output/skipped.jsonl`` with its reason, line and id; a
     rerun skips both and consolidates everything into ``head_scores.npz`` at the end. The first ``token_view``
     scored traces also keep their per-reasoning-token answer attention in ``output/tokens/`` (for the token view)."""
-    from tqdm import tqdm
-
     from thinklens.jsonl import JsonlWriter, read_jsonl
+    from thinklens.progress import bar
     from thinklens.traces import record_id
 
     if not Path(traces).is_file():
@@ -295,7 +294,7 @@ def score_trace_file(model: Any, tokenizer: Any, traces: str | Path, output: str
         lines = lines[:limit]
     seen: dict[str, int] = {}
     with JsonlWriter(partial) as wp, JsonlWriter(skipped_path) as ws:
-        for item in tqdm(lines, desc="attention", unit="trace", disable=not progress, file=None):
+        for item in bar(lines, desc="attention", unit="trace", disable=not progress):
             if item.error is not None:
                 key = f"line:{item.lineno}"
                 if key not in skipped:

@@ -24,7 +24,6 @@ problem ids.
 from __future__ import annotations
 
 import hashlib
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -236,9 +235,9 @@ def collect(
     items.sort(key=lambda it: len(it[3]))
     summary = CollectSummary(str(output), len(problems), skipped, 0, 0, 0, 0.0)
     t0 = time.perf_counter()
-    from tqdm import tqdm
+    from thinklens.progress import bar as progress_bar
 
-    bar = tqdm(total=len(items), unit="problem", disable=not progress, file=sys.stderr, desc=f"collect {reasoning}")
+    bar = progress_bar(total=len(items), unit="problem", disable=not progress, desc=f"collect {reasoning}")
     with JsonlWriter(output) as writer:
         for b in range(0, len(items), settings.batch_size):
             batch = items[b: b + settings.batch_size]

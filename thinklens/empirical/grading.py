@@ -299,9 +299,8 @@ def grade_file(path: str, output: str, settings: GradeSettings | None = None, pr
     """Grade every record of ``path`` into ``output`` (appending; records already graded there are skipped)."""
     from pathlib import Path
 
-    from tqdm import tqdm
-
     from thinklens.jsonl import JsonlWriter, read_jsonl
+    from thinklens.progress import bar
 
     if not Path(path).is_file():
         raise ThinklensError(f"no such trace file: {path}")
@@ -314,7 +313,7 @@ def grade_file(path: str, output: str, settings: GradeSettings | None = None, pr
     summary = GradeSummary(output=str(output), bad_lines=[])
     seen_keys: set[str] = set()
     with JsonlWriter(output) as writer:
-        for item in tqdm(read_jsonl(path), desc="grade", unit="record", disable=not progress):
+        for item in bar(read_jsonl(path), desc="grade", unit="record", disable=not progress):
             if item.record is None:
                 summary.bad_lines.append(f"{item.where}: {item.error}")
                 continue

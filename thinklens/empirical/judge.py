@@ -236,9 +236,8 @@ def judge_record(record: dict[str, Any], settings: JudgeSettings) -> dict[str, A
 def judge_file(path: str | Path, output: str | Path, settings: JudgeSettings, progress: bool = True) -> dict:
     """Judge every record of ``path`` into ``output`` (resumable); returns :func:`summarize_judgments` of the
     whole output plus counts."""
-    from tqdm import tqdm
-
     from thinklens.jsonl import JsonlWriter, read_jsonl, read_records
+    from thinklens.progress import bar
 
     if not Path(path).is_file():
         raise ThinklensError(f"no such trace file: {path}")
@@ -248,7 +247,7 @@ def judge_file(path: str | Path, output: str | Path, settings: JudgeSettings, pr
                 if it.record is not None and it.record.get("judge_score") is not None}
     bad, n_new, n_err = [], 0, 0
     with JsonlWriter(output) as writer:
-        for item in tqdm(list(read_jsonl(path)), desc="judge", unit="answer", disable=not progress):
+        for item in bar(list(read_jsonl(path)), desc="judge", unit="answer", disable=not progress):
             if item.record is None:
                 bad.append(f"{item.where}: {item.error}")
                 continue

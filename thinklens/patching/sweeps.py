@@ -157,9 +157,9 @@ def patch_pairs(
     n_layers, n_heads, _, _ = attention_shape(model)
     bar = None
     if progress and todo:
-        from tqdm import tqdm
+        from thinklens.progress import bar as progress_bar
 
-        bar = tqdm(total=len(todo), desc="patching pairs", unit="pair")
+        bar = progress_bar(total=len(todo), desc="patching pairs", unit="pair")
     with JsonlWriter(records_path) as w, JsonlWriter(errors_path) as errs:
         for pair in todo:
             try:
