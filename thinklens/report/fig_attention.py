@@ -14,25 +14,10 @@ import numpy as np
 
 from thinklens.attention.heads import rank_heads
 from thinklens.attention.segments import ANSWER_SCORES, HeadScores
+from thinklens.report.plotting import new_figure, save_figure
 
 _LABELS = {"a2bos": "BOS", "a2p": "prompt", "a2bot": "<think>", "a2r": "reasoning", "a2eot": "</think>",
            "a2a": "answer"}
-
-
-def _figure(**kw: Any) -> tuple[Any, Any]:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    fig = Figure(**kw)
-    return fig, fig.add_subplot(1, 1, 1)
-
-
-def _save(fig: Any, path: str | Path | None) -> None:
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=130, bbox_inches="tight")
 
 
 def _load(scores: HeadScores | str | Path) -> HeadScores:
@@ -45,7 +30,7 @@ def heatmap(scores: HeadScores | str | Path, score: str = "a2r", top_k: int = 10
     hs = _load(scores)
     mean = np.nanmean(hs.get(score), axis=0)  # [L, H]
     L, H = mean.shape
-    fig, ax = _figure(figsize=(max(4.0, 0.35 * H + 2), max(3.0, 0.25 * L + 1.5)))
+    fig, ax = new_figure(figsize=(max(4.0, 0.35 * H + 2), max(3.0, 0.25 * L + 1.5)))
     im = ax.imshow(mean, aspect="auto", cmap="viridis", origin="lower")
     fig.colorbar(im, ax=ax, label=f"mean {score} over {hs.n_traces} traces")
     for h in rank_heads(hs, score, top_k, n_bootstrap=0).heads:
@@ -58,7 +43,7 @@ def heatmap(scores: HeadScores | str | Path, score: str = "a2r", top_k: int = 10
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     ax.set_title(f"{score} per head ({hs.model or 'model'}), top {top_k} marked")
-    _save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
@@ -72,7 +57,7 @@ def layer_profile(scores: HeadScores | str | Path, score: str = "a2r", path: str
     """Per layer: mean over heads and max over heads of the trace-mean score."""
     hs = _load(scores)
     mean = np.nanmean(hs.get(score), axis=0)  # [L, H]
-    fig, ax = _figure(figsize=(6, 3.2))
+    fig, ax = new_figure(figsize=(6, 3.2))
     layers = np.arange(mean.shape[0])
     ax.plot(layers, mean.mean(axis=1), marker="o", label="mean over heads")
     ax.plot(layers, mean.max(axis=1), marker="^", label="max over heads")
@@ -83,7 +68,7 @@ def layer_profile(scores: HeadScores | str | Path, score: str = "a2r", path: str
     ax.set_ylabel(score)
     ax.set_title(f"{score} by layer ({hs.n_traces} traces)")
     ax.legend()
-    _save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
@@ -103,13 +88,13 @@ def decomposition(scores: HeadScores | str | Path, heads: list[tuple[int, int]] 
             data.append(a.reshape(a.shape[0], -1).mean(axis=1))
         else:
             data.append(np.stack([a[:, layer, head] for layer, head in heads], axis=1).mean(axis=1))
-    fig, ax = _figure(figsize=(6.5, 3.5))
+    fig, ax = new_figure(figsize=(6.5, 3.5))
     ax.boxplot(data, showfliers=True)
     ax.set_xticks(range(1, len(names) + 1), [_LABELS[n] for n in names])
     ax.set_ylabel("attention mass from answer tokens")
     which = "all heads" if heads == "all" else f"{len(heads)} heads"
     ax.set_title(f"Where the answer attends ({which}, {hs.n_traces} traces)")
-    _save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
@@ -118,14 +103,14 @@ def cue_bars(cue_stats: dict[str, Any] | str | Path, path: str | Path | None = N
     import json
 
     st = cue_stats if isinstance(cue_stats, dict) else json.loads(Path(cue_stats).read_text())
-    fig, ax = _figure(figsize=(4, 3.2))
+    fig, ax = new_figure(figsize=(4, 3.2))
     vals = [st.get("mean_cue") or 0.0, st.get("mean_other") or 0.0]
     ax.bar(["cue tokens", "other reasoning"], vals, color=["tab:red", "tab:gray"])
     ax.axhline(1.0, color="k", lw=0.6, ls=":")
     ax.set_ylabel("attention from answer (1 = trace mean)")
     p = st.get("p_value")
     ax.set_title(f"{st.get('n_cue_tokens')} cue tokens, p = {p:.3g}" if p is not None else "cue tokens")
-    _save(fig, path)
+    save_figure(fig, path)
     return fig
 
 

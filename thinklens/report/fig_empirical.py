@@ -11,16 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from thinklens.empirical.evaluate import EvaluationResult
-
-
-def _figure(**kw: Any) -> tuple[Any, Any]:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    fig = Figure(**kw)
-    return fig, fig.add_subplot(1, 1, 1)
+from thinklens.report.plotting import new_figure, save_figure
 
 
 def _p_text(p: float) -> str:
@@ -34,7 +25,7 @@ def plot_quality_impact(result: EvaluationResult | str | Path, path: str | Path 
     Returns the matplotlib Figure (also saved to ``path`` when given)."""
     res = result if isinstance(result, EvaluationResult) else EvaluationResult.load(result)
     models = [m for m, e in res.models.items() if e.n > 0]
-    fig, ax = _figure(figsize=(max(3.2, 1.9 * len(models) + 1.2), 3.6))
+    fig, ax = new_figure(figsize=(max(3.2, 1.9 * len(models) + 1.2), 3.6))
     width = 0.38
     for k, m in enumerate(models):
         e = res.models[m]
@@ -60,7 +51,5 @@ def plot_quality_impact(result: EvaluationResult | str | Path, path: str | Path 
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     fig.subplots_adjust(bottom=0.28)
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=130, bbox_inches="tight")
+    save_figure(fig, path)
     return fig

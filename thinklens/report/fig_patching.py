@@ -15,15 +15,7 @@ import numpy as np
 
 from thinklens.errors import ThinklensError
 from thinklens.patching.results import PatchingResult
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from thinklens.report.plotting import new_figure, save_figure
 
 
 def _load(result: PatchingResult | str | Path) -> PatchingResult:
@@ -35,8 +27,7 @@ def plot_layer_curves(result: PatchingResult | str | Path, path: str | Path,
                       title: str | None = None) -> Path:
     """NLD per layer at the named positions that are on the grid (mean and 25-75% band across pairs)."""
     res = _load(result)
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = new_figure(figsize=(6, 3.6))
     drawn = 0
     for name in names:
         col = res.column(name)  # [n_pairs, n_layers]
@@ -50,7 +41,6 @@ def plot_layer_curves(result: PatchingResult | str | Path, path: str | Path,
         ax.fill_between(res.layers, lo, hi, color=line.get_color(), alpha=0.2)
         drawn += 1
     if not drawn:
-        plt.close(fig)
         raise ThinklensError(f"none of the positions {list(names)} is on the saved grid {res.labels}")
     ax.axhline(0, color="grey", lw=0.5)
     ax.set_xticks(res.layers if len(res.layers) <= 16 else res.layers[::max(1, len(res.layers) // 12)])
@@ -58,12 +48,7 @@ def plot_layer_curves(result: PatchingResult | str | Path, path: str | Path,
     ax.set_ylabel("normalized logit difference")
     ax.set_title(title or f"activation patching ({res.site}), {len(res.pair_ids)} pairs")
     ax.legend(frameon=False)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=150)
 
 
 def plot_pair_heatmap(result: PatchingResult | str | Path, path: str | Path, pair: int | str = 0) -> Path:
@@ -75,10 +60,9 @@ def plot_pair_heatmap(result: PatchingResult | str | Path, path: str | Path, pai
         pair = res.pair_ids.index(pair)
     if not 0 <= pair < len(res.pair_ids):
         raise ThinklensError(f"pair index {pair} out of range ({len(res.pair_ids)} pairs)")
-    plt = _plt()
     grid = res.nld[pair]  # [n_positions, n_layers]
     lim = max(1.0, float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0)
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.5 + 0.35 * len(res.layers)), 1.2 + 0.3 * len(res.labels)))
+    fig, ax = new_figure(figsize=(max(4.5, 1.5 + 0.35 * len(res.layers)), 1.2 + 0.3 * len(res.labels)))
     im = ax.imshow(grid, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
     ticks = [f"{lab} {tok!r}" for lab, tok in zip(res.labels, res.tokens[pair])]
     ax.set_yticks(range(len(ticks)), ticks, fontsize=7)
@@ -86,9 +70,4 @@ def plot_pair_heatmap(result: PatchingResult | str | Path, path: str | Path, pai
     ax.set_xlabel("layer")
     ax.set_title(f"pair {res.pair_ids[pair]}: NLD ({res.site})", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.05)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=150)

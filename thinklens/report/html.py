@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import html
 import importlib
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,38 +52,38 @@ def _fmt(x: Any, nd: int = 3) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ figures
-# (key, section, title, module, candidate functions, explanation, command key)
-FIGURE_SPECS: list[tuple[str, str, str, str, tuple[str, ...], str, str]] = [
+# (key, section, title, module, figure function fn(input, out_png), explanation, command key)
+FIGURE_SPECS: list[tuple[str, str, str, str, str, str, str]] = [
     ("accuracy", "quality", "Accuracy with vs without reasoning", "thinklens.report.fig_empirical",
-     ("plot_quality_impact", "plot_accuracy"),
+     "plot_quality_impact",
      "Share of problems answered correctly when the model reasons freely vs when its thinking is forced to "
      "finish at once (R1's ``Okay, I think I have finished thinking.``); error bars are 95% intervals.",
      "evaluate"),
     ("rfh_heatmap", "attention", "Answer→reasoning attention per (layer, head)", "thinklens.report.fig_attention",
-     ("plot_head_heatmap", "plot_rfh_heatmap", "fig_head_heatmap", "head_heatmap"),
+     "plot_head_heatmap",
      "Attention from answer tokens to reasoning tokens (sum over reasoning keys, mean over answer queries, mean "
      "over traces). Boxed cells are the top Reasoning-Focus Heads; stability is the share of bootstrap resamples "
      "of traces in which a head stays in the top k.", "heads"),
     ("layer_profile", "attention", "Answer→reasoning attention per layer", "thinklens.report.fig_attention",
-     ("plot_layer_profile",),
+     "plot_layer_profile",
      "a2r per layer, mean and max over the layer's heads (mean over traces): which layers read the reasoning.",
      "attention"),
     ("decomposition", "attention", "Where the answer attends (top heads)", "thinklens.report.fig_attention",
-     ("plot_decomposition",),
+     "plot_decomposition",
      "Attention mass of answer tokens by key segment (reasoning, prompt, answer, BOS, <think>, </think>) for the "
      "top Reasoning-Focus Heads, one box per segment over traces.", "attention"),
     ("cues", "attention", "Cue statistics", "thinklens.report.fig_attention",
-     ("plot_cues", "plot_cue_stats", "fig_cues"),
+     "plot_cues",
      "Which reasoning tokens the RFHs attend to most (e.g. the written answer, self-correction cues such as "
      "``Wait``) compared with other reasoning tokens (1 = the trace's mean reasoning token; permutation p-value).",
      "cues"),
     ("patching_layers", "patching", "Patching effect per layer", "thinklens.report.fig_patching",
-     ("plot_layer_curves",),
+     "plot_layer_curves",
      "Normalized logit difference (NLD) when the clean run's residual stream at one layer and token is patched "
      "into the corrupted run: 1 = the clean answer is fully restored, 0 = no effect. Curves: the reasoning's "
      "answer-flip token and the final answer token, mean over pairs.", "patching"),
     ("patching_heatmap", "patching", "Patching heatmap (layer × position)", "thinklens.report.fig_patching",
-     ("plot_pair_heatmap",),
+     "plot_pair_heatmap",
      "NLD for every (layer, token position) of a contrastive pair: the answer travels from the reasoning's "
      "answer token to the final answer through the middle layers.", "patching"),
 ]
@@ -94,34 +93,18 @@ FIGURE_SPECS: list[tuple[str, str, str, str, tuple[str, ...], str, str]] = [
 _INPUT_DIR = {"thinklens.report.fig_patching": "patching"}
 
 
-def _call_figure(module: str, names: tuple[str, ...], run_dir: Path, out: Path) -> tuple[Path | None, str | None]:
-    """Call the first available stage figure function as ``fn(input, out_png)``; return (png, note)."""
+def _call_figure(module: str, name: str, run_dir: Path, out: Path) -> tuple[Path | None, str | None]:
+    """Call the stage figure function ``fn(input, out_png)``; return (png, note). A figure whose data is missing or
+    that fails becomes a note: one broken figure must not cost the whole report."""
     src = run_dir / _INPUT_DIR[module] if module in _INPUT_DIR else run_dir
+    fn = getattr(importlib.import_module(module), name)
     try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        return None, f"{module} is not installed"
-    fn = next((getattr(mod, n) for n in names if callable(getattr(mod, n, None))), None)
-    if fn is None:
-        return None, f"{module} has none of {', '.join(names)}"
-    try:
-        params = list(inspect.signature(fn).parameters)
-        result = fn(src, out) if len(params) >= 2 else fn(src)
+        fn(src, out)
     except (FileNotFoundError, ThinklensError) as err:
         return None, f"no data ({err})"
-    except Exception as err:  # noqa: BLE001 - a broken figure must not cost the whole report
-        return None, f"{module}.{fn.__name__} failed ({type(err).__name__}: {err})"
-    if isinstance(result, (str, Path)) and Path(result).exists():
-        return Path(result), None
-    if out.exists():
-        return out, None
-    if hasattr(result, "savefig"):  # a matplotlib Figure
-        result.savefig(out, dpi=110, bbox_inches="tight")
-        import matplotlib.pyplot as plt
-
-        plt.close(result)
-        return out, None
-    return None, f"{module}.{fn.__name__} produced no image"
+    except Exception as err:  # noqa: BLE001
+        return None, f"{module}.{name} failed ({type(err).__name__}: {err})"
+    return (out, None) if out.exists() else (None, f"{module}.{name} produced no image")
 
 
 def render_figures(run_dir: Path, commands: dict[str, str]) -> list[Figure]:
@@ -132,8 +115,8 @@ def render_figures(run_dir: Path, commands: dict[str, str]) -> list[Figure]:
     fig_dir = Path(run_dir) / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     figures = []
-    for key, section, title, module, names, explanation, cmd in FIGURE_SPECS:
-        png, note = _call_figure(module, names, Path(run_dir), fig_dir / f"{key}.png")
+    for key, section, title, module, name, explanation, cmd in FIGURE_SPECS:
+        png, note = _call_figure(module, name, Path(run_dir), fig_dir / f"{key}.png")
         figures.append(Figure(key, section, title, explanation, commands.get(cmd, ""), png, note,
                               commands.get("report", "")))
     return figures
