@@ -30,7 +30,8 @@ def resolve(name_or_path: str | os.PathLike) -> str:
 
         if not (Path(TINY_R1_DIR) / "config.json").exists():
             raise ModelLoadError(
-                f"the embedded model {name!r} is missing from {TINY_R1_DIR}; regenerate it with `thinklens train-toy`"
+                f"the embedded model {name!r} is missing from {TINY_R1_DIR}; regenerate it with "
+                f"`thinklens train-toy --output {TINY_R1_DIR}`"
             )
         return str(TINY_R1_DIR)
     return name
