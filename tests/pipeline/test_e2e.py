@@ -68,4 +68,5 @@ def test_cue_statistics_on_reference_traces_with_slips(tiny_run):
     cues = json.loads((tiny_run.output / "heads.json").read_text())["cues"]
     assert "reference" in cues["source"] and cues["n_cue_tokens"] > 0 and cues["p_value"] is not None
     assert (tiny_run.output / "traces" / "reference.jsonl").exists()
-    assert "Wait" in (tiny_run.output / "attention" / "token_view.html").read_text(encoding="utf-8")
+    # the token view shows a trace with a self-correction: its cue tokens are marked
+    assert 'class="t cue"' in (tiny_run.output / "attention" / "token_view.html").read_text(encoding="utf-8")

@@ -44,7 +44,7 @@ def test_recipe_two_stages(tmp_path):
     import torch
     from safetensors.torch import load_file
 
-    from thinklens.toy.train import RECIPE, train_recipe
+    from thinklens.toy.train import RECIPE, RECIPE_THREADS, train_recipe
 
     summary = train_recipe(tmp_path / "m", stage1_dir=tmp_path / "s1", steps=2, eval_n=0, log=lambda m: None,
                            **TINY)
@@ -52,7 +52,7 @@ def test_recipe_two_stages(tmp_path):
     assert (first["seed"], summary["seed"]) == (RECIPE[0]["seed"], RECIPE[1]["seed"])
     assert first["steps"] == summary["steps"] == 2
     assert first["config"]["final_override_rate"] == 0.0 and summary["config"]["final_override_rate"] == 0.15
-    assert summary["config"]["init_from"] == str(tmp_path / "s1") and summary["config"]["threads"] == 1
+    assert summary["config"]["init_from"] == str(tmp_path / "s1") and summary["config"]["threads"] == RECIPE_THREADS
     assert "stage 2" in (tmp_path / "m" / "README.md").read_text()
     # the same two stages run one at a time
     train_recipe(tmp_path / "a", stage=1, steps=2, eval_n=0, log=lambda m: None, **TINY)

@@ -29,8 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden-size", type=int, default=128)
     p.add_argument("--intermediate-size", type=int, default=384)
     p.add_argument("--num-layers", type=int, default=4)
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1, as shipped; other counts can change the floats)")
+    p.add_argument("--threads", type=int, default=2,
+                   help="torch CPU threads (default 2, as shipped; other counts can change the floats)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
