@@ -186,7 +186,11 @@ def commands(config: RunConfig) -> dict[str, str]:
         f"--seed {config.seed}",
         "attention": f"thinklens attention {common} --traces {d}/traces/with.jsonl --output {d}/attention",
         "heads": f"thinklens heads rank {d}/attention --top {config.top_k} --seed {config.seed}",
-        "cues": f"thinklens heads tokens {d}/attention --output {d}/attention/token_view.html",
+        "cues": (f"thinklens attention {common} --traces {d}/traces/reference.jsonl --output {d}/attention/reference "
+                 "--no-reasoning-queries --token-view 50\n"
+                 f"thinklens heads tokens {d}/attention/reference --output {d}/attention/token_view.html"
+                 if config.dataset == "arithmetic" else
+                 f"thinklens heads tokens {d}/attention --output {d}/attention/token_view.html"),
         "induction": f"thinklens heads induction {common} --output {d}/attention/induction.json",
         "patching": (f"thinklens pairs prepare --csv {config.pairs_csv} --output {d}/patching/queries.jsonl\n"
                      f"thinklens collect {common} --dataset {d}/patching/queries.jsonl --reasoning with "
