@@ -4,12 +4,12 @@ reasoning's result into the answer.
 Ground truth: the answer's digits in ``\\boxed{N}`` are copied from the reasoning, where N occurs in the last
 computation line (``...=N``) and in ``Final answer is N.`` (``Problem.answer_char_span``). The copy head is the head
 with the largest attention from the answer tokens that predict N's digits (the ``{`` and all but the last digit) to
-the occurrences of N in the reasoning. On the shipped tiny-r1 (60 traces) those are L1H2 (0.997 of its attention on
-the final line's N), L1H3 (0.993) and L1H1 (0.60); by the paper's mean a2r they rank 6, 15 and 7 of 32 (L1H2's
-bootstrap 95% rank interval is [5, 6]), and the top RFH (L1H7) sits in the same layer. The paper's score averages over
-*all* answer tokens, most of them template text, so a head that reads the result at one position is diluted: the
-copy head is a top-quarter RFH, not the top one. The test asserts exactly that (top 8 of 32, and the strongest RFH
-layer is the copy layer).
+the occurrences of N in the reasoning. On the shipped tiny-r1 (24 traces, seed 11) those are L1H2 (0.998 of its
+digit-query attention on N), L1H3 (0.991) and L1H1 (0.907); by the paper's mean a2r L1H2 is the top RFH and L1H1 the
+fourth. (On an earlier checkpoint the copy head ranked only 6th: the paper's score averages over *all* answer tokens,
+most of them template text, so a head that reads the result at one position can be diluted.) The test asserts what
+must hold for any faithful organism: the copy head is among the top 8 of 32 RFHs and the strongest RFH sits in the
+copy layer.
 """
 from __future__ import annotations
 
