@@ -341,10 +341,13 @@ def _chars(offsets: list[tuple[int, int]], span: Span, text: str) -> tuple[int, 
 
 
 # -- files ----------------------------------------------------------------------------------------------------
-def record_id(record: dict[str, Any], lineno: int) -> str:
-    """A record's id, or ``line:N`` for records that lack one (so every output row can be traced back)."""
+def record_id(record: dict[str, Any], lineno: int | None = None) -> str | None:
+    """A record's id (``id``, falling back to ``unique_id`` as in MATH-500 files); for records that lack one,
+    ``line:N`` when ``lineno`` is given (so every output row can be traced back), else None."""
     rid = record.get("id", record.get("unique_id"))
-    return str(rid) if rid is not None else f"line:{lineno}"
+    if rid is not None:
+        return str(rid)
+    return f"line:{lineno}" if lineno is not None else None
 
 
 def inspect_traces(

@@ -19,6 +19,7 @@ from typing import Any
 
 from thinklens.errors import ThinklensError
 from thinklens.jsonl import read_jsonl
+from thinklens.traces import record_id
 
 DATASETS = ("math500", "wildbench", "arithmetic")
 
@@ -67,8 +68,8 @@ def read_problem_file(
         if not isinstance(rec["problem"], str) or not rec["problem"].strip():
             bad.append(f"{item.where}: 'problem' must be a non-empty string")
             continue
-        rid = rec.get("id", rec.get("unique_id"))
-        rec["id"] = str(rid) if rid is not None else f"line-{item.lineno}"
+        rid = record_id(rec)
+        rec["id"] = rid if rid is not None else f"line-{item.lineno}"
         if rec["id"] in seen:
             bad.append(f"{item.where}: duplicate id {rec['id']!r}")
             continue

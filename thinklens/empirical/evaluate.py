@@ -23,6 +23,7 @@ import numpy as np
 from thinklens.errors import ThinklensError
 from thinklens.jsonl import read_jsonl
 from thinklens.stats import mcnemar_exact, paired_bootstrap_diff_ci
+from thinklens.traces import record_id
 
 
 @dataclass
@@ -98,11 +99,6 @@ class EvaluationResult:
         return cls(models, raw.get("sources", []), raw.get("seed", 0), raw.get("n_resamples", 10_000))
 
 
-def _pid(record: dict[str, Any]) -> str | None:
-    rid = record.get("id", record.get("unique_id"))
-    return None if rid is None else str(rid)
-
-
 def _usable(record: dict[str, Any]) -> str | None:
     """Why a record cannot enter the comparison, or None."""
     if record.get("finished") is False:
@@ -122,7 +118,7 @@ def evaluate_records(records: list[dict[str, Any]], *, seed: int = 0, n_resample
     runs: dict[str, dict[str, dict[str, dict[str, Any]]]] = defaultdict(lambda: {"with": {}, "without": {}})
     dropped: dict[str, Counter] = defaultdict(Counter)
     for r in records:
-        model, mode, pid = str(r.get("model")), r.get("reasoning"), _pid(r)
+        model, mode, pid = str(r.get("model")), r.get("reasoning"), record_id(r)
         if mode not in ("with", "without"):
             dropped[model]["no_reasoning_field"] += 1
             continue
