@@ -27,6 +27,9 @@ class Profile:
     no_reasoning_text: str = "Okay, I think I have finished thinking."
     math_instruction: str = " Please reason step by step, and put your final answer within \\boxed{}."
     answer_ending: str = "Thus, the {} one is \\boxed{"
+    # what a forced answer starts with after think-close (early answering, budget forcing): the model's next
+    # tokens are then its answer
+    answer_prefix: str = "\n\nThe final answer is \\boxed{"
     layers: str = "model.layers"
     attention: str = "self_attn"
     mlp: str = "mlp"
