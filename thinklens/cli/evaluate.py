@@ -3,22 +3,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
 
-from thinklens.cli.common import print_json, to_dataclass
-
-
-@dataclass
-class EvaluateArgs:
-    files: list[str] = field(default_factory=list)
-    json: bool = False
-    plot: str | None = None
-    save: str | None = None
-    seed: int = 0
-    n_resamples: int = 10_000
+from thinklens.cli.common import print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from thinklens.empirical.evaluate import N_RESAMPLES
+
     p = sub.add_parser(
         "evaluate", help="compare accuracy with vs without reasoning (paired, per model)",
         description="Pair graded records by (model, id/unique_id), keep problems where both runs finished, and report "
@@ -30,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", help="write the quality-impact figure (PNG/PDF/SVG)")
     p.add_argument("--save", help="directory for evaluation.json + evaluation.npz")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.add_argument("--n-resamples", type=int, default=10_000, help="bootstrap resamples")
+    p.add_argument("--n-resamples", type=int, default=N_RESAMPLES, help="bootstrap resamples (default %(default)s)")
     p.set_defaults(func=run)
 
 
@@ -41,7 +32,7 @@ def _pct(x: float | None) -> str:
 def run(ns: argparse.Namespace) -> int:
     from thinklens.empirical.evaluate import evaluate_files
 
-    args = to_dataclass(EvaluateArgs, ns)
+    args = ns
     errors: list[str] = []
     result = evaluate_files(args.files, seed=args.seed, n_resamples=args.n_resamples, errors=errors)
     for e in errors:

@@ -2,35 +2,8 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 
-from thinklens.cli.common import print_json, to_dataclass
-
-
-@dataclass
-class PrepareArgs:
-    csv: str
-    output: str
-
-
-@dataclass
-class BuildArgs:
-    model: str
-    csv: str
-    responses: str
-    output: str
-    rejects: str | None = None
-    probe: int = 0
-    swap: bool = False
-    profile: str | None = None
-
-
-@dataclass
-class ToyArgs:
-    output: str
-    n: int = 20
-    seed: int = 0
-    split: str = "test"
+from thinklens.cli.common import print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,7 +42,7 @@ def run_prepare(ns: argparse.Namespace) -> int:
     from thinklens.jsonl import JsonlWriter
     from thinklens.patching.pairs import prepare_queries, read_pair_csv
 
-    args = to_dataclass(PrepareArgs, ns)
+    args = ns
     queries = prepare_queries(read_pair_csv(args.csv))
     with JsonlWriter(args.output, overwrite=True) as w:
         w.write_all(queries)
@@ -82,7 +55,7 @@ def run_build(ns: argparse.Namespace) -> int:
     from thinklens.patching.pairs import PROBES, build_csv_pairs, read_pair_csv, read_responses, save_pairs
     from thinklens.profiles import get_profile
 
-    args = to_dataclass(BuildArgs, ns)
+    args = ns
     tokenizer = load_tokenizer(args.model)
     profile = get_profile(args.profile or args.model)
     rows = read_pair_csv(args.csv)
@@ -97,7 +70,7 @@ def run_build(ns: argparse.Namespace) -> int:
 def run_toy(ns: argparse.Namespace) -> int:
     from thinklens.patching.pairs import save_pairs, toy_pairs, toy_tokenizer
 
-    args = to_dataclass(ToyArgs, ns)
+    args = ns
     pairs, rejects = toy_pairs(args.n, args.seed, toy_tokenizer(), split=args.split)
     save_pairs(args.output, pairs, rejects)
     print_json({"pairs": len(pairs), "rejected": len(rejects), "output": args.output})

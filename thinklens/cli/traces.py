@@ -2,18 +2,8 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 
-from thinklens.cli.common import print_json, to_dataclass
-
-
-@dataclass
-class InspectArgs:
-    file: str
-    tokenizer: str
-    text_field: str | None = None
-    profile: str | None = None
-    strict: bool = False
+from thinklens.cli.common import print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,11 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_inspect(ns: argparse.Namespace) -> int:
     import sys
 
+    from thinklens.errors import ThinklensError
     from thinklens.models import load_tokenizer
     from thinklens.profiles import get_profile
     from thinklens.traces import inspect_traces
 
-    args = to_dataclass(InspectArgs, ns)
+    args = ns
     tokenizer = load_tokenizer(args.tokenizer)
     profile = get_profile(args.profile or str(tokenizer.name_or_path))
     try:
@@ -51,7 +42,6 @@ def run_inspect(ns: argparse.Namespace) -> int:
             if args.strict and "error" in row:
                 print(f"{args.file}:{row['line']}: {row['error']}", file=sys.stderr)
                 return 1
-    except OSError as err:
-        print(f"thinklens traces inspect: cannot read {args.file}: {err}", file=sys.stderr)
-        return 2
+    except FileNotFoundError:
+        raise ThinklensError(f"no such trace file: {args.file}") from None
     return 0

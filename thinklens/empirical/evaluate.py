@@ -25,6 +25,8 @@ from thinklens.jsonl import read_jsonl
 from thinklens.stats import mcnemar_exact, paired_bootstrap_diff_ci
 from thinklens.traces import record_id
 
+N_RESAMPLES = 10_000  # bootstrap resamples of problems for the CI of the accuracy gap
+
 
 @dataclass
 class ModelEvaluation:
@@ -58,7 +60,7 @@ class EvaluationResult:
     models: dict[str, ModelEvaluation]
     sources: list[str] = field(default_factory=list)
     seed: int = 0
-    n_resamples: int = 10_000
+    n_resamples: int = N_RESAMPLES
 
     def to_dict(self) -> dict[str, Any]:
         return {"models": {m: e.summary() for m, e in self.models.items()}, "sources": self.sources,
@@ -96,7 +98,7 @@ class EvaluationResult:
                 e.ids = [str(x) for x in npz[f"m{k}_ids"]]
                 e.correct_with, e.correct_without = npz[f"m{k}_correct_with"], npz[f"m{k}_correct_without"]
             models[m] = e
-        return cls(models, raw.get("sources", []), raw.get("seed", 0), raw.get("n_resamples", 10_000))
+        return cls(models, raw.get("sources", []), raw.get("seed", 0), raw.get("n_resamples", N_RESAMPLES))
 
 
 def _usable(record: dict[str, Any]) -> str | None:
@@ -112,7 +114,7 @@ def _acc(x: np.ndarray) -> float | None:
     return float(x.mean()) if len(x) else None
 
 
-def evaluate_records(records: list[dict[str, Any]], *, seed: int = 0, n_resamples: int = 10_000,
+def evaluate_records(records: list[dict[str, Any]], *, seed: int = 0, n_resamples: int = N_RESAMPLES,
                      sources: list[str] | None = None) -> EvaluationResult:
     """Pair graded records by (model, problem id) and compare with vs without reasoning, per model."""
     runs: dict[str, dict[str, dict[str, dict[str, Any]]]] = defaultdict(lambda: {"with": {}, "without": {}})
@@ -163,7 +165,7 @@ def evaluate_records(records: list[dict[str, Any]], *, seed: int = 0, n_resample
     return EvaluationResult(result, sources or [], seed, n_resamples)
 
 
-def evaluate_files(paths: list[str | Path], *, seed: int = 0, n_resamples: int = 10_000,
+def evaluate_files(paths: list[str | Path], *, seed: int = 0, n_resamples: int = N_RESAMPLES,
                    errors: list[str] | None = None) -> EvaluationResult:
     """:func:`evaluate_records` over graded JSONL files (bad lines are reported in ``errors`` and skipped)."""
     records = []

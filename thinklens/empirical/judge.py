@@ -236,31 +236,23 @@ def judge_record(record: dict[str, Any], settings: JudgeSettings) -> dict[str, A
 def judge_file(path: str | Path, output: str | Path, settings: JudgeSettings, progress: bool = True) -> dict:
     """Judge every record of ``path`` into ``output`` (resumable); returns :func:`summarize_judgments` of the
     whole output plus counts."""
-    from thinklens.jsonl import JsonlWriter, read_jsonl, read_records
+    from thinklens.jsonl import ResumableOutput, read_jsonl, read_records
     from thinklens.progress import bar
 
     if not Path(path).is_file():
         raise ThinklensError(f"no such trace file: {path}")
-    done = set()
-    if Path(output).exists():
-        done = {record_key(it.record, it.lineno) for it in read_jsonl(output)
-                if it.record is not None and it.record.get("judge_score") is not None}
-    bad, n_new, n_err = [], 0, 0
-    with JsonlWriter(output) as writer:
-        for item in bar(list(read_jsonl(path)), desc="judge", unit="answer", disable=not progress):
-            if item.record is None:
-                bad.append(f"{item.where}: {item.error}")
-                continue
-            key = record_key(item.record, item.lineno)
-            if key in done:
-                continue
+    n_new, n_err = 0, 0
+    # an error record is retried on the next run (it does not count as done)
+    with ResumableOutput(output, key=record_key, done_if=lambda r: r.get("judge_score") is not None) as out:
+        for _key, item in bar(list(out.pending(read_jsonl(path))), desc="judge", unit="answer",
+                              disable=not progress):
             res = judge_record(item.record, settings)
             if res.get("error"):
                 res["error"] = f"{item.where}: {res['error']}"
                 n_err += 1
-            writer.write(res)
-            done.add(key)
+            out.write(res)
             n_new += 1
+    bad = out.report.messages()
     latest: dict[str, dict] = {}
     for i, r in enumerate(read_records(output)):  # a record re-judged after an error replaces the error
         k = record_key(r, i)

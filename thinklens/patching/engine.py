@@ -44,6 +44,8 @@ from thinklens.patching.targets import Patch, Site, capture, patching
 from thinklens.profiles import Profile
 
 ENGINES = ("fast", "naive")
+MAX_PACKED_TOKENS = 4096  # suffix tokens packed into one forward (memory: O(this x T) for the mask and activations)
+BATCH_SIZE = 32  # patched runs per batched forward where packing is not supported
 Item = Sequence[tuple[Site, int]]  # one patched run: the (site, absolute position) pairs written together
 
 
@@ -144,8 +146,8 @@ def run_patches(
     metric: Metric,
     *,
     engine: str = "fast",
-    batch_size: int = 32,
-    max_tokens: int = 4096,
+    batch_size: int = BATCH_SIZE,
+    max_tokens: int = MAX_PACKED_TOKENS,
     progress: Callable[[int], None] | None = None,
 ) -> EngineOutput:
     """Score ``metric`` (on final-position logits) for the clean run, the corrupted run and every patched run.

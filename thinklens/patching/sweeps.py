@@ -22,7 +22,7 @@ import numpy as np
 
 from thinklens.errors import ThinklensError
 from thinklens.modules import attention_shape
-from thinklens.patching.engine import run_patches
+from thinklens.patching.engine import BATCH_SIZE, MAX_PACKED_TOKENS, run_patches
 from thinklens.patching.metrics import LogitDiff, Metric, answer_ranks, normalize
 from thinklens.patching.pairs import Pair
 from thinklens.patching.results import PairPatching, PatchingResult
@@ -30,7 +30,7 @@ from thinklens.patching.targets import Site, SiteKind
 from thinklens.profiles import Profile
 
 DEFAULT_POSITIONS = "last-reasoning:8,answer-tail:3,answer_step?"
-DEFAULT_HEAD_POSITIONS = "answer_flip,final"
+DEFAULT_HEAD_POSITIONS = "answer_flip,answer_step?,final"
 
 
 def resolve_positions(pair: Pair, spec: str | Sequence[int | str]) -> tuple[list[int], list[str]]:
@@ -88,8 +88,8 @@ def patch_pair(
     attribution: bool = False,
     engine: str = "fast",
     metric: Metric | None = None,
-    batch_size: int = 32,
-    max_tokens: int = 4096,
+    batch_size: int = BATCH_SIZE,
+    max_tokens: int = MAX_PACKED_TOKENS,
     progress: Callable[[int], None] | None = None,
 ) -> PairPatching:
     """Per-token sweep (every layer x ``positions``) of one pair, optionally per head and attribution patching.
