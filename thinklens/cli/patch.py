@@ -12,7 +12,7 @@ class PatchArgs:
     model: str
     pairs: str
     output: str
-    positions: str = "last-reasoning:8,answer-tail:3,answer_step?"
+    positions: str | None = None
     sites: str = "resid_pre"
     layers: str | None = None
     heads: bool = False
@@ -36,10 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="hub id, local directory or tiny-r1")
     p.add_argument("--pairs", required=True, help="pair JSONL (from `thinklens pairs build|toy`)")
     p.add_argument("--output", required=True, help="output directory")
-    p.add_argument("--positions", default=PatchArgs.positions,
-                   help="position spec: last-reasoning:K, answer-tail:K, prompt-head:K, named (answer_flip, "
-                   "answer_step, think_close, final; NAME? = only if the pair has it) or integers, comma-separated "
-                   "(default: %(default)s)")
+    p.add_argument("--positions", default=None,
+                   help="position spec: probe (every probe token), last-reasoning:K, answer-tail:K, prompt-head:K, "
+                   "named (answer_flip, answer_step, answer_kept, think_close, final; NAME? = only if the pair has "
+                   "it), labels (probe+1, a-2) or integers, comma-separated (default: by the pairs' source, "
+                   "thinklens.patching.sweeps.default_positions: the paper's grid PAPER_POSITIONS for CSV pairs, "
+                   "TOY_POSITIONS for tiny-r1's toy pairs)")
     p.add_argument("--sites", default="resid_pre",
                    help="site kinds, comma-separated: resid_pre, resid_mid, resid_post, attn_out, mlp_out "
                    "(several: one subdirectory each)")
@@ -92,7 +94,7 @@ def run(ns: argparse.Namespace) -> int:
                           heads=args.heads, head_positions=args.head_positions, attribution=args.attribution,
                           engine=args.engine, batch_size=args.batch_size, max_tokens=args.max_tokens)
         entry = {"output": str(out), "n_patched": len(res.pair_ids)}
-        for name in ("answer_flip", "answer_step", "final"):
+        for name in ("answer_flip", "answer_step", "think_close", "answer_kept", "final"):
             col = res.column(name)
             if np.isfinite(col).any():
                 entry[f"mean_nld_{name}"] = [None if not np.isfinite(v) else round(float(v), 4)
