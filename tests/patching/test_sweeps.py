@@ -105,6 +105,7 @@ def test_sweep_grid_keeps_the_labels_every_pair_has(toy_pairs4):
         resolve_positions(old, "probe")
 
 
+@pytest.mark.slow
 def test_csv_pairs_sweep_on_the_paper_grid_by_default(tmp_path, qwen_model, profile, char_tok):
     from tests.patching.test_csv_pairs import ROW, two_responses
     from thinklens.patching.pairs import build_csv_pairs

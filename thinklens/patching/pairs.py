@@ -8,6 +8,10 @@ how it differs from the paper's EOS padding), :mod:`thinklens.patching.csv_pairs
 collected responses, keeping the model's own answer text by default). This module adds tiny-r1's toy pairs and the
 pair / rejects / response files. A pair is rejected with a stated reason; rejects go to a file, never silently
 dropped.
+
+Padding is masked (attention mask 0, never attended) where the paper pads with the EOS token; both put the pads at
+the start of the same segments (prompt after BOS, reasoning, answer text after ``</think>``), so the same indices
+align and aligned tokens keep their absolute positions. See ``docs/patching-pairs.md``.
 """
 from __future__ import annotations
 
