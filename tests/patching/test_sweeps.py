@@ -117,6 +117,11 @@ def test_csv_pairs_sweep_on_the_paper_grid_by_default(tmp_path, qwen_model, prof
     assert res.labels == probe + ["answer_flip", "probe-2", "probe-1", "think_close", "a-3", "a-2", "a-1"]
     assert np.isfinite(res.column("answer_flip")).all() and np.isfinite(res.column("think_close")).all()
     assert abs(res.nld[0, res.labels.index("a-1"), 0]) < 1e-5  # identical token, layer 0: no effect
+    c = pairs[0].positions["think_close"]
+    assert pairs[0].corrupted_mask[c + 1] == 0  # the answer text is padded right after </think>
+    spec = ["probe-1", "think_close", c + 1, "a-1"]
+    fast, naive = (patch_pair(qwen_model, profile, pairs[0], spec, engine=e) for e in ("fast", "naive"))
+    assert np.allclose(fast.patched, naive.patched, atol=1e-4)
 
 
 def test_toy_restate_keeps_tiny_r1s_answer_line(char_tok):
