@@ -10,7 +10,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from thinklens.cli.flags import parent
     from thinklens.models import ModelOptions
     from thinklens.patching.engine import BATCH_SIZE, ENGINES, MAX_PACKED_TOKENS
-    from thinklens.patching.sweeps import DEFAULT_HEAD_POSITIONS, DEFAULT_POSITIONS
+    from thinklens.patching.sweeps import DEFAULT_HEAD_POSITIONS
 
     p = sub.add_parser(
         "patch", parents=[parent(ModelOptions, required=("name",))],
@@ -21,10 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--pairs", required=True, help="pair JSONL (from `thinklens pairs build|toy`)")
     p.add_argument("--output", required=True, help="output directory")
-    p.add_argument("--positions", default=DEFAULT_POSITIONS,
-                   help="position spec: last-reasoning:K, answer-tail:K, prompt-head:K, named (answer_flip, "
-                   "answer_step, think_close, final; NAME? = only if the pair has it) or integers, comma-separated "
-                   "(default: %(default)s)")
+    p.add_argument("--positions", default=None,
+                   help="position spec: probe (every probe token), last-reasoning:K, answer-tail:K, prompt-head:K, "
+                   "named (answer_flip, answer_step, answer_kept, think_close, final; NAME? = only if the pair has "
+                   "it), labels (probe+1, a-2) or integers, comma-separated (default: by the pairs' source, "
+                   "thinklens.patching.sweeps.default_positions: the paper's grid PAPER_POSITIONS for CSV pairs, "
+                   "TOY_POSITIONS for tiny-r1's toy pairs)")
     p.add_argument("--sites", default="resid_pre",
                    help="site kinds, comma-separated: resid_pre, resid_mid, resid_post, attn_out, mlp_out "
                    "(several: one subdirectory each)")
@@ -79,7 +81,7 @@ def run(ns: argparse.Namespace) -> int:
                           engine=args.engine, batch_size=args.batch_size, max_tokens=args.max_tokens,
                           progress=not args.quiet)
         entry = {"output": str(out), "n_patched": len(res.pair_ids)}
-        for name in ("answer_flip", "answer_step", "final"):
+        for name in ("answer_flip", "answer_step", "think_close", "answer_kept", "final"):
             col = res.column(name)
             if np.isfinite(col).any():
                 entry[f"mean_nld_{name}"] = [None if not np.isfinite(v) else round(float(v), 4)

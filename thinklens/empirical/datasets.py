@@ -41,17 +41,15 @@ class DatasetSpec:
     # teacher-forced reference traces with self-corrections, (n, seed) -> trace records: where cue statistics are read
     # when the model itself never writes a cue (the organism never slips under greedy decoding)
     reference_traces: Callable[[int, int], list[dict[str, Any]]] | None = None
-    # contrastive problem pairs shipped with the dataset, (n, seed) -> [(problem_a, problem_b)], and the patching
-    # positions that fit their format
+    # contrastive problem pairs shipped with the dataset, (n, seed) -> [(problem_a, problem_b)]
     contrastive_problems: Callable[[int, int], list[Any]] | None = None
-    patch_positions: str | None = None
 
 
 def _organism_spec() -> DatasetSpec:
     from thinklens.toy import tasks
 
     return DatasetSpec("arithmetic", math_instruction=False, reference_traces=tasks.reference_records,
-                       contrastive_problems=tasks.contrastive_pairs, patch_positions=tasks.PATCH_POSITIONS)
+                       contrastive_problems=tasks.contrastive_pairs)
 
 
 DATASETS: dict[str, Callable[[], DatasetSpec]] = {

@@ -28,12 +28,10 @@ def patching(ctx: StageContext) -> dict[str, Any]:
     spec = _spec(c)
     if c.pairs_csv:
         pairs, rejects = _csv_pairs(ctx)
-        positions = None
     elif spec.contrastive_problems is not None:
         from thinklens.patching.pairs import toy_pairs
 
         pairs, rejects = toy_pairs(c.n_pairs, c.seed, ctx.model().tokenizer)
-        positions = spec.patch_positions
     else:
         return {"status": "skipped", "note": f"no contrastive pairs for {c.model.name} on {c.dataset!r}: pass "
                 "--pairs-csv (the paper's contrastive_qa_pairs.csv) to run activation patching"}
@@ -44,8 +42,8 @@ def patching(ctx: StageContext) -> dict[str, Any]:
     ctx.log(f"{len(pairs)} pairs x {m.model.config.num_hidden_layers} layers"
             + (f" ({len(rejects)} pairs rejected)" if rejects else ""))
     save_pairs(p.pairs, pairs, rejects)
-    kwargs = {"positions": positions} if positions else {}
-    result = patch_pairs(m.model, m.profile, pairs, p.patching_dir, progress=ctx.show_progress, **kwargs)
+    # positions: the default grid of the pairs' source (the paper's for CSV pairs, the organism's for its own)
+    result = patch_pairs(m.model, m.profile, pairs, p.patching_dir, progress=ctx.show_progress)
     return {"n_pairs": len(result.pair_ids), "n_rejected": len(rejects)}
 
 
@@ -60,13 +58,11 @@ def patching_command(c: RunConfig, p: RunPaths) -> list[str]:
                          "--output", p.pair_responses),
                  command("pairs", "build", *_model(c), "--csv", c.pairs_csv, "--responses", p.pair_responses,
                          "--output", p.pairs)]
-        positions: list[Any] = []
     elif spec.contrastive_problems is not None:
         build = [command("pairs", "toy", "--n", c.n_pairs, "--seed", c.seed, "--output", p.pairs)]
-        positions = ["--positions", spec.patch_positions] if spec.patch_positions else []
     else:
         return []
-    return build + [command("patch", *_model(c), "--pairs", p.pairs, "--output", p.patching_dir, *positions)]
+    return build + [command("patch", *_model(c), "--pairs", p.pairs, "--output", p.patching_dir)]
 
 
 def _csv_pairs(ctx: StageContext) -> tuple[list[Any], list[dict[str, Any]]]:
