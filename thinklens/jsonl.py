@@ -153,20 +153,26 @@ class JsonlWriter:
 
     def __init__(self, path: str | Path, *, durable: bool = False, overwrite: bool = False) -> None:
         self.path = check_output_file(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if overwrite and self.path.exists():
-            self.path.unlink()
-        self.repaired = repair_torn_tail(self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if overwrite and self.path.exists():
+                self.path.unlink()
+            self.repaired = repair_torn_tail(self.path)
+            self._f = self.path.open("a", encoding="utf-8")
+        except OSError as err:
+            raise output_error(self.path, err) from err
         self.durable = durable
-        self._f = self.path.open("a", encoding="utf-8")
         self.n_written = 0
 
     def write(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, ensure_ascii=False, allow_nan=False)
-        self._f.write(line + "\n")  # one write call per record: a crash tears at most this line
-        self._f.flush()
-        if self.durable:
-            os.fsync(self._f.fileno())
+        try:
+            self._f.write(line + "\n")  # one write call per record: a crash tears at most this line
+            self._f.flush()
+            if self.durable:
+                os.fsync(self._f.fileno())
+        except OSError as err:
+            raise output_error(self.path, err) from err
         self.n_written += 1
 
     def write_all(self, records: Iterable[dict[str, Any]]) -> None:
@@ -175,15 +181,29 @@ class JsonlWriter:
 
     def close(self) -> None:
         if not self._f.closed:
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self._f.close()
+            try:
+                self._f.flush()
+                os.fsync(self._f.fileno())
+            except OSError as err:
+                raise output_error(self.path, err) from err
+            finally:
+                self._f.close()
 
     def __enter__(self) -> JsonlWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def output_error(path: str | Path, err: OSError) -> ThinklensError:
+    """One line for an output that cannot be written: the path, what went wrong, what to do."""
+    import errno
+
+    if err.errno == errno.ENOSPC:
+        return ThinklensError(f"cannot write {path}: no space left on the device; free some space and rerun the same "
+                              "command (it resumes where it stopped)")
+    return ThinklensError(f"cannot write {path}: {err.strerror or err}; choose an --output in a writable directory")
 
 
 def check_output_file(path: str | Path) -> Path:

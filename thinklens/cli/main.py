@@ -45,7 +45,7 @@ def os_error_message(err: OSError) -> str:
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write{where}: {err.strerror}; choose an --output in a writable directory"
     if err.errno == errno.ENOENT:
-        return f"no such file or directory:{where or ' (unnamed)'}"
+        return f"no such file or directory:{where or ' (unnamed)'}; check the path"
     if err.errno in (errno.ENOTDIR, errno.EISDIR):
         return f"{err.strerror}:{where}; check the path"
     return f"{err.strerror or err}{(':' + where) if where else ''}"
