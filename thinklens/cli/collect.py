@@ -6,6 +6,7 @@ import sys
 from dataclasses import dataclass
 
 from thinklens.cli.common import print_json, to_dataclass
+from thinklens.errors import ThinklensError
 
 
 @dataclass
@@ -28,6 +29,14 @@ class CollectArgs:
     dtype: str | None = None
     profile: str | None = None
     quiet: bool = False
+    base_url: str | None = None
+    tokenizer: str | None = None
+    api_key_env: str | None = None
+    concurrency: int = 4
+    request_timeout: float = 1800.0
+    max_retries: int = 5
+    endpoint: str = "auto"
+    assistant_prefix: str | None = None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,11 +64,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt-style", choices=["chat", "paper"], default="chat",
                    help="chat: the tokenizer's chat template (R1's recommended usage); paper: the paper's exact "
                    "prompts, BOS + problem + instruction + ' <think>\\n'")
-    p.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
+    p.add_argument("--backend", choices=["transformers", "vllm", "openai"], default="transformers",
+                   help="transformers or vllm: generate in this process; openai: through an OpenAI-compatible server "
+                   "(vLLM serve, SGLang, transformers serve, DeepSeek's API) at --base-url")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
     p.add_argument("--dtype", help="fp32, bf16, fp16 (default: bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--profile", help="model-family profile name (default: chosen from the model id)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("server (--backend openai)")
+    g.add_argument("--base-url", help="API root of the server, e.g. http://127.0.0.1:8000/v1 or "
+                   "https://api.deepseek.com (--model is then the served model name)")
+    g.add_argument("--tokenizer", help="the served model's tokenizer (hub id, directory or tiny-r1): exact prompts in "
+                   "the records, /completions for --reasoning without, local token counts")
+    g.add_argument("--api-key-env", help="NAME of the environment variable holding the API key (never the key)")
+    g.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
+    g.add_argument("--request-timeout", type=float, default=1800.0, help="seconds per request attempt (default 1800)")
+    g.add_argument("--max-retries", type=int, default=5,
+                   help="retries of a request on 429/5xx, timeouts and dropped connections (default 5)")
+    g.add_argument("--endpoint", choices=["auto", "chat", "completions"], default="auto",
+                   help="auto: /chat/completions with reasoning, /completions (exact prompt + forced thinking) "
+                   "without; or one endpoint for both")
+    g.add_argument("--assistant-prefix", choices=["deepseek", "continue"],
+                   help="--reasoning without on the chat endpoint: continue the forced thinking as an assistant "
+                   "prefix (deepseek: DeepSeek's beta 'prefix': true; continue: vLLM/SGLang continue_final_message)")
     p.set_defaults(func=run)
 
 
@@ -67,17 +94,40 @@ def run(ns: argparse.Namespace) -> int:
     from thinklens.empirical.collect import GenerationSettings, collect_dataset
 
     args = to_dataclass(CollectArgs, ns)
+    server = None
+    if args.backend == "openai":
+        from thinklens.empirical.backends.openai import ServerSettings
+
+        server = ServerSettings(
+            base_url=args.base_url or "", model=args.model, tokenizer=args.tokenizer, api_key_env=args.api_key_env,
+            concurrency=args.concurrency, request_timeout=args.request_timeout, max_retries=args.max_retries,
+            endpoint=args.endpoint, assistant_prefix=args.assistant_prefix)
+    elif args.base_url or args.tokenizer or args.api_key_env or args.assistant_prefix:
+        raise ThinklensError("--base-url, --tokenizer, --api-key-env and --assistant-prefix are for --backend openai")
     settings = GenerationSettings(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
         batch_size=args.batch_size, math_instruction=True if args.math_instruction is None else args.math_instruction,
         prompt_style=args.prompt_style, backend=args.backend,
     )
-    summary = collect_dataset(
-        args.model, args.dataset, reasoning=args.reasoning, output=args.output, settings=settings,
-        dataset_file=args.dataset_file, limit=args.limit, device=args.device, dtype=args.dtype,
-        profile=args.profile, auto_math_instruction=args.math_instruction is None, progress=not args.quiet,
-    )
+    if server is not None:
+        from thinklens.empirical.collect_server import collect_server_dataset
+
+        summary = collect_server_dataset(
+            args.dataset, reasoning=args.reasoning, output=args.output, server=server, settings=settings,
+            dataset_file=args.dataset_file, limit=args.limit, profile=args.profile, model_name=args.model,
+            auto_math_instruction=args.math_instruction is None, progress=not args.quiet)
+    else:
+        summary = collect_dataset(
+            args.model, args.dataset, reasoning=args.reasoning, output=args.output, settings=settings,
+            dataset_file=args.dataset_file, limit=args.limit, device=args.device, dtype=args.dtype,
+            profile=args.profile, auto_math_instruction=args.math_instruction is None, progress=not args.quiet,
+        )
     for err in summary.errors:
         print(f"skipped {err}", file=sys.stderr)
+    for warning in summary.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if summary.n_failed:
+        print(f"{summary.n_failed} request(s) failed after their retries and were written as error records: rerun "
+              "the same command to retry them", file=sys.stderr)
     print_json(summary.to_dict())
     return 0
