@@ -1,7 +1,9 @@
-"""Collection through a server, against scripted loopback fakes: record schema, error records and their retry on
-rerun (429 storms, 5xx, malformed JSON, timeouts, dropped connections, a server that disappears, a collector killed
-with SIGKILL), refusals, request shapes and API-key hygiene. Each failure test proves that after a rerun every
-problem is in the output exactly once and nothing was lost."""
+"""Collection through a server, against scripted loopback fakes, for what a healthy real server cannot show: error
+records and their retry on rerun (429 storms, 5xx, malformed JSON, timeouts, dropped connections, a server that
+disappears, a collector killed with SIGKILL), refusals, the assistant-prefix request shapes (``transformers serve``
+offers neither) and API-key hygiene. Each failure test proves that after a rerun every problem is in the output
+exactly once and nothing was lost. Records, prompts and completions are tested on a real server in
+``test_openai_server.py``."""
 from __future__ import annotations
 
 import json
@@ -23,7 +25,6 @@ from thinklens.empirical.collect_server import ERRORS_SUFFIX, collect_server, re
 from thinklens.errors import ThinklensError
 from thinklens.jsonl import read_records
 from thinklens.profiles import get_profile
-from thinklens.traces import Trace
 
 PROFILE = get_profile("tiny-r1")
 EOS = PROFILE.eos_token
@@ -50,36 +51,12 @@ def _collect(fake, out, reasoning="with", tokenizer=None, sleeps=None, problems=
                           settings=GenerationSettings(max_new_tokens=64, math_instruction=False))
 
 
-def _exactly_once(out, n=len(PROBLEMS)):
+def _exactly_once(out):
     recs = list(read_records(out))
     counts = Counter(r["id"] for r in recs)
-    assert set(counts) == {p["id"] for p in PROBLEMS[:n]} and set(counts.values()) == {1}, counts
+    assert set(counts) == {p["id"] for p in PROBLEMS} and set(counts.values()) == {1}, counts
     assert not any("error" in r for r in recs)
     return recs
-
-
-def test_records_have_the_local_schema_and_segment(tmp_path, tiny_tokenizer):
-    with FakeOpenAI() as fake:
-        s = _collect(fake, tmp_path / "with.jsonl", tokenizer=tiny_tokenizer)
-        s2 = _collect(fake, tmp_path / "without.jsonl", reasoning="without", tokenizer=tiny_tokenizer)
-    assert s.n_written == s2.n_written == 8 and s.n_finished == 8 and s.n_failed == 0
-    local_keys = {"id", "model", "reasoning", "prompt", "completion", "gold_answer", "problem", "dataset", "finished",
-                  "stopped_at_eos", "reasoning_closed", "n_prompt_tokens", "n_forced_tokens", "n_completion_tokens",
-                  "generation", "metadata"}
-    w, wo = _exactly_once(tmp_path / "with.jsonl"), _exactly_once(tmp_path / "without.jsonl")
-    r = w[0]
-    assert set(r) == local_keys | {"usage"} and r["usage"]["completion_tokens"] == 30
-    assert r["prompt"] == "<｜begin▁of▁sentence｜><｜User｜>Compute 0+0.<｜Assistant｜><think>\n"
-    assert r["completion"] == f"thinking about Compute 0+0.\n</think>\n\n{ANSWER}{EOS}"
-    assert r["metadata"]["whitespace_restored"] and r["metadata"]["finish_reason"] == "stop"
-    assert r["generation"]["backend"] == "openai" and r["generation"]["server"]["base_url"] == fake.url
-    assert wo[0]["completion"] == f"Okay, I think I have finished thinking.\n</think>\n\n{ANSWER}{EOS}"
-    assert wo[0]["n_forced_tokens"] == 41 and wo[0]["metadata"]["endpoint"] == "completions"
-    for rec in (r, wo[0]):  # segments like a local trace
-        t = Trace.from_prompt_completion(rec["prompt"], rec["completion"], tiny_tokenizer, PROFILE)
-        assert t.span_text(t.answer).startswith("\n\nThe answer is") and t.think_end is not None
-    sent = [b for p, h, b in fake.requests if p.endswith("/completions") and "prompt" in b]
-    assert sent[0]["prompt"].startswith("<｜User｜>")  # BOS stripped: the server's tokenizer adds it
 
 
 @pytest.mark.parametrize("failure", [("status", 500), "malformed", "drop", ("sleep", 1.0)],
@@ -240,7 +217,7 @@ def test_collector_killed_with_sigkill_resumes_exactly_once(tmp_path):
         proc.wait(timeout=30)
         n_before = len(list(read_records(out)))
         assert 6 <= n_before < 40
-        done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=120)
+        done = subprocess.run(cmd, capture_output=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr.decode()[-500:]
     assert json.loads(done.stdout)["n_skipped_done"] == n_before
     ids = Counter(r["id"] for r in read_records(out))

@@ -141,6 +141,18 @@ def test_server_completions_equal_local_completions(tiny_server, local_traces, t
             assert served[i][key] == local[i][key], (i, key)
     endpoint = "chat" if mode == "with" else "completions"
     assert {r["metadata"]["endpoint"] for r in served.values()} == {endpoint}
+    r = served[same[0]]  # the local schema, plus what the server returned
+    assert set(r) == set(local[same[0]]) | {"usage"} and r["usage"]["prompt_tokens"] > 0
+    assert r["generation"]["backend"] == "openai" and r["generation"]["server"]["base_url"] == tiny_server.url
+    assert r["metadata"]["finish_reason"] == "stop"
+    if mode == "with":  # transformers serve strips the whitespace around </think>: put back, and said so
+        assert r["metadata"]["reasoning_field"] == "reasoning_content" and r["metadata"]["whitespace_restored"]
+    from thinklens.models import load_tokenizer
+    from thinklens.profiles import get_profile
+    from thinklens.traces import Trace
+
+    t = Trace.from_prompt_completion(r["prompt"], r["completion"], load_tokenizer("tiny-r1"), get_profile("tiny-r1"))
+    assert t.span_text(t.answer).startswith("\n\nThe answer is \\boxed{")
 
 
 @pytest.mark.slow
@@ -170,7 +182,7 @@ def test_server_killed_mid_run_loses_and_duplicates_nothing(tmp_path, local_trac
     try:
         done = subprocess.run([sys.executable, "-m", "thinklens.cli.main",
                                *_server_cmd(second.url, "with", out, "--max-new-tokens", "256")],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=300)
+                              capture_output=True, env=env, timeout=300)
     finally:
         second.stop()
     assert done.returncode == 0, done.stderr.decode()[-800:]
