@@ -51,8 +51,8 @@ def test_transient_failures_are_retried(action):
 
 
 def test_timeout_is_retried():
-    policy = RetryPolicy(max_retries=2, timeout_s=0.3, backoff_s=0.001, max_backoff_s=0.002)
-    with FakeOpenAI(_first_n(1, ("sleep", 1.0))) as fake:
+    policy = RetryPolicy(max_retries=2, timeout_s=1.0, backoff_s=0.001, max_backoff_s=0.002)
+    with FakeOpenAI(_first_n(1, ("sleep", 3.0))) as fake:
         reply = post_json(fake.url + "/completions", BODY, policy=policy)
     assert "choices" in reply and len(fake.requests) == 2
 

@@ -59,17 +59,19 @@ def _exactly_once(out):
     return recs
 
 
-@pytest.mark.parametrize("failure", [("status", 500), "malformed", "drop", ("sleep", 1.0)],
+@pytest.mark.parametrize("failure", [("status", 500), "malformed", "drop", ("sleep", 2.0)],
                          ids=["http500", "malformed_json", "dropped_connection", "timeout"])
 def test_failed_requests_become_error_records_and_a_rerun_retries_them(tmp_path, failure):
     out = tmp_path / "t.jsonl"
     broken = {"Compute 3+3.", "Compute 5+5."}
     with FakeOpenAI(lambda key, attempt, path: failure if key in broken else "ok") as fake:
-        s = _collect(fake, out, request_timeout=0.3, concurrency=3)
+        s = _collect(fake, out, request_timeout=0.5, concurrency=3)
     assert s.n_written == 8 and s.n_failed == 2 and len(s.errors) == 2
     errs = {r["id"]: r for r in read_records(out) if "error" in r}
     assert set(errs) == {"p3", "p5"} and "after 4 attempts" in errs["p3"]["error"]
-    assert fake.attempts["Compute 3+3."] == 4 and fake.attempts["Compute 0+0."] == 1
+    assert fake.attempts["Compute 3+3."] == 4  # the first try and 3 retries
+    if failure[0] != "sleep":  # (under a loaded machine a healthy answer may also time out once)
+        assert fake.attempts["Compute 0+0."] == 1
     with FakeOpenAI() as healed:
         again = _collect(healed, out)
     assert again.n_skipped_done == 6 and again.n_written == 2 and again.warnings
@@ -90,13 +92,8 @@ def test_429_storm_with_retry_after_loses_nothing(tmp_path):
 def test_server_that_disappears_stops_the_run_and_a_rerun_completes(tmp_path):
     out = tmp_path / "t.jsonl"
     fake = FakeOpenAI().__enter__()
-    calls = {"n": 0}
-
-    def sleep(_):
-        calls["n"] += 1
-
     server = _server(fake, concurrency=1, max_retries=1)
-    backend = OpenAIBackend(server, think_open="<think>", think_close="</think>", eos=EOS, sleep=sleep)
+    backend = OpenAIBackend(server, think_open="<think>", think_close="</think>", eos=EOS, sleep=lambda s: None)
     orig = backend.chat
 
     def chat_then_die(*a, **k):  # the server goes away after three answers
@@ -109,8 +106,9 @@ def test_server_that_disappears_stops_the_run_and_a_rerun_completes(tmp_path):
     with pytest.raises(ThinklensError, match="stopped answering"):
         collect_server(PROBLEMS, reasoning="with", output=out, server=server, profile=PROFILE, backend=backend,
                        progress=False)
-    recs = list(read_records(out))
-    assert sum("error" not in r for r in recs) == 3 and all(r["id"] != "p7" for r in recs)
+    recs = list(read_records(out))  # the three answers, then error records for what was sent (or none)
+    assert [r["id"] for r in recs if "error" not in r] == ["p0", "p1", "p2"]
+    assert all("cannot connect" in r["error"] for r in recs if "error" in r)
     with FakeOpenAI() as back:
         _collect(back, out)
     _exactly_once(out)
@@ -222,3 +220,18 @@ def test_collector_killed_with_sigkill_resumes_exactly_once(tmp_path):
     assert json.loads(done.stdout)["n_skipped_done"] == n_before
     ids = Counter(r["id"] for r in read_records(out))
     assert len(ids) == 40 and set(ids.values()) == {1}
+
+
+def test_assistant_prefix_follows_the_chat_template(tiny_tokenizer):
+    from thinklens.empirical.collect_server import plan_items
+
+    s = GenerationSettings(math_instruction=False)
+    forced = "Okay, I think I have finished thinking.\n</think>"
+    # tiny-r1's template ends in "<think>\n": the prefix is only the forced text; the record prompt is exact
+    item = plan_items(PROBLEMS[:1], reasoning="without", route="chat_prefix", settings=s, profile=PROFILE,
+                      tokenizer=tiny_tokenizer)[0]
+    assert item.prefix == forced and item.prompt.endswith("<｜Assistant｜><think>\n")
+    # no tokenizer and a profile whose template does not open the reasoning: the prefix opens it
+    item = plan_items(PROBLEMS[:1], reasoning="without", route="chat_prefix", settings=s,
+                      profile=get_profile("deepseek-reasoner"))[0]
+    assert item.prefix == "<think>\n" + forced and item.prompt == [{"role": "user", "content": "Compute 0+0."}]

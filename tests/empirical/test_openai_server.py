@@ -104,10 +104,18 @@ def tiny_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def local_traces(tmp_path_factory):
     """``thinklens collect --model tiny-r1 ... --temperature 0`` in both modes (the local reference)."""
+    import torch
+
     d = tmp_path_factory.mktemp("local")
-    for mode in ("with", "without"):
-        assert main(["collect", "--model", "tiny-r1", "--dataset", "arithmetic", "--limit", str(N_PROBLEMS),
-                     "--temperature", "0", "--reasoning", mode, "--output", str(d / f"{mode}.jsonl"), "--quiet"]) == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a shared 2-core machine one thread is ~25x faster than two fighting for cores
+    try:
+        for mode in ("with", "without"):
+            assert main(["collect", "--model", "tiny-r1", "--dataset", "arithmetic", "--limit", str(N_PROBLEMS),
+                         "--temperature", "0", "--reasoning", mode, "--output", str(d / f"{mode}.jsonl"),
+                         "--quiet"]) == 0
+    finally:
+        torch.set_num_threads(threads)
     return {mode: {r["id"]: r for r in read_records(d / f"{mode}.jsonl")} for mode in ("with", "without")}
 
 

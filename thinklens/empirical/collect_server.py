@@ -149,12 +149,16 @@ def plan_items(problems: list[dict[str, Any]], *, reasoning: str, route: str, se
             expected = len(tokenizer(prompt + forced, add_special_tokens=False)["input_ids"])  # BOS once
         else:
             request = messages
-            if route == "chat" and tokenizer is not None and getattr(tokenizer, "chat_template", None):
+            opener = profile.think_open + "\n"
+            written = opener if profile.prompt_opens_think else ""  # what the chat template writes of it
+            if tokenizer is not None and getattr(tokenizer, "chat_template", None):
                 rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-                expected = len(tokenizer(rendered, add_special_tokens=False)["input_ids"])
+                written = next((o for o in (opener, profile.think_open) if rendered.endswith(o)), "")
+                if route == "chat":
+                    expected = len(tokenizer(rendered, add_special_tokens=False)["input_ids"])
         prefix = None
-        if route == "chat_prefix":
-            prefix = forced if profile.prompt_opens_think else profile.think_open + "\n" + forced
+        if route == "chat_prefix":  # the assistant's text after the generation prompt, up to the forced </think>
+            prefix = opener[len(written):] + forced
         items.append(_Item(p, prompt, forced, route, request, prefix, expected,
                            _batch_seed(settings.seed, [str(p["id"])])))
     return items
