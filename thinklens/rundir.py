@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from thinklens.empirical.backends.openai import ServerSettings
 from thinklens.empirical.settings import GenerationSettings
 from thinklens.errors import ThinklensError
 from thinklens.models import ModelOptions
@@ -73,6 +74,7 @@ class RunConfig:
     output: str = opt("thinklens-run", "run directory (a rerun of the same command resumes it)", short="-o")
     seed: int = opt(0, "seed of problems, sampling, pairs and bootstraps")
     generation: GenerationSettings = opt(factory=GenerationSettings)
+    server: ServerSettings = opt(factory=ServerSettings)  # --backend openai: generation on a server
     n_pairs: int = opt(20, "contrastive pairs to patch (0: skip patching)")
     pairs_csv: str | None = opt(None, "the paper's contrastive QA pairs CSV (patching for models other than tiny-r1)",
                                 metavar="CSV")
@@ -87,6 +89,12 @@ class RunConfig:
             self.model = ModelOptions(**self.model)
         if isinstance(self.generation, dict):
             self.generation = GenerationSettings.from_dict(self.generation)
+        if isinstance(self.server, dict):
+            self.server = ServerSettings(**self.server)
+        if self.generation.backend == "openai":
+            self.server = self.server.for_model(self.model.name)
+        elif self.server.is_set:
+            raise ThinklensError("--base-url and the other server options are for --backend openai")
         self.generation = replace(self.generation, seed=self.seed)  # one seed for the whole run
         if isinstance(self.stages, str):
             self.stages = tuple(s.strip() for s in self.stages.split(",") if s.strip())

@@ -9,11 +9,13 @@ from thinklens.cli.common import add_quiet, print_json
 
 def register(sub: argparse._SubParsersAction) -> None:
     from thinklens.cli.flags import parent
+    from thinklens.empirical.backends.openai import ServerSettings
     from thinklens.empirical.settings import GenerationSettings
     from thinklens.models import ModelOptions
 
     p = sub.add_parser(
-        "collect", parents=[parent(ModelOptions, required=("name",)), parent(GenerationSettings)],
+        "collect", parents=[parent(ModelOptions, required=("name",)), parent(GenerationSettings),
+                            parent(ServerSettings)],
         help="generate traces with or without reasoning (stage 1)",
         description="Generate one trace per problem and append it to OUTPUT (JSONL). --reasoning without forces R1's "
         "finished thinking ('<think>\\nOkay, I think I have finished thinking.\\n</think>') so the model answers "
@@ -32,17 +34,33 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(ns: argparse.Namespace) -> int:
     from thinklens.cli.flags import build
+    from thinklens.empirical.backends.openai import ServerSettings
     from thinklens.empirical.collect import collect_dataset
     from thinklens.empirical.settings import GenerationSettings
+    from thinklens.errors import ThinklensError
     from thinklens.models import ModelOptions
 
-    model = build(ModelOptions, ns)
-    summary = collect_dataset(
-        model.name, ns.dataset, reasoning=ns.reasoning, output=ns.output, settings=build(GenerationSettings, ns),
-        dataset_file=ns.dataset_file, limit=ns.limit, device=model.device, dtype=model.dtype, profile=model.profile,
-        device_map=model.device_map, progress=not ns.quiet,
-    )
+    model, settings, server = build(ModelOptions, ns), build(GenerationSettings, ns), build(ServerSettings, ns)
+    if settings.backend == "openai":
+        from thinklens.empirical.collect_server import collect_server_dataset
+
+        summary = collect_server_dataset(
+            ns.dataset, reasoning=ns.reasoning, output=ns.output, server=server.for_model(model.name),
+            settings=settings, dataset_file=ns.dataset_file, limit=ns.limit, profile=model.profile,
+            model_name=model.name, progress=not ns.quiet)
+    elif server.is_set:
+        raise ThinklensError("--base-url and the other server options are for --backend openai")
+    else:
+        summary = collect_dataset(
+            model.name, ns.dataset, reasoning=ns.reasoning, output=ns.output, settings=settings,
+            dataset_file=ns.dataset_file, limit=ns.limit, device=model.device, dtype=model.dtype,
+            profile=model.profile, device_map=model.device_map, progress=not ns.quiet)
     for err in summary.errors:
         print(err, file=sys.stderr)
+    for warning in summary.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if summary.n_failed:
+        print(f"{summary.n_failed} request(s) failed after their retries and were written as error records: rerun "
+              "the same command to retry them", file=sys.stderr)
     print_json(summary.to_dict())
     return 0

@@ -8,13 +8,14 @@ from thinklens.cli.common import add_quiet, print_json
 
 def register(sub: argparse._SubParsersAction) -> None:
     from thinklens.cli.flags import add_config, parent
+    from thinklens.empirical.backends.openai import ServerSettings
     from thinklens.empirical.settings import GenerationSettings
     from thinklens.models import ModelOptions
     from thinklens.rundir import RunConfig
     from thinklens.stages.registry import STAGES
 
     p = sub.add_parser(
-        "run", parents=[parent(ModelOptions), parent(GenerationSettings, skip=("seed",))],
+        "run", parents=[parent(ModelOptions), parent(GenerationSettings, skip=("seed",)), parent(ServerSettings)],
         help="run the whole study (evaluation, Reasoning-Focus Heads, patching, ...) and write report.html",
         description="Stages: " + "; ".join(f"{s.name}: {s.doc}" for s in STAGES) + ". Writes DIR/results.json and "
         "a self-contained DIR/report.html. Rerunning the same command resumes: finished stages are skipped, partial "

@@ -50,6 +50,8 @@ class CollectSummary:
     seconds: float
     errors: list[str] = field(default_factory=list)
     resume: ResumeReport | None = None
+    n_failed: int = 0  # error records written (server backend: requests that failed after their retries)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def problems_per_s(self) -> float:
@@ -241,6 +243,8 @@ def collect_dataset(
     errors: list[str] = []
     problems = load_problems(dataset, dataset_file, limit=limit, seed=settings.seed, errors=errors)
     prof = get_profile(profile) if profile else None
+    if settings.backend == "openai":  # a server, not a model in this process
+        raise ThinklensError("use thinklens.empirical.collect_server.collect_server_dataset for the openai backend")
     if settings.backend == "vllm":
         from thinklens.empirical.backends.vllm import VLLMBackend, import_vllm
         from thinklens.models import load_tokenizer, resolve

@@ -183,3 +183,67 @@ def evaluate_files(paths: list[str | Path], *, seed: int = 0, n_resamples: int =
     if not any("is_correct" in r for r in records):
         raise ThinklensError("no record has 'is_correct': run `thinklens grade` first")
     return evaluate_records(records, seed=seed, n_resamples=n_resamples, sources=[str(p) for p in paths])
+
+
+# ------------------------------------------------------------------------------------------ the paper's table
+PAPER_TABLE_KEY = "math500_accuracy_percent"  # in a paper-reference JSON: {MODEL: {with_reasoning, without_..., n}}
+PAPER_MODEL_ALIASES = {"deepseek-reasoner": "deepseek-r1"}  # DeepSeek's API name for full R1
+
+
+def _model_key(name: str) -> str:
+    """``deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B`` and ``/models/DeepSeek-R1-Distill-Qwen-1.5B`` ->
+    ``deepseek-r1-distill-qwen-1.5b``; ``DeepSeek-R1 (full)`` and ``deepseek-reasoner`` -> ``deepseek-r1``."""
+    base = name.strip().rstrip("/").split("/")[-1].lower().replace(" (full)", "")
+    return PAPER_MODEL_ALIASES.get(base, base)
+
+
+def load_paper_table(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The paper's accuracy table from a reference JSON (e.g. ``paper_reference.json``: ``{MODEL: {with_reasoning,
+    without_reasoning, n}}`` under ``math500_accuracy_percent``); entries that are not models are left out."""
+    p = Path(path)
+    if not p.is_file():
+        raise ThinklensError(f"no such paper reference file: {p}")
+    try:
+        raw = json.loads(p.read_text())
+    except json.JSONDecodeError as err:
+        raise ThinklensError(f"{p}: invalid JSON ({err.msg} at line {err.lineno})") from None
+    table = raw.get(PAPER_TABLE_KEY, raw) if isinstance(raw, dict) else None
+    if not isinstance(table, dict):
+        raise ThinklensError(f"{p}: expected {{{PAPER_TABLE_KEY!r}: {{MODEL: {{with_reasoning, ...}}}}}}")
+    rows = {m: v for m, v in table.items() if isinstance(v, dict) and "with_reasoning" in v}
+    if not rows:
+        raise ThinklensError(f"{p}: no model with 'with_reasoning' / 'without_reasoning' accuracies")
+    return rows
+
+
+def compare_with_paper(result: EvaluationResult, table: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per evaluated model that the paper reports (matched by the model id's last path part, case-insensitive),
+    our accuracies next to the paper's, in percent.
+
+    >>> res = evaluate_records([{"model": "deepseek-reasoner", "reasoning": m, "id": "1", "is_correct": True}
+    ...                         for m in ("with", "without")], n_resamples=10)
+    >>> compare_with_paper(res, {"DeepSeek-R1 (full)": {"with_reasoning": 96.1, "without_reasoning": 90.6}})[
+    ...     "deepseek-reasoner"]["paper_model"]
+    'DeepSeek-R1 (full)'
+    """
+    keyed = {_model_key(k): k for k in table}
+    out: dict[str, dict[str, Any]] = {}
+    for model, e in result.models.items():
+        key = keyed.get(_model_key(model))
+        if key is None:
+            continue
+        ref = table[key]
+
+        def pct(x: float | None) -> float | None:
+            return None if x is None else round(100 * x, 2)
+
+        ours_w, ours_wo = pct(e.accuracy_with_reasoning), pct(e.accuracy_without_reasoning)
+        out[model] = {
+            "paper_model": key, "paper_n": ref.get("n"), "paper_with_reasoning": ref.get("with_reasoning"),
+            "paper_without_reasoning": ref.get("without_reasoning"), "n": e.n, "with_reasoning": ours_w,
+            "without_reasoning": ours_wo,
+            "paper_difference": (None if ref.get("without_reasoning") is None
+                                 else round(ref["with_reasoning"] - ref["without_reasoning"], 2)),
+            "difference": None if ours_w is None or ours_wo is None else round(ours_w - ours_wo, 2),
+        }
+    return out

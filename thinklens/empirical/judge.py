@@ -7,18 +7,15 @@ current user query, the AI response and a per-task checklist, writes strengths a
 the judge only the *answer* segment (what follows ``</think>``), so with- and without-reasoning runs are judged on
 what the user would see.
 
-The judge is any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM ``serve``, llama.cpp, ...), called with
-``urllib`` (no extra dependency). Judging is resumable like the other stages: records already judged in the output
+The judge is any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM ``serve``, llama.cpp, ...), called through
+the client shared with the remote generation backend (:mod:`thinklens.empirical.backends.http`, standard library
+only). Judging is resumable like the other stages: records already judged in the output
 are skipped, each judgment is written as soon as it returns.
 """
 from __future__ import annotations
 
 import json
-import os
 import re
-import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -178,35 +175,20 @@ def parse_score(content: str) -> float:
 
 
 def call_judge(prompt: str, settings: JudgeSettings) -> str:
-    """One chat-completions request; retries network errors and 429/5xx with backoff."""
+    """One chat-completions request through the shared client (:mod:`thinklens.empirical.backends.http`: retries
+    429/5xx, timeouts and dropped connections with backoff, honours ``Retry-After``, fails at once on other 4xx)."""
+    from thinklens.empirical.backends.http import RetryPolicy, post_json
+
     body: dict[str, Any] = {"model": settings.model, "messages": [{"role": "user", "content": prompt}],
                             "temperature": settings.temperature, "max_tokens": settings.max_tokens}
     if settings.json_mode:
         body["response_format"] = {"type": "json_object"}
-    headers = {"Content-Type": "application/json"}
-    key = os.environ.get(settings.api_key_env) if settings.api_key_env else None
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    data = json.dumps(body).encode()
-    last: Exception | None = None
-    for attempt in range(settings.retries + 1):
-        try:
-            req = urllib.request.Request(settings.endpoint, data=data, headers=headers, method="POST")
-            with urllib.request.urlopen(req, timeout=settings.timeout) as resp:
-                reply = json.loads(resp.read().decode("utf-8"))
-            return reply["choices"][0]["message"]["content"]
-        except urllib.error.HTTPError as err:
-            last = err
-            if err.code not in (429, 500, 502, 503, 504):
-                raise ThinklensError(f"judge endpoint {settings.endpoint} answered HTTP {err.code}: "
-                                     f"{err.read()[:200]!r}") from err
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
-            last = err
-        except (KeyError, IndexError, json.JSONDecodeError) as err:
-            raise ThinklensError(f"judge endpoint {settings.endpoint} returned no chat completion: {err}") from err
-        if attempt < settings.retries:
-            time.sleep(min(2 ** attempt, 10))
-    raise ThinklensError(f"judge endpoint {settings.endpoint} unreachable after {settings.retries + 1} tries: {last}")
+    policy = RetryPolicy(max_retries=settings.retries, timeout_s=settings.timeout, backoff_s=1.0, max_backoff_s=10.0)
+    reply = post_json(settings.endpoint, body, api_key_env=settings.api_key_env, policy=policy)
+    try:
+        return reply["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError) as err:
+        raise ThinklensError(f"judge endpoint {settings.endpoint} returned no chat completion: {err}") from err
 
 
 def judge_record(record: dict[str, Any], settings: JudgeSettings) -> dict[str, Any]:

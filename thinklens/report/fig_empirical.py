@@ -33,8 +33,10 @@ def _p_text(p: float) -> str:
 
 
 def plot_quality_impact(result: EvaluationResult | str | Path, path: str | Path | None = None,
-                        strict: bool = False) -> Any:
+                        strict: bool = False, paper: dict[str, dict[str, Any]] | None = None) -> Any:
     """Bars per model (with / without reasoning); ``strict=True`` plots the MATH-normalizer accuracies instead.
+    ``paper`` (:func:`thinklens.empirical.evaluate.compare_with_paper`) marks the paper's accuracies with a black
+    tick on each bar of the models it reports.
 
     Returns the matplotlib Figure (also saved to ``path`` when given)."""
     res = result if isinstance(result, EvaluationResult) else EvaluationResult.load(result)
@@ -59,6 +61,13 @@ def plot_quality_impact(result: EvaluationResult | str | Path, path: str | Path 
                     ha="center", va="bottom", fontsize=8, color="white" if inside else "black")
         ax.text(k, -0.13, f"n = {e.n}\n{_p_text(p if p is not None else 1.0)}", ha="center", va="top", fontsize=8,
                 transform=ax.get_xaxis_transform())
+        ref = (paper or {}).get(m)
+        for dx, v in ((-width / 2, ref and ref.get("paper_with_reasoning")),
+                      (width / 2, ref and ref.get("paper_without_reasoning"))):
+            if v is not None:
+                first = not any(t.get_label() == "paper" for t in ax.lines)
+                ax.plot([k + dx - width * 0.45, k + dx + width * 0.45], [v, v], color="black", lw=2,
+                        label="paper" if first else None, gid="paper")
     ax.set_xticks(range(len(models)))
     ax.set_xticklabels([m.split("/")[-1] for m in models], fontsize=8)
     ax.set_ylim(0, 125)
@@ -66,7 +75,7 @@ def plot_quality_impact(result: EvaluationResult | str | Path, path: str | Path 
     ax.set_ylabel("accuracy (%)" + (" — strict grader" if strict else ""))
     ax.set_title("Answer quality with vs without reasoning", fontsize=10)
     if models:
-        ax.legend(fontsize=8, loc="upper center", frameon=False, ncols=2)
+        ax.legend(fontsize=8, loc="upper center", frameon=False, ncols=3 if paper else 2)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     fig.subplots_adjust(bottom=0.28)

@@ -38,10 +38,22 @@ class StageContext:
         print(msg, file=sys.stderr, flush=True)
 
     def model(self) -> Any:
-        """The :class:`thinklens.models.LoadedModel`, loaded once for all stages."""
+        """The :class:`thinklens.models.LoadedModel`, loaded once for all stages. When generation runs on a server,
+        the white-box stages load the local copy named by ``--tokenizer``."""
         if self._loaded is None:
-            self.log(f"loading {self.config.model.name}")
-            self._loaded = self.config.model.load()
+            options = self.config.model
+            if self.config.generation.backend == "openai":
+                from dataclasses import replace
+
+                from thinklens.errors import ThinklensError
+
+                if not self.config.server.tokenizer:
+                    raise ThinklensError("this stage needs the model's weights, but generation runs on a server: pass "
+                                         "--tokenizer DIR (a local copy of the served model), or run "
+                                         "--stages collect,grade,evaluate")
+                options = replace(options, name=self.config.server.tokenizer)
+            self.log(f"loading {options.name}")
+            self._loaded = options.load()
         return self._loaded
 
     def close(self) -> None:

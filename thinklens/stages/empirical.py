@@ -24,22 +24,40 @@ def collect(ctx: StageContext) -> dict[str, Any]:
     problems = load_problems(c.dataset, limit=c.limit, seed=c.seed, errors=errors)
     for e in errors:
         ctx.warn(f"skipped {e}")
-    loaded = ctx.model()
-    settings = c.generation.resolved(loaded.profile, c.dataset)
     out: dict[str, Any] = {"n_problems": len(problems), "bad_problems": len(errors)}
     for mode, path in _paths(ctx.paths, "traces").items():
-        s = collect_traces(loaded, problems, reasoning=mode, output=path, settings=settings, model_name=c.model.name,
-                           progress=ctx.show_progress)
-        for line in s.errors:
+        if c.generation.backend == "openai":
+            s = _collect_on_server(c, problems, mode, path, ctx.show_progress)
+        else:
+            loaded = ctx.model()
+            s = collect_traces(loaded, problems, reasoning=mode, output=path,
+                               settings=c.generation.resolved(loaded.profile, c.dataset), model_name=c.model.name,
+                               progress=ctx.show_progress)
+        for line in s.errors + [f"warning: {w}" for w in s.warnings]:
             ctx.warn(line)
-        out[mode] = {"n_written": s.n_written, "n_finished": s.n_finished, "seconds": round(s.seconds, 2),
-                     "resume": s.resume.to_dict() if s.resume else None}
+        out[mode] = {"n_written": s.n_written, "n_finished": s.n_finished, "n_failed": s.n_failed,
+                     "seconds": round(s.seconds, 2), "resume": s.resume.to_dict() if s.resume else None}
+        if s.n_failed:  # not finished: a rerun retries the failed requests
+            raise ThinklensError(f"{s.n_failed} request(s) to {c.server.base_url} failed after their retries (written "
+                                 f"to {path} as error records): rerun the same command to retry them")
     return out
+
+
+def _collect_on_server(c: RunConfig, problems: list[dict[str, Any]], mode: str, path: Any, progress: bool) -> Any:
+    from thinklens.empirical.collect_server import collect_server
+    from thinklens.models import load_tokenizer
+    from thinklens.profiles import get_profile
+
+    tokenizer = load_tokenizer(c.server.tokenizer) if c.server.tokenizer else None
+    profile = get_profile(c.model.profile) if c.model.profile else get_profile(c.server.tokenizer or c.model.name)
+    return collect_server(problems, reasoning=mode, output=path, server=c.server,
+                          settings=c.generation.resolved(profile, c.dataset), tokenizer=tokenizer, profile=profile,
+                          model_name=c.model.name, progress=progress)
 
 
 def collect_command(c: RunConfig, p: RunPaths) -> list[str]:
     base = ["collect", *_model_argv(c), "--dataset", c.dataset, "--limit", str(c.limit), "--seed", str(c.seed),
-            *command_argv_generation(c)]
+            *command_argv_generation(c), *to_argv(c.server)]
     return [command(*base, "--reasoning", mode, "--output", str(path)) for mode, path in _paths(p, "traces").items()]
 
 
