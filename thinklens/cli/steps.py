@@ -95,8 +95,14 @@ def run(ns: argparse.Namespace) -> int:
     from thinklens.models import load_model
     from thinklens.steps.run import run_steps
 
+    from pathlib import Path
+
+    from thinklens.errors import ThinklensError
+
     args = to_dataclass(StepsArgs, ns)
     config = build_config(args)  # validate before loading a model
+    if not Path(args.traces).is_file():
+        raise ThinklensError(f"{args.traces}: no such trace file")
     rfh = [parse_head(h) for h in args.rfh] or None
     if rfh is None and args.rfh_scores:
         from thinklens.attention.heads import rank_heads

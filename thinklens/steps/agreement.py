@@ -50,27 +50,65 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(r.statistic), float(r.pvalue)
 
 
-def _rank_corr(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman's rho as the Pearson correlation of average ranks (what spearmanr computes; fast for bootstraps)."""
-    from scipy.stats import rankdata
+def _weighted_ranks(v: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Average ranks of ``v [N]`` in resamples where item i appears ``w[b, i]`` times: ``[B, N]`` (ties share ranks).
 
+    Why: resampling traces never changes the order of the values, only their multiplicities, so one sort serves
+    every bootstrap resample (exactly the ranks ``scipy.stats.rankdata`` gives the expanded resample)."""
+    order = np.argsort(v, kind="stable")
+    vs = v[order]
+    starts = np.flatnonzero(np.r_[True, vs[1:] != vs[:-1]])  # [G] first item of each group of ties
+    gid = np.cumsum(np.r_[True, vs[1:] != vs[:-1]]) - 1  # [N] group of each sorted item
+    wg = np.add.reduceat(w[:, order], starts, axis=1)  # [B, G] copies per group
+    rank_g = np.cumsum(wg, axis=1) - wg + (wg + 1) / 2  # [B, G] average rank of the group
+    ranks = np.empty_like(w, dtype=np.float64)
+    ranks[:, order] = rank_g[:, gid]
+    return ranks
+
+
+def _bootstrap_spearman(x: np.ndarray, y: np.ndarray, trace: np.ndarray, n_traces: int, n_bootstrap: int,
+                        seed: int, block: int = 200) -> np.ndarray:
+    """Spearman's rho of ``n_bootstrap`` resamples of traces (with replacement), vectorized: ``[n_bootstrap]``."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for b0 in range(0, n_bootstrap, block):
+        nb = min(block, n_bootstrap - b0)
+        draws = rng.integers(0, n_traces, (nb, n_traces))  # [nb, n_traces] traces drawn
+        mult = np.stack([np.bincount(d, minlength=n_traces) for d in draws])  # [nb, n_traces]
+        w = mult[:, trace].astype(np.float64)  # [nb, N] copies of each step
+        rx, ry = _weighted_ranks(x, w), _weighted_ranks(y, w)
+        tot = w.sum(1, keepdims=True)
+        mx, my = (w * rx).sum(1, keepdims=True) / tot, (w * ry).sum(1, keepdims=True) / tot
+        cov = (w * (rx - mx) * (ry - my)).sum(1)
+        vx, vy = (w * (rx - mx) ** 2).sum(1), (w * (ry - my) ** 2).sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = cov / np.sqrt(vx * vy)
+        r[(tot[:, 0] < 3) | (vx <= 1e-12) | (vy <= 1e-12)] = np.nan
+        out.append(r)
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def _ranks(v: np.ndarray) -> np.ndarray:
+    """Average ranks (1-based, ties shared) of a finite vector, as ``scipy.stats.rankdata``."""
+    return _weighted_ranks(v, np.ones((1, len(v))))[0]
+
+
+def _rho(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rho without scipy's per-call overhead (many short per-trace vectors); NaN when undefined."""
     if len(x) < 3:
         return float("nan")
-    rx, ry = rankdata(x), rankdata(y)
-    sx, sy = rx.std(), ry.std()
-    if sx == 0 or sy == 0:
-        return float("nan")
-    return float(((rx - rx.mean()) * (ry - ry.mean())).mean() / (sx * sy))
+    rx, ry = _ranks(x), _ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    den = np.sqrt((rx**2).sum() * (ry**2).sum())
+    return float((rx * ry).sum() / den) if den > 1e-12 else float("nan")
 
 
 def _percentile_rank(v: np.ndarray) -> np.ndarray:
     """[n] 0 (lowest) .. 1 (highest) within one trace; ties share their average rank; NaN stays NaN."""
-    from scipy.stats import rankdata
-
     out = np.full(len(v), np.nan)
     ok = np.isfinite(v)
     if ok.sum() >= 2:
-        out[ok] = (rankdata(v[ok]) - 1) / (ok.sum() - 1)
+        out[ok] = (_ranks(v[ok]) - 1) / (ok.sum() - 1)
     elif ok.sum() == 1:
         out[ok] = 0.5
     return out
@@ -113,18 +151,13 @@ def pair_agreement(xs: list[np.ndarray | None], ys: list[np.ndarray | None], *, 
     rho, p = _spearman(x_all, y_all)
     out["spearman"], out["p_value"] = _f(rho), _f(p)
     if n_bootstrap > 0 and np.isfinite(rho) and len(pairs) >= 2:
-        rng = np.random.default_rng(seed)
-        boots = []
-        for _ in range(n_bootstrap):
-            idx = rng.integers(0, len(pairs), len(pairs))
-            boots.append(_rank_corr(np.concatenate([pairs[i][0] for i in idx]),
-                                    np.concatenate([pairs[i][1] for i in idx])))
-        boots = np.array(boots)
+        trace = np.concatenate([np.full(len(x), t) for t, (x, _) in enumerate(pairs)])  # [N] trace of each step
+        boots = _bootstrap_spearman(x_all, y_all, trace, len(pairs), n_bootstrap, seed)
         boots = boots[np.isfinite(boots)]
         if len(boots):
             lo, hi = np.quantile(boots, [0.025, 0.975])
             out["ci95"] = [float(lo), float(hi)]
-    within = [r for r in (_spearman(x, y)[0] for x, y in pairs) if np.isfinite(r)]
+    within = [r for r in (_rho(x, y) for x, y in pairs) if np.isfinite(r)]
     out["within_trace"], out["n_within"] = (_f(float(np.mean(within))) if within else None), len(within)
     tops = [bool(_top_set(x) & _top_set(y)) for x, y in pairs if len(x) >= 2]
     out["top_step"], out["n_top"] = (float(np.mean(tops)) if tops else None), len(tops)
@@ -170,19 +203,20 @@ def category_means(vecs: dict[str, list[np.ndarray | None]], categories: list[li
     from thinklens.steps.categories import CATEGORIES
 
     names = list(CATEGORIES) + sorted({c for cs in categories for c in cs} - set(CATEGORIES))
+    pranks = {m: [None if v is None else _percentile_rank(v) for v in vecs[m]] for m in methods}
     out: dict[str, Any] = {}
     for cat in names:
         entry: dict[str, Any] = {"n_steps": int(sum(c == cat for cs in categories for c in cs)), "mean": {},
                                  "mean_rank": {}}
         for m in methods:
             vals, ranks = [], []
-            for v, cs in zip(vecs[m], categories):
+            for v, pr, cs in zip(vecs[m], pranks[m], categories):
                 if v is None:
                     continue
-                sel = np.array([c == cat for c in cs])
+                sel = np.array([c == cat for c in cs], dtype=bool)
                 if sel.any():
                     vals.append(v[sel])
-                    ranks.append(_percentile_rank(v)[sel])
+                    ranks.append(pr[sel])
             allv = np.concatenate(vals) if vals else np.zeros(0)
             allr = np.concatenate(ranks) if ranks else np.zeros(0)
             entry["mean"][m] = _f(float(np.nanmean(allv))) if np.isfinite(allv).any() else None

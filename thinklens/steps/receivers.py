@@ -66,10 +66,12 @@ def head_kurtosis(vertical: np.ndarray) -> np.ndarray:
     v = np.asarray(vertical, dtype=np.float64)
     out = np.full(v.shape[:-1], np.nan)
     finite = np.isfinite(v)
-    cols = finite.reshape(-1, v.shape[-1]).all(axis=0) if v.size else np.zeros(0, bool)
+    flat = finite.reshape(-1, v.shape[-1])
+    cols = flat.all(axis=0) if v.size else np.zeros(0, bool)  # [n] finite for every head
+    uniform = bool(v.size) and bool((cols | ~flat.any(axis=0)).all())  # every column all-finite or all-NaN
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
-        if cols.sum() >= MIN_VERTICAL_STEPS and finite[..., cols].all():
+        if uniform and cols.sum() >= MIN_VERTICAL_STEPS:
             # NaNs sit in the same columns for every head (the last `proximity` steps): slice them off, vectorized
             out = np.asarray(stats.kurtosis(v[..., cols], axis=-1, fisher=True, bias=True), dtype=np.float64)
         elif v.size:

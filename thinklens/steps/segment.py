@@ -41,14 +41,15 @@ MODES: tuple[str, ...] = ("auto", "lines", "sentences")
 DEFAULT_MIN_CHARS = 3
 # a period after one of these words ends no sentence (compared lower-case, without the period)
 ABBREVIATIONS: frozenset[str] = frozenset({
-    "e.g", "i.e", "etc", "vs", "cf", "approx", "resp", "fig", "figs", "eq", "eqs", "no", "nos", "dr", "mr", "mrs",
-    "ms", "prof", "st", "jr", "sr", "vol", "pp", "ch", "sec", "def", "thm", "lem", "prop", "al", "ca", "min", "max",
-    "deg", "ex",
-})
+    "e.g", "i.e", "etc", "vs", "cf", "approx", "resp", "fig", "figs", "eq", "eqs", "dr", "mr", "mrs", "ms", "prof",
+    "jr", "sr", "vol", "pp", "thm", "lem", "prop", "al",
+})  # not "no", "min", "max": in reasoning they end sentences ("Wait, no. Wait, ...")
 _MATH = re.compile(
-    r"\$\$.+?\$\$|\\\[.+?\\\]|\\begin\{(\w+\*?)\}.+?\\end\{\1\}|\\\(.+?\\\)|(?<![\\$])\$[^$\n]+?(?<!\\)\$",
+    r"\$\$.+?\$\$|\\\[.+?\\\]|\\begin\{(\w+\*?)\}.+?\\end\{\1\}|\\\((?:(?!\n\s*\n).)+?\\\)|"
+    r"(?<![\\$])\$[^$\n]+?(?<!\\)\$",
     re.DOTALL)
-_MATH_MAX_CHARS = 4000  # a longer "math region" is an unmatched delimiter, not math
+_MATH_MAX_CHARS = 4000  # a longer "math region" is an unmatched delimiter, not math (inline math never crosses a
+# blank line: models leave some "\(" unclosed)
 _SENT_END = re.compile(r"[.!?]+[\"')\]*]*(?=\s)")
 _LIST_MARKER = re.compile(r"^\s*(?:[-*+•]\s*)?\(?(?:\d{1,3}|[a-zA-Z]|[ivxIVX]{2,4})[.)]\s*$")
 
