@@ -64,7 +64,7 @@ def test_receiver_head_is_found_in_a_hand_made_pattern():
     n, L, H = 24, 2, 4
     traces = []
     rng = np.random.default_rng(1)
-    for t in range(5):
+    for _ in range(5):
         mass = np.empty((L, H, n, n))
         for layer in range(L):
             for head in range(H):

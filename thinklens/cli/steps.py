@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", help=f"comma-separated subset of {','.join(METHODS)} "
                    f"(default {','.join(DEFAULT_METHODS)}; resampling costs n_steps x rollouts generations)")
     p.add_argument("--rfh", nargs="*", default=[], metavar="L:H",
-                   help="Reasoning-Focus Heads for the attention number, e.g. 1:2 2:6 (default: ranked on these traces)")
+                   help="Reasoning-Focus Heads for the attention number, e.g. 1:2 2:6 (default: ranked here)")
     p.add_argument("--rfh-scores", metavar="PATH", help="rank the RFHs from a head_scores.npz (`thinklens attention`)")
     p.add_argument("--top-k", type=int, default=10, help="number of RFHs when ranked (default 10)")
     p.add_argument("--limit", type=int, help="only the first N lines of the trace file")
@@ -70,7 +70,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def parse_head(s: str) -> tuple[int, int]:
-    """``"1:2"`` (or ``"1,2"``) -> ``(1, 2)``; a ThinklensError otherwise."""
+    """``"1:2"`` (or ``"1,2"``) -> ``(1, 2)``; a ThinklensError otherwise.
+
+    >>> parse_head("1:2")
+    (1, 2)
+    """
     from thinklens.errors import ThinklensError
 
     try:
@@ -90,14 +94,13 @@ def build_config(args: StepsArgs):  # -> StepsConfig
 
 
 def run(ns: argparse.Namespace) -> int:
-    import torch
-
-    from thinklens.models import load_model
-    from thinklens.steps.run import run_steps
-
     from pathlib import Path
 
+    import torch
+
     from thinklens.errors import ThinklensError
+    from thinklens.models import load_model
+    from thinklens.steps.run import run_steps
 
     args = to_dataclass(StepsArgs, ns)
     config = build_config(args)  # validate before loading a model

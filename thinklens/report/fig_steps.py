@@ -90,8 +90,9 @@ def plot_receiver_heads(steps_dir: str | Path, out: str | Path | None = None) ->
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     ov = d.get("rfh_overlap") or {}
-    extra = f"; overlap with RFHs {ov['overlap']}/{ov['k_reference']}, p = {ov['p_value']:.2g}" if ov else ""
-    ax.set_title(f"Receiver heads (numbers, proximity {d.get('proximity')}), RFHs boxed{extra}", fontsize=9)
+    extra = (f"\noverlap with the RFHs {ov['overlap']}/{ov['k_reference']} (hypergeometric p = {ov['p_value']:.2g})"
+             if ov else "")
+    ax.set_title(f"Receiver heads (numbered; proximity {d.get('proximity')}), RFHs boxed{extra}", fontsize=9)
     save_figure(fig, out)
     return fig
 

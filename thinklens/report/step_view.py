@@ -9,9 +9,9 @@ report or in an ``iframe``.
 >>> import json, tempfile
 >>> from pathlib import Path
 >>> d = Path(tempfile.mkdtemp())
+>>> steps = [("1<2\\n", "computation", 0.1), ("Final answer is 2.", "final_answer", 0.8)]
 >>> rows = [{"id": "t", "step": i, "tok_start": i, "tok_end": i + 1, "text": s, "category": c, "attention": a,
-...          "suppression": None, "truncation": None, "resampling": None}
-...         for i, (s, c, a) in enumerate([("1<2\\n", "computation", 0.1), ("Final answer is 2.", "final_answer", 0.8)])]
+...          "suppression": None, "truncation": None, "resampling": None} for i, (s, c, a) in enumerate(steps)]
 >>> _ = (d / "steps.jsonl").write_text("".join(json.dumps(r) + "\\n" for r in rows))
 >>> out = render_step_view(d)
 >>> "1&lt;2" in out and "attention" in out and "<script" not in out
@@ -92,7 +92,15 @@ def render_step_view(steps_dir: str | Path, trace_id: str | None = None, *, max_
 
 
 def write_step_view(steps_dir: str | Path, path: str | Path, trace_id: str | None = None) -> Path:
-    """A standalone HTML document around :func:`render_step_view` (for opening in a browser)."""
+    """A standalone HTML document around :func:`render_step_view` (for opening in a browser).
+
+    >>> import json, tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = (d / "steps.jsonl").write_text(json.dumps({"id": "t", "step": 0, "tok_start": 0, "tok_end": 1,
+    ...     "text": "x", "category": "other", "attention": 1.0}) + "\\n")
+    >>> write_step_view(d, d / "view.html").read_text().startswith("<!DOCTYPE html>")
+    True
+    """
     frag = render_step_view(steps_dir, trace_id)
     doc = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>thinklens steps</title></head><body>"
            f"{frag}</body></html>\n")

@@ -168,7 +168,13 @@ def method_agreement(per_trace: list[dict[str, Any]], categories: list[list[str]
                      methods: tuple[str, ...] = METHODS, n_bootstrap: int = DEFAULT_BOOTSTRAP,
                      seed: int = 0) -> dict[str, Any]:
     """The ``agreement.json`` object (see the module doc). ``per_trace[t][method]``: values ``[n_t]`` or None;
-    ``categories[t]``: the ``n_t`` step categories of trace t."""
+    ``categories[t]``: the ``n_t`` step categories of trace t.
+
+    >>> res = method_agreement([{"attention": np.array([.1, .9, .2]), "suppression": np.array([1., 5., 2.])}],
+    ...                        [["other", "final_answer", "computation"]], n_bootstrap=0)
+    >>> res["available"], res["matrix"]["spearman"][0][1]
+    (['attention', 'suppression'], 1.0)
+    """
     if len(per_trace) != len(categories):
         raise ValueError("per_trace and categories must have one entry per trace")
     vecs = {m: [_vector(d, m, len(c)) for d, c in zip(per_trace, categories)] for m in methods}

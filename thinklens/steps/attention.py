@@ -33,7 +33,13 @@ class StepReducer:
     """Folds attention rows into per-(query step, key step) masses.
 
     ``spans``: the steps' absolute token spans (ordered, non-overlapping). ``answer``: the answer's token span (its
-    queries form group ``n``). Query rows outside every step and the answer are ignored."""
+    queries form group ``n``). Query rows outside every step and the answer are ignored.
+
+    >>> red = StepReducer(1, 1, [(2, 4), (4, 6)], (7, 8), seq_len=8)
+    >>> red(0, torch.tensor([5, 7]), torch.tensor([[[[0, 0, .5, 0, 0, .5, 0, 0], [0, 0, 0, .2, .8, 0, 0, 0]]]]))
+    >>> [m.astype(float).round(2).tolist() for m in red.means()]  # answer→step; step→step: 1 of step 1's 2 rows
+    [[[[0.2, 0.8]]], [[[[0.0, 0.0], [0.25, 0.25]]]]]
+    """
 
     def __init__(self, n_layers: int, n_heads: int, spans: list[tuple[int, int]], answer: tuple[int, int] | None,
                  seq_len: int) -> None:
@@ -93,7 +99,11 @@ class StepAttention:
 
 
 def head_mean(values: np.ndarray, heads: list[tuple[int, int]]) -> np.ndarray:
-    """Mean over ``heads`` of ``values [L, H, ...]``: ``[...]``. Raises on an out-of-range head."""
+    """Mean over ``heads`` of ``values [L, H, ...]``: ``[...]``. Raises on an out-of-range head.
+
+    >>> head_mean(np.arange(8.0).reshape(2, 2, 2), [(0, 1), (1, 0)]).tolist()
+    [3.0, 4.0]
+    """
     L, H = values.shape[:2]
     if not heads:
         raise ThinklensError("no heads given")

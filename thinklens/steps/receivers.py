@@ -2,12 +2,13 @@
 "broadcasting" steps that all later steps keep reading.
 
 Followed definition: ``whitebox-analyses/attention_analysis/receiver_head_funcs.py`` and ``attn_funcs.py`` of
-github.com/interp-reasoning/thought-anchors (read through a verbatim copy in ElleNajt/thought_anchors_and_unfaithful_CoT;
-this is our own code). Per trace and head:
+github.com/interp-reasoning/thought-anchors (read through a verbatim copy in
+ElleNajt/thought_anchors_and_unfaithful_CoT; this is our own code). Per trace and head:
 
 1. the *sentence-averaged* attention matrix: entry ``[j, i]`` = mean of ``A[q, k]`` over query tokens q of step j and
    key tokens k of step i (their ``_compute_averaged_matrix``). Our step→step *mass* (sum over keys, mean over
-   queries; :mod:`thinklens.steps.attention`) divided by step i's token count is exactly that mean (:func:`block_means`);
+   queries; :mod:`thinklens.steps.attention`) divided by step i's token count is exactly that mean
+   (:func:`block_means`);
 2. *vertical scores* (their ``get_vertical_scores`` with ``control_depth=False``, ``score_type="mean"``): for each key
    step i, the mean of ``avg[j, i]`` over query steps ``j >= i + proximity`` (``proximity_ignore``, 4 in their
    receiver-head code); steps with no such j get NaN;
@@ -40,12 +41,20 @@ MIN_VERTICAL_STEPS = 4  # fewer finite vertical scores: kurtosis undefined (NaN)
 
 
 def block_means(step_step: np.ndarray, n_tokens: np.ndarray) -> np.ndarray:
-    """``[..., n, n]`` mean attention per token pair of (query step j, key step i): mass / tokens of step i."""
+    """``[..., n, n]`` mean attention per token pair of (query step j, key step i): mass / tokens of step i.
+
+    >>> block_means(np.array([[1.0, 0.0], [0.6, 0.4]]), np.array([2, 4])).tolist()
+    [[0.5, 0.0], [0.3, 0.1]]
+    """
     return step_step / np.maximum(np.asarray(n_tokens, dtype=np.float64), 1)[..., None, :]
 
 
 def vertical_scores(avg: np.ndarray, proximity: int = DEFAULT_PROXIMITY) -> np.ndarray:
-    """``[..., n]``: for each key step i, mean of ``avg[..., j, i]`` over ``j >= i + proximity`` (NaN if none)."""
+    """``[..., n]``: for each key step i, mean of ``avg[..., j, i]`` over ``j >= i + proximity`` (NaN if none).
+
+    >>> vertical_scores(np.tril(np.ones((4, 4))), proximity=2).tolist()
+    [1.0, 1.0, nan, nan]
+    """
     if proximity < 0:
         raise ThinklensError(f"proximity must be >= 0, got {proximity}")
     avg = np.asarray(avg, dtype=np.float64)
@@ -60,7 +69,11 @@ def vertical_scores(avg: np.ndarray, proximity: int = DEFAULT_PROXIMITY) -> np.n
 
 def head_kurtosis(vertical: np.ndarray) -> np.ndarray:
     """``[...]`` Fisher kurtosis (bias=True) of ``vertical [..., n]`` over steps, NaNs omitted; NaN where fewer than
-    :data:`MIN_VERTICAL_STEPS` finite scores or constant scores."""
+    :data:`MIN_VERTICAL_STEPS` finite scores or constant scores.
+
+    >>> head_kurtosis(np.array([[[0.1, 0.1, 0.9, 0.1, 0.1, np.nan]]])).round(2).tolist()
+    [[0.25]]
+    """
     from scipy import stats
 
     v = np.asarray(vertical, dtype=np.float64)
@@ -84,7 +97,11 @@ def rank_receivers(kurtosis: np.ndarray, top_k: int = 10) -> tuple[list[tuple[in
     """Top-k heads by mean kurtosis over traces. ``kurtosis [n_traces, L, H]`` (NaN = undefined for that trace).
 
     Returns ``([(layer, head, mean_kurtosis), ...] best first, mean [L, H])``; heads undefined in every trace are
-    never chosen."""
+    never chosen.
+
+    >>> rank_receivers(np.array([[[0.5, 3.0]], [[np.nan, 1.0]]]), top_k=1)[0]
+    [(0, 1, 2.0)]
+    """
     k = np.asarray(kurtosis, dtype=np.float64)
     if k.ndim != 3:
         raise ThinklensError(f"kurtosis must be [n_traces, n_layers, n_heads], got {k.shape}")
@@ -99,7 +116,11 @@ def rank_receivers(kurtosis: np.ndarray, top_k: int = 10) -> tuple[list[tuple[in
 
 
 def receiver_scores(vertical: np.ndarray, heads: list[tuple[int, int]] | list[tuple[int, int, Any]]) -> np.ndarray:
-    """[n] mean vertical score of each step over the receiver heads (NaN where undefined, or without heads)."""
+    """[n] mean vertical score of each step over the receiver heads (NaN where undefined, or without heads).
+
+    >>> receiver_scores(np.arange(8.0).reshape(1, 2, 4), [(0, 0), (0, 1)]).tolist()
+    [2.0, 3.0, 4.0, 5.0]
+    """
     v = np.asarray(vertical, dtype=np.float64)
     if not heads:
         return np.full(v.shape[-1], np.nan)
@@ -108,6 +129,11 @@ def receiver_scores(vertical: np.ndarray, heads: list[tuple[int, int]] | list[tu
 
 def trace_receiver_stats(step_step: np.ndarray, n_tokens: np.ndarray, proximity: int = DEFAULT_PROXIMITY
                          ) -> tuple[np.ndarray, np.ndarray]:
-    """``(vertical [L, H, n], kurtosis [L, H])`` of one trace from its step→step masses ``[L, H, n, n]``."""
+    """``(vertical [L, H, n], kurtosis [L, H])`` of one trace from its step→step masses ``[L, H, n, n]``.
+
+    >>> vert, kurt = trace_receiver_stats(np.tril(np.ones((1, 1, 8, 8))), np.ones(8), proximity=4)
+    >>> vert.shape, kurt.shape, bool(np.isnan(kurt).all())  # constant scores: kurtosis undefined
+    ((1, 1, 8), (1, 1), True)
+    """
     vert = vertical_scores(block_means(step_step, n_tokens), proximity)
     return vert.astype(np.float32), head_kurtosis(vert).astype(np.float32)

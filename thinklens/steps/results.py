@@ -109,7 +109,12 @@ class StepsConfig:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (temp file + rename): a killed run never leaves half a file."""
+    """Write JSON atomically (temp file + rename): a killed run never leaves half a file.
+
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "x.json"; write_json(p, {"a": 1}); json.loads(p.read_text())
+    {'a': 1}
+    """
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)

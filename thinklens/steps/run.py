@@ -41,7 +41,11 @@ METHOD_MODULES: dict[str, str] = {"suppression": "thinklens.steps.suppression",
 
 
 def load_method(name: str) -> ModuleType | None:
-    """The module of a causal method, or None when this installation lacks it (an error inside it propagates)."""
+    """The module of a causal method, or None when this installation lacks it (an error inside it propagates).
+
+    >>> load_method("truncation") is None or hasattr(load_method("truncation"), "early_answering")
+    True
+    """
     modname = METHOD_MODULES[name]
     try:
         return importlib.import_module(modname)
@@ -251,7 +255,8 @@ def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path,
                 if "out of memory" not in str(err).lower():
                     raise
                 _free_memory()
-                skip(rid, item.lineno, f"{traces_path}:{item.lineno} ({rid}): out of memory: {str(err).splitlines()[0][:200]}")
+                first = str(err).splitlines()[0][:200]
+                skip(rid, item.lineno, f"{traces_path}:{item.lineno} ({rid}): out of memory: {first}")
                 continue
             wp.write(rec)
             done.add(rid)

@@ -56,7 +56,11 @@ _LIST_MARKER = re.compile(r"^\s*(?:[-*+•]\s*)?\(?(?:\d{1,3}|[a-zA-Z]|[ivxIVX]{
 
 @dataclass(frozen=True)
 class Step:
-    """One reasoning step: token span ``[tok_start, tok_end)`` in ``trace.ids``, characters of ``trace.text``."""
+    """One reasoning step: token span ``[tok_start, tok_end)`` in ``trace.ids``, characters of ``trace.text``.
+
+    >>> Step(0, 5, 9, 40, 44, "1+1=2", "computation").span
+    (5, 9)
+    """
 
     index: int
     tok_start: int
@@ -191,7 +195,14 @@ def segment_reasoning(trace: Trace, mode: str = "auto", min_chars: int = DEFAULT
 
 def segment_with_mode(trace: Trace, mode: str = "auto", min_chars: int = DEFAULT_MIN_CHARS
                       ) -> tuple[list[Step], str]:
-    """:func:`segment_reasoning` plus the mode actually used (``auto`` resolved)."""
+    """:func:`segment_reasoning` plus the mode actually used (``auto`` resolved).
+
+    >>> from thinklens.toy import full_text, generate_problems
+    >>> from thinklens.toy.tokenizer import build_tokenizer
+    >>> steps, mode = segment_with_mode(Trace.from_text(full_text(generate_problems(1, seed=3)[0]), build_tokenizer()))
+    >>> mode, steps[-1].text
+    ('lines', 'Final answer is 61.\\n')
+    """
     r = trace.reasoning
     if len(r) == 0:
         return [], mode if mode != "auto" else "lines"
@@ -225,12 +236,22 @@ def segment_with_mode(trace: Trace, mode: str = "auto", min_chars: int = DEFAULT
 
 
 def step_spans(steps: list[Step]) -> list[tuple[int, int]]:
-    """The contract between step methods: absolute half-open token spans within ``trace.ids``."""
+    """The contract between step methods: absolute half-open token spans within ``trace.ids``.
+
+    >>> step_spans([Step(0, 5, 9, 40, 44, "1+1=2", "computation")])
+    [(5, 9)]
+    """
     return [s.span for s in steps]
 
 
 def check_spans(trace: Trace, spans: list[tuple[int, int]]) -> None:
-    """Raise ThinklensError unless ``spans`` are non-empty, ordered, non-overlapping and inside the reasoning."""
+    """Raise ThinklensError unless ``spans`` are non-empty, ordered, non-overlapping and inside the reasoning.
+
+    >>> from thinklens.toy import full_text, generate_problems
+    >>> from thinklens.toy.tokenizer import build_tokenizer
+    >>> trace = Trace.from_text(full_text(generate_problems(1, seed=3)[0]), build_tokenizer())
+    >>> check_spans(trace, step_spans(segment_reasoning(trace)))  # no error
+    """
     r = trace.reasoning
     prev = r.start
     if not spans:

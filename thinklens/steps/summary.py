@@ -18,7 +18,6 @@ from thinklens.steps.agreement import METHODS, method_agreement
 from thinklens.steps.attention import head_mean
 from thinklens.steps.receivers import MIN_VERTICAL_STEPS, rank_receivers, receiver_scores
 from thinklens.steps.results import (
-    ARRAYS_DIR,
     PROGRESS_FILE,
     RECEIVERS_NPZ,
     SKIPPED_FILE,
@@ -136,7 +135,15 @@ def consolidate(output_dir: str | Path, config: StepsConfig, *, rfh: list[tuple[
                 model_name: str = "", notes: list[str] | None = None, timings: dict[str, float] | None = None,
                 only_ids: set[str] | None = None) -> StepsResult:
     """Build and save the :class:`StepsResult` of ``output_dir`` from its work files (see the module doc);
-    ``only_ids``: keep these traces only (the current selection of a rerun with a smaller ``max_traces``)."""
+    ``only_ids``: keep these traces only (the current selection of a rerun with a smaller ``max_traces``).
+
+    >>> import json, tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = (d / PROGRESS_FILE).write_text(json.dumps({"id": "a", "steps": [{"tok_start": 3, "tok_end": 5,
+    ...     "text": "1+1=2\\n", "category": "computation"}], "methods": {"suppression": {"kl": [0.5]}}}) + "\\n")
+    >>> consolidate(d, StepsConfig(methods="suppression")).steps[0]["suppression"]
+    0.5
+    """
     from thinklens.jsonl import read_records
 
     out = Path(output_dir)
