@@ -10,6 +10,8 @@ from thinklens.errors import ThinklensError
 from thinklens.report.fig_steps import FIGURES, draw_all, plot_agreement, plot_truncation_curve
 from thinklens.report.step_view import render_step_view, write_step_view
 
+pytestmark = pytest.mark.slow  # the fixture runs tiny-r1 on 6 traces
+
 
 @pytest.fixture(scope="module")
 def steps_dir(tiny_r1, tmp_path_factory):

@@ -158,6 +158,22 @@ def test_missing_method_module_is_a_note_and_given_rfh_are_used(tiny_r1, tmp_pat
     assert json.loads((tmp_path / "out" / "truncation.json").read_text())["available"] is False
 
 
+def test_a_method_installed_later_is_added_on_rerun(tiny_r1, tmp_path, monkeypatch):
+    model, tok, prof = tiny_r1
+    write_tiny_traces(tmp_path / "t.jsonl", 3, seed=8)
+    cfg = StepsConfig(methods="attention,truncation", n_bootstrap=0)
+    monkeypatch.setitem(sys.modules, METHOD_MODULES["truncation"], None)
+    first = run_steps(model, tok, prof, tmp_path / "t.jsonl", tmp_path / "out", cfg, progress=False)
+    assert all(r["truncation"] is None for r in first.steps) and first.meta["notes"]
+    calls = {"suppression": 0, "truncation": 0, "resampling": 0}
+    monkeypatch.setitem(sys.modules, METHOD_MODULES["truncation"], fake_modules(calls)[METHOD_MODULES["truncation"]])
+    second = run_steps(model, tok, prof, tmp_path / "t.jsonl", tmp_path / "out", cfg, progress=False)
+    assert calls["truncation"] == 3 and all(r["truncation"] is not None for r in second.steps)
+    assert len(second.steps) == len(first.steps) and not second.meta["notes"]
+    run_steps(model, tok, prof, tmp_path / "t.jsonl", tmp_path / "out", cfg, progress=False)
+    assert calls["truncation"] == 3
+
+
 def test_method_errors(tiny_r1, tmp_path, fakes, monkeypatch):
     model, tok, prof = tiny_r1
     write_tiny_traces(tmp_path / "t.jsonl", 3, seed=6)

@@ -159,7 +159,9 @@ def process_trace(model: Any, tokenizer: Any, profile: Any, record: dict[str, An
         methods["resampling"] = {"importance": _check_len("resampling", "importance", res.importance, n),
                                  "kl": _check_len("resampling", "kl", getattr(res, "kl", [None] * n), n)}
         seconds["resampling"] = time.perf_counter() - t
-    return {"id": rid, "mode": mode, "n_tokens": len(trace), "reasoning": trace.reasoning.to_list(), "gold": gold,
+    ran = (["attention"] if arrays_name else []) + list(methods)
+    return {"id": rid, "ran": ran, "mode": mode, "n_tokens": len(trace), "reasoning": trace.reasoning.to_list(),
+            "gold": gold,
             "steps": [{k: v for k, v in s.to_dict().items() if k != "index"} for s in steps],
             "methods": methods, "arrays": arrays_name, "seconds": {k: round(v, 4) for k, v in seconds.items()}}
 
@@ -187,7 +189,8 @@ def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path,
 
     ``rfh``: the Reasoning-Focus Heads ``[(layer, head), ...]`` whose answer→step attention is the ``attention``
     number (e.g. from the attention stage's ranking); default: the top ``config.top_k`` heads by answer→reasoning
-    mass on these traces. Resumable; unusable traces go to ``skipped.jsonl`` with their reason.
+    mass on these traces. Resumable (a trace is redone when a method it lacks has become available); unusable traces
+    go to ``skipped.jsonl`` with their reason.
 
     >>> import json, tempfile
     >>> from thinklens.models import load_model
@@ -221,7 +224,13 @@ def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path,
                 notes.append(f"method {m!r} skipped: {METHOD_MODULES[m]} is not part of this installation")
             else:
                 modules[m] = mod
-    done = {str(r["id"]) for r in read_records(out / PROGRESS_FILE)} if (out / PROGRESS_FILE).exists() else set()
+    # a finished trace is done when it ran every method available now (a method installed since is added on rerun)
+    wanted = {m for m in config.methods if m == "attention" or m in modules}
+    ran: dict[str, set[str]] = {}
+    if (out / PROGRESS_FILE).exists():
+        for r in read_records(out / PROGRESS_FILE):
+            ran[str(r["id"])] = set(r.get("ran", []))
+    done = {i for i, got in ran.items() if wanted <= got}
     skipped = {str(r["id"]) for r in read_records(out / SKIPPED_FILE)} if (out / SKIPPED_FILE).exists() else set()
     lines = list(read_jsonl(traces_path))
     if config.max_traces is not None:
