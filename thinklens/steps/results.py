@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from thinklens.errors import ThinklensError
+from thinklens.options import opt
 from thinklens.steps.agreement import DEFAULT_BOOTSTRAP, METHODS
 from thinklens.steps.receivers import DEFAULT_PROXIMITY
 from thinklens.steps.segment import DEFAULT_MIN_CHARS, MODES
@@ -48,26 +49,35 @@ PER_TRACE_FIELDS = ("methods", "segment", "min_chars", "proximity", "n_rollouts"
 
 @dataclass
 class StepsConfig:
-    """Settings of the steps stage (validated on construction; ``methods`` may be a comma-separated string).
+    """Steps: settings of the step-attribution stage (validated on construction; ``methods`` may be a
+    comma-separated string).
 
     >>> StepsConfig(methods="attention,truncation", proximity=1).methods
     ('attention', 'truncation')
     """
 
-    methods: tuple[str, ...] = DEFAULT_METHODS
-    segment: str = "auto"  # auto | lines | sentences (thinklens.steps.segment)
-    min_chars: int = DEFAULT_MIN_CHARS  # shorter fragments merge into the next step
-    top_k: int = 10  # Reasoning-Focus Heads whose answer→step attention is the `attention` number
-    receiver_top_k: int = 10  # receiver heads (Thought Anchors used 20 on 8B/14B models)
-    proximity: int = DEFAULT_PROXIMITY  # receiver heads: only steps >= this many steps later count
-    n_rollouts: int = 8  # resampling: rollouts per step
-    max_traces: int | None = None  # only the first N lines of the trace file
-    max_tokens: int | None = None  # skip longer traces
-    max_answer_tokens: int = 16  # truncation: tokens generated per forced answer
-    suppression_engine: str = "fast"  # fast | naive
-    n_bootstrap: int = DEFAULT_BOOTSTRAP  # agreement CIs (resampling traces)
-    seed: int = 0
-    text_field: str | None = None  # trace field with the full text (default: text, else prompt + completion)
+    methods: tuple[str, ...] = opt(DEFAULT_METHODS, f"methods to run, a subset of {','.join(METHODS)} (resampling "
+                                   "costs n_steps x rollouts generations per trace)", metavar="A,B")
+    segment: str = opt("auto", "steps are lines, sentences, or auto (lines when no line holds two sentences)",
+                       choices=MODES)
+    min_chars: int = opt(DEFAULT_MIN_CHARS, "merge step fragments shorter than N non-space characters", metavar="N")
+    top_k: int = opt(10, "Reasoning-Focus Heads whose answer→step attention is the `attention` number when they are "
+                     "ranked here", flag="--rfh-top-k", metavar="K")
+    receiver_top_k: int = opt(10, "receiver heads reported (Thought Anchors used 20 on 8B/14B models)",
+                              flag="--receivers", metavar="K")
+    proximity: int = opt(DEFAULT_PROXIMITY, "receiver heads: a step's vertical score counts only steps at least N "
+                         "later (Thought Anchors: 4; short traces such as tiny-r1's need 1)", metavar="N")
+    n_rollouts: int = opt(8, "resampling: rollouts per step and side", flag="--rollouts", metavar="N")
+    max_traces: int | None = opt(None, "only the first N traces of the file", flag="--steps-limit", metavar="N")
+    max_tokens: int | None = opt(None, "skip traces longer than N tokens", flag="--steps-max-tokens", metavar="N")
+    max_answer_tokens: int = opt(16, "early answering: tokens generated per forced answer", metavar="N")
+    suppression_engine: str = opt("fast", "suppression engine (naive: one full forward per step, the reference)",
+                                  choices=("fast", "naive"))
+    n_bootstrap: int = opt(DEFAULT_BOOTSTRAP, "agreement: bootstrap resamples of traces for the CIs",
+                           flag="--steps-bootstrap", metavar="N")
+    seed: int = opt(0, "seed of resampling and bootstraps")
+    text_field: str | None = opt(None, "trace field with the full text (default: text, else prompt + completion)",
+                                 metavar="FIELD")
 
     def __post_init__(self) -> None:
         m = self.methods
