@@ -134,6 +134,17 @@ def _pair_views(r: Any) -> list[dict[str, Any]]:
     return pairs
 
 
+def steps_summary(paths: RunPaths) -> dict[str, Any]:
+    """Headline numbers of the steps stage (:meth:`thinklens.steps.results.StepsResult.summary`) and its early-
+    answering curve, or ``{}`` when it has not run."""
+    from thinklens.steps.results import StepsResult
+
+    if not paths.steps.exists():
+        return {}
+    res = StepsResult.load(paths.steps_dir)
+    return {**res.summary(), "truncation": {k: res.truncation.get(k) for k in ("fraction", "accuracy", "agreement")}}
+
+
 def run_notes(paths: RunPaths) -> dict[str, str]:
     """Stage notes (why a stage was skipped, what it could not do) from ``run_state.json``."""
     return {k: v["note"] for k, v in load_state(paths).items() if v.get("note")}
@@ -145,7 +156,7 @@ def headline_results(paths: RunPaths, config: RunConfig) -> dict[str, Any]:
     return {"model": config.model.name, "dataset": config.dataset, "seeds": {"seed": config.seed},
             "limit": config.limit, "versions": versions(),
             "evaluation": evaluation_summary(paths, config.model.name), "heads": heads_summary(paths),
-            "patching": patching_summary(paths),
+            "patching": patching_summary(paths), "steps": steps_summary(paths),
             "timings": {k: v.get("seconds") for k, v in state.items() if "seconds" in v},
             "notes": run_notes(paths)}
 

@@ -24,6 +24,7 @@ from thinklens.empirical.settings import GenerationSettings
 from thinklens.errors import ThinklensError
 from thinklens.models import ModelOptions
 from thinklens.options import opt
+from thinklens.steps.results import StepsConfig
 
 # where every file of a run lives, relative to the run directory (the only place this is written)
 LAYOUT: dict[str, str] = {
@@ -51,6 +52,9 @@ LAYOUT: dict[str, str] = {
     "pairs": "patching/contrastive_pairs.jsonl",
     "pair_queries": "patching/queries.jsonl",
     "pair_responses": "patching/csv_responses.jsonl",
+    "steps_dir": "steps",
+    "steps": "steps/steps.jsonl",
+    "step_view": "steps/step_view.html",
 }
 
 # settings that define what a run directory contains: a rerun with other values would mix results, so it is refused
@@ -81,6 +85,7 @@ class RunConfig:
     stages: tuple[str, ...] = opt((), "comma-separated subset of the stages to run (default: all)", metavar="A,B")
     top_k: int = opt(10, "Reasoning-Focus Heads to report")
     n_bootstrap: int = opt(1000, "bootstrap resamples of traces for the stability of the head ranking")
+    steps: StepsConfig = opt(factory=StepsConfig)  # which reasoning steps the answer uses
 
     def __post_init__(self) -> None:
         if isinstance(self.model, str):
@@ -91,6 +96,8 @@ class RunConfig:
             self.generation = GenerationSettings.from_dict(self.generation)
         if isinstance(self.server, dict):
             self.server = ServerSettings(**self.server)
+        if isinstance(self.steps, dict):
+            self.steps = StepsConfig.from_dict(self.steps)
         if self.generation.backend == "openai":
             self.server = self.server.for_model(self.model.name)
         elif self.server.is_set:

@@ -43,13 +43,15 @@ class DatasetSpec:
     reference_traces: Callable[[int, int], list[dict[str, Any]]] | None = None
     # contrastive problem pairs shipped with the dataset, (n, seed) -> [(problem_a, problem_b)]
     contrastive_problems: Callable[[int, int], list[Any]] | None = None
+    # receiver heads: how many steps later a step must be to count (None: Thought Anchors' 4); short traces need less
+    steps_proximity: int | None = None
 
 
 def _organism_spec() -> DatasetSpec:
     from thinklens.toy import tasks
 
     return DatasetSpec("arithmetic", math_instruction=False, reference_traces=tasks.reference_records,
-                       contrastive_problems=tasks.contrastive_pairs)
+                       contrastive_problems=tasks.contrastive_pairs, steps_proximity=1)  # 3-7 steps per trace
 
 
 DATASETS: dict[str, Callable[[], DatasetSpec]] = {

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from thinklens.errors import ThinklensError
-from thinklens.report import fig_attention, fig_empirical, fig_patching
+from thinklens.report import fig_attention, fig_empirical, fig_patching, fig_steps
 from thinklens.report.layer_view import layer_view_data
 from thinklens.results import headline_results, load_head_scores, patching_summary, run_notes, verdicts
 from thinklens.rundir import RunPaths, load_config
@@ -32,7 +32,7 @@ class FigureSpec:
     """One figure of the report: ``draw(*input_paths, png_path)`` on the run files ``inputs`` (layout keys)."""
 
     key: str
-    section: str  # "quality" | "attention" | "patching"
+    section: str  # "quality" | "attention" | "patching" | "steps"
     title: str
     draw: Callable[..., Any]
     inputs: tuple[str, ...]
@@ -72,6 +72,25 @@ FIGURES: tuple[FigureSpec, ...] = (
                ("patching_dir",),
                "NLD for every (layer, token position) of a contrastive pair: the answer travels from the reasoning's "
                "answer token to the final answer through the middle layers.", "patching"),
+    FigureSpec("steps_truncation", "steps", "Early answering: accuracy vs reasoning kept",
+               fig_steps.plot_truncation_curve, ("steps_dir",),
+               "The reasoning is cut after a share of its steps, the think-close and an answer prefix are forced, and "
+               "the model answers at once (Lanham et al. 2023). 0% is the paper's no-reasoning condition, 100% the "
+               "full trace; agreement is with the full trace's own answer.", "steps"),
+    FigureSpec("steps_receivers", "steps", "Receiver heads (Thought Anchors) and Reasoning-Focus Heads",
+               fig_steps.plot_receiver_heads, ("steps_dir",),
+               "Kurtosis of each head's vertical scores (the attention a step receives from steps well after it, "
+               "Bogdan et al. 2025): heads that broadcast a few steps to everything after them. Receiver heads are "
+               "numbered by rank, the run's RFHs boxed.", "steps"),
+    FigureSpec("steps_agreement", "steps", "Do the methods agree on which steps matter?", fig_steps.plot_agreement,
+               ("steps_dir",),
+               "Spearman correlation between the per-step numbers of every pair of methods (attention of the RFHs, "
+               "attention suppression, early answering, counterfactual resampling) over all steps of all traces, with "
+               "95% bootstrap intervals (resampling traces).", "steps"),
+    FigureSpec("steps_categories", "steps", "Which kinds of steps matter", fig_steps.plot_categories,
+               ("steps_dir",),
+               "Per step category (backtracking such as 'Wait', verification, computation, the final answer, other), "
+               "the mean within-trace rank of the step under each method (1 = the trace's top step).", "steps"),
 )
 
 
@@ -150,10 +169,12 @@ def render_report(run_dir: str | Path, commands: dict[str, str], out: str | Path
     heads = results.get("heads") or {}
     view = layer_view_data(load_head_scores(paths), patching_summary(paths, with_pairs=True), heads.get("top"))
     token_view = paths.token_view.read_text(encoding="utf-8") if paths.token_view.exists() else ""
+    step_view = paths.step_view.read_text(encoding="utf-8") if paths.step_view.exists() else ""
     page = _environment().get_template("report.html.j2").render(
         config=config, versions=results.get("versions") or {}, verdicts=verdicts(results), notes=run_notes(paths),
         evaluation=results.get("evaluation") or {}, figures=figures, induction=heads.get("induction_overlap"),
-        cues=heads.get("cues"), token_view=token_view, layer_view=view, commands=commands,
+        cues=heads.get("cues"), token_view=token_view, layer_view=view, commands=commands, step_view=step_view,
+        steps=results.get("steps") or {},
         css=(TEMPLATES / "report.css").read_text(encoding="utf-8"),
         js=(TEMPLATES / "layer_view.js").read_text(encoding="utf-8"))
     out = Path(out) if out else paths.report

@@ -19,7 +19,7 @@ from typing import Any
 from thinklens.errors import ThinklensError
 from thinklens.options import command
 from thinklens.rundir import LAYOUT, RunConfig, RunPaths
-from thinklens.stages import attention, empirical, patching
+from thinklens.stages import attention, empirical, patching, steps
 from thinklens.stages.context import StageContext
 
 
@@ -46,7 +46,16 @@ class Stage:
             raise ThinklensError(f"stage {self.name}: {unknown} are not files of the run layout")
 
     def settings(self, config: RunConfig) -> dict[str, Any]:
-        return {k: getattr(config, k) for k in self.reads}
+        """The values of the settings this stage reads, as JSON (kept in ``run_state.json``)."""
+        import dataclasses
+
+        def plain(v: Any) -> Any:
+            if dataclasses.is_dataclass(v):
+                v = dataclasses.asdict(v)
+            return [plain(x) for x in v] if isinstance(v, (list, tuple)) else (
+                {k: plain(x) for k, x in v.items()} if isinstance(v, dict) else v)
+
+        return {k: plain(getattr(config, k)) for k in self.reads}
 
 
 def _report(ctx: StageContext) -> dict[str, Any]:
@@ -72,6 +81,8 @@ STAGES: tuple[Stage, ...] = (
           reads=("top_k", "n_bootstrap"), doc="Reasoning-Focus Heads, cue statistics, induction overlap"),
     Stage("patching", patching.patching, patching.patching_command, (), ("patching_result",),
           doc="activation patching on contrastive pairs"),
+    Stage("steps", steps.steps, steps.steps_command, ("traces_with", "heads"), ("steps",), reads=("steps", "top_k"),
+          doc="which reasoning steps the answer uses (step attention, suppression, early answering, resampling)"),
     Stage("report", _report, _report_command, ("evaluation", "heads", "patching_result"), ("report",),
           doc="figures and the self-contained report"),
 )

@@ -65,8 +65,9 @@ class StepsConfig:
                      "ranked here", flag="--rfh-top-k", metavar="K")
     receiver_top_k: int = opt(10, "receiver heads reported (Thought Anchors used 20 on 8B/14B models)",
                               flag="--receivers", metavar="K")
-    proximity: int = opt(DEFAULT_PROXIMITY, "receiver heads: a step's vertical score counts only steps at least N "
-                         "later (Thought Anchors: 4; short traces such as tiny-r1's need 1)", metavar="N")
+    proximity: int | None = opt(None, "receiver heads: a step's vertical score counts only steps at least N later "
+                                f"(default: the dataset's, else Thought Anchors' {DEFAULT_PROXIMITY}; short traces "
+                                "such as tiny-r1's need 1)", metavar="N")
     n_rollouts: int = opt(8, "resampling: rollouts per step and side", flag="--rollouts", metavar="N")
     max_traces: int | None = opt(None, "only the first N traces of the file", flag="--steps-limit", metavar="N")
     max_tokens: int | None = opt(None, "skip traces longer than N tokens", flag="--steps-max-tokens", metavar="N")
@@ -96,6 +97,8 @@ class StepsConfig:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ThinklensError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         for name in ("proximity", "n_bootstrap", "seed"):
+            if name == "proximity" and self.proximity is None:  # the dataset's default (resolved by run_steps)
+                continue
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ThinklensError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
         for name in ("max_traces", "max_tokens"):

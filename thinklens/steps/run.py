@@ -12,6 +12,7 @@ The causal/black-box methods live in their own modules (``thinklens.steps.suppre
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import json
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from thinklens.errors import ThinklensError
+from thinklens.steps.receivers import DEFAULT_PROXIMITY
 from thinklens.steps.results import (
     ARRAYS_DIR,
     PROGRESS_FILE,
@@ -209,6 +211,8 @@ def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path,
     from thinklens.traces import record_id
 
     config = config or StepsConfig()
+    if config.proximity is None:
+        config = dataclasses.replace(config, proximity=DEFAULT_PROXIMITY)
     traces_path = Path(traces_path)
     if not traces_path.is_file():
         raise ThinklensError(f"{traces_path}: no such trace file")
