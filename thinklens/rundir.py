@@ -98,6 +98,8 @@ class RunConfig:
             self.server = ServerSettings(**self.server)
         if isinstance(self.steps, dict):
             self.steps = StepsConfig.from_dict(self.steps)
+        # settings the steps stage shares with the run (one flag each): its RFHs are the run's top k
+        self.steps = replace(self.steps, seed=self.seed, top_k=self.top_k)
         if self.generation.backend == "openai":
             self.server = self.server.for_model(self.model.name)
         elif self.server.is_set:

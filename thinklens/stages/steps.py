@@ -19,7 +19,7 @@ def steps_config(c: RunConfig) -> Any:
     cfg = c.steps
     if cfg.proximity is None and spec.steps_proximity is not None:
         cfg = dataclasses.replace(cfg, proximity=spec.steps_proximity)
-    return dataclasses.replace(cfg, seed=c.seed, top_k=c.top_k)
+    return cfg
 
 
 def _rfh(p: RunPaths) -> list[tuple[int, int]] | None:
