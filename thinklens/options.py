@@ -79,13 +79,15 @@ def to_argv(obj: Any, *, skip: tuple[str, ...] = (), always: tuple[str, ...] = (
     """The flags that rebuild ``obj`` from its class's defaults (required and ``always`` fields always written)."""
     out: list[str] = []
     types_ = hints(type(obj))
+    # a nested config's field named like one of ours is the same setting: written once, as ours
+    own = tuple(f.name for f in cli_fields(type(obj)) if not is_config(unwrap_optional(types_[f.name])[0]))
     for f in cli_fields(type(obj)):
         if f.name in skip:
             continue
         value = getattr(obj, f.name)
         tp, _ = unwrap_optional(types_[f.name])
         if is_config(tp):
-            out += to_argv(value, skip=skip, always=always)
+            out += to_argv(value, skip=skip + own, always=always)
             continue
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
