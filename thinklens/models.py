@@ -120,6 +120,13 @@ def hub_kwargs(name: str) -> dict[str, Any]:
 
 
 def load_tokenizer(name_or_path: str | os.PathLike) -> Any:
+    """The tokenizer of a hub id, a local directory or ``tiny-r1`` (same error handling as :func:`load_model`).
+
+    >>> import thinklens as tl
+    >>> tok = tl.load_tokenizer("tiny-r1")
+    >>> tok.convert_ids_to_tokens(tok("<think>7+5=12", add_special_tokens=False)["input_ids"])[:3]
+    ['<think>', '7', '+']
+    """
     from transformers import AutoTokenizer
 
     name = resolve(name_or_path)
@@ -187,6 +194,11 @@ def load_model(
     default bf16 on CUDA, fp16 on MPS, fp32 on CPU (a ``torch.dtype`` or a name such as ``"bf16"``).
     ``device_map`` is passed through (e.g. ``"auto"`` to spread a 70B model over several GPUs); then ``device`` is
     ignored. ``attn_implementation`` defaults to SDPA; thinklens' attention capture works on top of it.
+
+    >>> import thinklens as tl
+    >>> model, tokenizer, profile = tl.load_model("tiny-r1", device="cpu")
+    >>> type(model).__name__, model.config.num_hidden_layers, profile.think_close
+    ('Qwen2ForCausalLM', 4, '</think>')
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 

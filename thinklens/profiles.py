@@ -110,7 +110,14 @@ def profile_names() -> list[str]:
 
 def get_profile(name_or_path: str | None = None, model_type: str | None = None, **overrides: Any) -> Profile:
     """The profile of a model: an exact profile name, else the first whose `match` substring occurs in the
-    lower-cased id/path, else the first listing `model_type`, else ``default``."""
+    lower-cased id/path, else the first listing `model_type`, else ``default``.
+
+    >>> import thinklens as tl
+    >>> tl.get_profile("Qwen/QwQ-32B").name, tl.get_profile("some/finetune", model_type="qwen3").name
+    ('qwq', 'qwen3')
+    >>> tl.get_profile("tiny-r1", max_new_tokens=64).max_new_tokens
+    64
+    """
     profiles = _profiles()
     chosen = None
     if name_or_path in profiles:

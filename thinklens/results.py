@@ -163,7 +163,14 @@ def headline_results(paths: RunPaths, config: RunConfig) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------------ verdicts
 def verdicts(results: dict[str, Any], t: Thresholds = THRESHOLDS) -> list[Verdict]:
-    """The paper's three findings as the run's numbers support them (what was not measured is left out)."""
+    """The paper's three findings as the run's numbers support them (what was not measured is left out).
+
+    >>> import thinklens as tl
+    >>> v = tl.verdicts({"evaluation": {"m": {"n": 100, "accuracy_with_reasoning": 0.97,
+    ...                  "accuracy_without_reasoning": 0.11, "difference_ci95": [0.79, 0.92], "p_value": 2.6e-26}}})
+    >>> v[0].ok, v[0].claim
+    (True, 'Reasoning helps')
+    """
     out = []
     for model, ev in (results.get("evaluation") or {}).items():
         w, wo = ev.get("accuracy_with_reasoning"), ev.get("accuracy_without_reasoning")

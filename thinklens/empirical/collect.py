@@ -235,7 +235,15 @@ def collect_dataset(
     dataset_file: str | None = None, limit: int | None = None, device: str | None = None, dtype: str | None = None,
     profile: str | None = None, device_map: str | None = None, progress: bool = True,
 ) -> CollectSummary:
-    """Load the problems and the model by name, then :func:`collect` (what ``thinklens collect`` runs)."""
+    """Load the problems and the model by name, then :func:`collect` (what ``thinklens collect`` runs).
+
+    >>> import tempfile, thinklens as tl
+    >>> out = tempfile.mktemp(suffix=".jsonl")
+    >>> s = tl.collect_dataset("tiny-r1", "arithmetic", reasoning="without", output=out, limit=2, device="cpu",
+    ...                        progress=False)
+    >>> s.n_written, s.n_finished
+    (2, 2)
+    """
     from thinklens.empirical.datasets import load_problems
     from thinklens.profiles import get_profile
 

@@ -62,7 +62,12 @@ DATASETS: dict[str, Callable[[], DatasetSpec]] = {
 
 
 def dataset_spec(name: str) -> DatasetSpec:
-    """The spec of a named dataset; a problem file (``*.jsonl``) is a math dataset with gold answers."""
+    """The spec of a named dataset; a problem file (``*.jsonl``) is a math dataset with gold answers.
+
+    >>> import thinklens as tl
+    >>> tl.dataset_spec("wildbench").has_gold, tl.dataset_spec("my_problems.jsonl").math_instruction
+    (False, True)
+    """
     if name in DATASETS:
         return DATASETS[name]()
     return DatasetSpec(Path(str(name)).stem)
@@ -165,7 +170,13 @@ def load_problems(
 ) -> list[dict[str, Any]]:
     """Problems ``{id, problem, answer, dataset, ...}`` of a named dataset or a JSONL file (first ``limit``).
 
-    ``seed`` only matters for synthetic sets (``arithmetic``: which problems are drawn; default 200 of them)."""
+    ``seed`` only matters for synthetic sets (``arithmetic``: which problems are drawn; default 200 of them).
+
+    >>> import thinklens as tl
+    >>> p = tl.load_problems("arithmetic", limit=2, seed=0)[0]
+    >>> sorted(k for k in p if k in ("id", "problem", "answer", "dataset")), p["dataset"]
+    (['answer', 'dataset', 'id', 'problem'], 'arithmetic')
+    """
     if limit is not None and limit < 1:
         raise ThinklensError(f"limit must be >= 1, got {limit}")
     if name == "arithmetic" and file is None:

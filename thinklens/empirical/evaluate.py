@@ -57,6 +57,17 @@ class ModelEvaluation:
 
 @dataclass
 class EvaluationResult:
+    """The paired comparison of every model, saved as ``evaluation.json`` (summary) + ``evaluation.npz``
+    (per-problem correctness).
+
+    >>> import tempfile, thinklens as tl
+    >>> recs = [{"id": str(i), "model": "m", "reasoning": mode, "is_correct": mode == "with" or i < 2}
+    ...         for i in range(8) for mode in ("with", "without")]
+    >>> d = tl.evaluate_records(recs, n_resamples=200).save(tempfile.mkdtemp())
+    >>> tl.EvaluationResult.load(d).models["m"].accuracy_without_reasoning
+    0.25
+    """
+
     models: dict[str, ModelEvaluation]
     sources: list[str] = field(default_factory=list)
     seed: int = 0
@@ -116,7 +127,15 @@ def _acc(x: np.ndarray) -> float | None:
 
 def evaluate_records(records: list[dict[str, Any]], *, seed: int = 0, n_resamples: int = N_RESAMPLES,
                      sources: list[str] | None = None) -> EvaluationResult:
-    """Pair graded records by (model, problem id) and compare with vs without reasoning, per model."""
+    """Pair graded records by (model, problem id) and compare with vs without reasoning, per model.
+
+    >>> import thinklens as tl
+    >>> recs = [{"id": str(i), "model": "m", "reasoning": mode, "is_correct": mode == "with" or i < 2}
+    ...         for i in range(8) for mode in ("with", "without")]
+    >>> e = tl.evaluate_records(recs, n_resamples=200).models["m"]
+    >>> e.n, e.accuracy_with_reasoning, e.n_with_only_correct, round(e.p_value, 4)
+    (8, 1.0, 6, 0.0312)
+    """
     runs: dict[str, dict[str, dict[str, dict[str, Any]]]] = defaultdict(lambda: {"with": {}, "without": {}})
     dropped: dict[str, Counter] = defaultdict(Counter)
     for r in records:
@@ -167,7 +186,15 @@ def evaluate_records(records: list[dict[str, Any]], *, seed: int = 0, n_resample
 
 def evaluate_files(paths: list[str | Path], *, seed: int = 0, n_resamples: int = N_RESAMPLES,
                    errors: list[str] | None = None) -> EvaluationResult:
-    """:func:`evaluate_records` over graded JSONL files (bad lines are reported in ``errors`` and skipped)."""
+    """:func:`evaluate_records` over graded JSONL files (bad lines are reported in ``errors`` and skipped).
+
+    >>> import json, tempfile, thinklens as tl
+    >>> path = tempfile.mktemp(suffix=".jsonl")
+    >>> _ = open(path, "w").write("".join(json.dumps({"id": str(i), "model": "m", "reasoning": mode,
+    ...     "is_correct": mode == "with"}) + "\\n" for i in range(5) for mode in ("with", "without")))
+    >>> tl.evaluate_files([path], n_resamples=200).models["m"].difference
+    1.0
+    """
     records = []
     for p in paths:
         if not Path(p).is_file():

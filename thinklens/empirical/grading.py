@@ -85,7 +85,12 @@ _NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
 
 
 def extract_answer(answer_text: str) -> tuple[str | None, str]:
-    """(extracted answer, method) from an answer segment; methods: boxed, final_answer, last_number, none."""
+    """(extracted answer, method) from an answer segment; methods: boxed, final_answer, last_number, none.
+
+    >>> import thinklens as tl
+    >>> tl.extract_answer("So the result is 12. The answer is \\\\boxed{\\\\frac{3}{4}}.")
+    ('\\\\frac{3}{4}', 'boxed')
+    """
     boxed = last_boxed(answer_text)
     if boxed is not None:
         return boxed, "boxed"
@@ -248,7 +253,14 @@ def _response_text(record: dict[str, Any], settings: GradeSettings) -> str:
 
 def grade_record(record: dict[str, Any], settings: GradeSettings | None = None) -> dict[str, Any]:
     """The record plus ``extracted_answer``, ``extraction_method``, ``is_correct``, ``is_correct_strict``; or plus
-    ``error`` (with ``is_correct`` None) when it cannot be graded (missing fields, unfinished reasoning)."""
+    ``error`` (with ``is_correct`` None) when it cannot be graded (missing fields, unfinished reasoning).
+
+    >>> import thinklens as tl
+    >>> r = tl.grade_record({"id": "1", "gold_answer": "0.75",
+    ...                      "completion": "3/4 = 0.75</think>The answer is \\\\boxed{\\\\frac{3}{4}}."})
+    >>> r["extracted_answer"], r["is_correct"], r["is_correct_strict"]
+    ('\\\\frac{3}{4}', True, False)
+    """
     settings = settings or GradeSettings()
     out = dict(record)
     for key in ("extracted_answer", "extraction_method", "is_correct", "is_correct_strict", "error"):

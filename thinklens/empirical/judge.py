@@ -96,6 +96,13 @@ Please provide your evaluation results in the following json format by filling i
 
 @dataclass
 class JudgeSettings:
+    """Which judge to ask and how (any OpenAI-compatible chat-completions endpoint).
+
+    >>> import thinklens as tl
+    >>> tl.JudgeSettings(url="http://127.0.0.1:8000/v1", model="judge").endpoint
+    'http://127.0.0.1:8000/v1/chat/completions'
+    """
+
     url: str  # base URL (".../v1") or the full ".../chat/completions" endpoint
     model: str
     api_key_env: str = "OPENAI_API_KEY"  # name of the environment variable holding the key (unset: no auth)
@@ -217,7 +224,15 @@ def judge_record(record: dict[str, Any], settings: JudgeSettings) -> dict[str, A
 
 def judge_file(path: str | Path, output: str | Path, settings: JudgeSettings, progress: bool = True) -> dict:
     """Judge every record of ``path`` into ``output`` (resumable); returns :func:`summarize_judgments` of the
-    whole output plus counts."""
+    whole output plus counts.
+
+    >>> import tempfile, thinklens as tl
+    >>> traces = tempfile.mktemp(suffix=".jsonl")
+    >>> _ = open(traces, "w").write("")  # a file of wildbench traces from `thinklens collect --dataset wildbench`
+    >>> judge = tl.JudgeSettings(url="http://127.0.0.1:8000/v1", model="gpt-4o-2024-05-13")
+    >>> tl.judge_file(traces, tempfile.mktemp(suffix=".jsonl"), judge, progress=False)["n_judged_now"]
+    0
+    """
     from thinklens.jsonl import ResumableOutput, read_jsonl, read_records
     from thinklens.progress import bar
 

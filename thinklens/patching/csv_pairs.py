@@ -192,6 +192,20 @@ def build_csv_pairs(rows: list[dict[str, str]], responses: dict[str, dict], toke
     >>> pairs, rejects = build_csv_pairs([row], responses, toy_tokenizer(), get_profile("deepseek-r1-distill-qwen"))
     >>> len(pairs), rejects, pairs[0].meta["answer"]
     (1, [], 'keep')
+
+    >>> import thinklens as tl
+    >>> tok, prof = tl.load_tokenizer("tiny-r1"), tl.get_profile("tiny-r1")
+    >>> rows = [{"case_id": "0", "query_a": "Let x=7. Which is larger: x or 5?", "answer_a": "x",
+    ...          "query_b": "Let x=3. Which is larger: x or 5?", "answer_b": "5"}]
+    >>> def response(q, reasoning, a):  # BOS + prompt + <think> reasoning </think> + answer text + final boxed line
+    ...     return ("<｜begin▁of▁sentence｜><｜User｜>" + q + "<｜Assistant｜><think>\\n" + reasoning
+    ...             + "\\n</think>\\n\\nSo the larger one is " + a + ".\\n\\n\\\\boxed{" + a + "}")
+    >>> responses = {"0-a": {"id": "0-a", "text": response(rows[0]["query_a"], "7>5, so x.", "x")},
+    ...              "0-b": {"id": "0-b", "text": response(rows[0]["query_b"], "3<5, so 5.", "5")}}
+    >>> pairs, rejects = tl.build_csv_pairs(rows, responses, tok, prof)
+    >>> p = pairs[0]
+    >>> tok.decode(p.clean_ids[p.spans["answer"][0]:])  # the model's answer text is kept, then the answer ending
+    '</think>\\n\\nSo the larger one is x.\\n\\nThe answer is \\\\boxed{'
     """
     if answer not in ANSWER_MODES:
         raise ThinklensError(f"answer mode {answer!r}: choose from {ANSWER_MODES}")

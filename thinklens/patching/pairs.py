@@ -64,6 +64,11 @@ def toy_pairs(n: int, seed: int, tokenizer: Any, split: str = "test",
     >>> pairs, rejects = toy_pairs(2, 0, toy_tokenizer(), answer="restate")
     >>> len(pairs), sorted(pairs[0].positions)
     (2, ['answer_flip', 'answer_kept', 'answer_step', 'final', 'think_close'])
+
+    >>> import thinklens as tl
+    >>> pairs, rejects = tl.toy_pairs(3, seed=0, tokenizer=tl.load_tokenizer("tiny-r1"))
+    >>> len(pairs) + len(rejects), sorted(pairs[0].positions)[:2]
+    (3, ['answer_flip', 'answer_step'])
     """
     from thinklens.toy.tasks import ANSWER_PREFIX, THINK_END, answer_text, contrastive_pairs, prompt_text
 
@@ -120,7 +125,16 @@ def rejects_file(path: str | Path) -> Path:
 
 
 def load_pairs(path: str | Path, errors: list[dict[str, Any]] | None = None) -> list[Pair]:
-    """Read a pair file; bad lines are appended to ``errors`` as ``{line, error}`` (or raise when it is None)."""
+    """Read a pair file; bad lines are appended to ``errors`` as ``{line, error}`` (or raise when it is None).
+
+    >>> import tempfile, thinklens as tl
+    >>> from thinklens.patching.pairs import save_pairs
+    >>> pairs, _ = tl.toy_pairs(2, seed=0, tokenizer=tl.load_tokenizer("tiny-r1"))
+    >>> path = tempfile.mktemp(suffix=".jsonl")
+    >>> save_pairs(path, pairs)
+    >>> [p.id for p in tl.load_pairs(path)] == [p.id for p in pairs]
+    True
+    """
     from thinklens.jsonl import read_jsonl
 
     if not Path(path).is_file():

@@ -209,6 +209,13 @@ def patch_pair(
     >>> r = patch_pair(model, profile, toy_pairs(1, 0, tok)[0][0], "answer_flip,final")
     >>> len(r.nld), len(r.nld[0]) == model.config.num_hidden_layers
     (2, True)
+
+    >>> import thinklens as tl
+    >>> model, tokenizer, profile = tl.load_model("tiny-r1")
+    >>> pair = tl.toy_pairs(1, seed=0, tokenizer=tokenizer)[0][0]
+    >>> res = tl.patch_pair(model, profile, pair, positions="answer_flip,final")
+    >>> [[round(x, 1) for x in row] for row in res.nld]  # [position][layer]: the answer moves to the final token
+    [[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]]
     """
     t0 = time.perf_counter()
     kind = SiteKind.parse(site)
@@ -271,6 +278,13 @@ def patch_pairs(
     ...                   progress=False)
     >>> res.nld.shape[:2]
     (2, 1)
+
+    >>> import tempfile, thinklens as tl
+    >>> model, tokenizer, profile = tl.load_model("tiny-r1")
+    >>> pairs, _ = tl.toy_pairs(2, seed=0, tokenizer=tokenizer)
+    >>> res = tl.patch_pairs(model, profile, pairs, tempfile.mkdtemp(), layers=[0], progress=False)
+    >>> res.pair_ids == [p.id for p in pairs], res.labels[-1]
+    (True, 'a-1')
     """
     from thinklens.jsonl import JsonlWriter, done_ids, read_records
 
