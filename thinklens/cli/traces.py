@@ -22,6 +22,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--profile", help="model-family profile name (default: chosen from the tokenizer's name)")
     q.add_argument("--strict", action="store_true", help="exit non-zero at the first bad record, naming its line")
     q.set_defaults(func=run_inspect)
+    r = tsub.add_parser(
+        "reference", help="write a dataset's teacher-forced reference traces (with self-corrections)",
+        description="The reference traces a dataset ships (tiny-r1's arithmetic: teacher-forced traces, a share of "
+        "which slip and correct themselves with 'Wait,'), as a trace file: what `thinklens run` reads cue "
+        "statistics on when the model itself never writes a cue.")
+    r.add_argument("--dataset", required=True, help="a dataset with reference traces (arithmetic)")
+    r.add_argument("--n", type=int, required=True, help="number of traces")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--output", required=True, help="trace JSONL to write (resumable: existing ids are kept)")
+    r.set_defaults(func=run_reference)
 
 
 def run_inspect(ns: argparse.Namespace) -> int:
@@ -44,4 +54,19 @@ def run_inspect(ns: argparse.Namespace) -> int:
                 return 1
     except FileNotFoundError:
         raise ThinklensError(f"no such trace file: {args.file}") from None
+    return 0
+
+
+def run_reference(ns: argparse.Namespace) -> int:
+    from thinklens.empirical.datasets import dataset_spec
+    from thinklens.errors import ThinklensError
+    from thinklens.jsonl import ResumableOutput
+
+    spec = dataset_spec(ns.dataset)
+    if spec.reference_traces is None:
+        raise ThinklensError(f"dataset {ns.dataset!r} ships no reference traces")
+    with ResumableOutput(ns.output) as out:
+        for rec in out.pending_items(spec.reference_traces(ns.n, ns.seed), key=lambda r: str(r["id"])):
+            out.write(rec)
+    print_json({"output": ns.output, "n_written": out.n_written, "n_done_before": out.report.n_done_before})
     return 0

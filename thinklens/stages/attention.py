@@ -55,8 +55,11 @@ def heads_command(c: RunConfig, p: RunPaths) -> list[str]:
     cmds = [command("heads", "rank", p.attention_dir, "--top", c.top_k, "--bootstrap", c.n_bootstrap,
                     "--seed", c.seed)]
     if _reference_traces(c):
+        n = min(c.limit, TOKEN_VIEW_TRACES)
+        cmds.append(command("traces", "reference", "--dataset", c.dataset, "--n", n, "--seed", c.seed, "--output",
+                            p.traces_reference))
         cmds.append(command("attention", *_model(c), "--traces", p.traces_reference, "--output", cue_dir,
-                            "--no-reasoning-queries", "--token-view", min(c.limit, TOKEN_VIEW_TRACES)))
+                            "--no-reasoning-queries", "--token-view", n))
     cmds.append(command("heads", "tokens", cue_dir, "--output", p.token_view, "--seed", c.seed))
     cmds.append(command("heads", "induction", *_model(c), "--output", p.induction, "--seed", c.seed))
     return cmds
@@ -98,7 +101,7 @@ def _score_reference_traces(ctx: StageContext) -> Any:
 
     c, p = ctx.config, ctx.paths
     n = min(c.limit, TOKEN_VIEW_TRACES)
-    with ResumableOutput(p.traces_reference) as out:
+    with ResumableOutput(p.traces_reference) as out:  # what `thinklens traces reference` writes
         for rec in out.pending_items(_reference_traces(c)(n, c.seed), key=lambda r: str(r["id"])):
             out.write(rec)
     m = ctx.model()
