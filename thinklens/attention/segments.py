@@ -19,6 +19,7 @@ n_segments]`` sums. Only the last position's logits are computed (``logits_to_ke
 """
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,9 +270,9 @@ def score_trace_file(model: Any, tokenizer: Any, traces: str | Path, output: str
     (bad JSON, no ``</think>``, empty answer, too long) to ``output/skipped.jsonl`` with its reason, line and id; a
     rerun skips both and consolidates everything into ``head_scores.npz`` at the end. The first ``token_view``
     scored traces also keep their per-reasoning-token answer attention in ``output/tokens/`` (for the token view)."""
-    from thinklens.jsonl import JsonlWriter, read_jsonl
+    from thinklens.jsonl import JsonlWriter, count_lines, read_jsonl
     from thinklens.progress import bar
-    from thinklens.traces import record_id
+    from thinklens.traces import char_bound, record_id
 
     if not Path(traces).is_file():
         raise ThinklensError(f"{traces}: no such trace file")
@@ -289,12 +290,12 @@ def score_trace_file(model: Any, tokenizer: Any, traces: str | Path, output: str
             if item.record is not None:
                 skipped[str(item.record.get("id"))] = item.record
     n_tok = len(list((out / TOKENS_DIR).glob("*.npz"))) if (out / TOKENS_DIR).exists() else 0
-    lines = list(read_jsonl(traces))
-    if limit is not None:
-        lines = lines[:limit]
+    n_lines = count_lines(traces) if limit is None else min(limit, count_lines(traces))
+    lines = itertools.islice(read_jsonl(traces), limit)  # streamed: one record in memory at a time
+    max_chars = char_bound(max_tokens)  # refuse huge records before tokenizing them
     seen: dict[str, int] = {}
     with JsonlWriter(partial) as wp, JsonlWriter(skipped_path) as ws:
-        for item in bar(lines, desc="attention", unit="trace", disable=not progress):
+        for item in bar(lines, desc="attention", unit="trace", total=n_lines, disable=not progress):
             if item.error is not None:
                 key = f"line:{item.lineno}"
                 if key not in skipped:
@@ -313,7 +314,7 @@ def score_trace_file(model: Any, tokenizer: Any, traces: str | Path, output: str
             if rid in done or rid in skipped:
                 continue
             try:
-                trace = Trace.from_record(item.record, tokenizer, profile, text_field)
+                trace = Trace.from_record(item.record, tokenizer, profile, text_field, max_chars=max_chars)
                 reason = check_trace(trace, max_tokens)
             except ThinklensError as err:
                 reason = str(err)
