@@ -35,6 +35,7 @@ from thinklens.traces import SEGMENTS, Span, Trace
 ANSWER_SCORES = ("a2bos", "a2p", "a2bot", "a2r", "a2eot", "a2a")
 REASONING_SCORES = ("r2r", "r2p")
 SCORE_NAMES = ANSWER_SCORES + REASONING_SCORES
+_MASS_TOL = 1e-3  # float rounding of a sum of probabilities; anything further outside [0, 1] is corrupt data
 # score name -> segment whose keys it sums
 _KEY_SEGMENT = {"a2bos": "bos", "a2p": "prompt", "a2bot": "think_open", "a2r": "reasoning", "a2eot": "think_close",
                 "a2a": "answer", "r2r": "reasoning", "r2p": "prompt"}
@@ -233,10 +234,43 @@ class HeadScores:
         side = p.with_suffix(".json")
         if side.exists():
             meta = json.loads(side.read_text())
+        if z["ids"].ndim != 1:
+            raise ThinklensError(f"{p}: 'ids' must be a 1-D array of trace ids, got shape {z['ids'].shape}")
         n = len(z["ids"])
         get = (lambda k: z[k] if k in z.files else np.full(n, -1))  # noqa: E731
-        return cls([str(i) for i in z["ids"]], scores, get("token_len"), get("think_start"), get("think_end"),
-                   model=meta.get("model", ""), settings=meta.get("settings", {}), skipped=meta.get("skipped", []))
+        hs = cls([str(i) for i in z["ids"]], scores, get("token_len"), get("think_start"), get("think_end"),
+                 model=meta.get("model", ""), settings=meta.get("settings", {}), skipped=meta.get("skipped", []))
+        hs.validate(str(p))
+        return hs
+
+    def validate(self, source: str = "head scores") -> None:
+        """Raise :class:`ThinklensError` if the arrays do not fit together or hold values no attention mass takes.
+
+        Checked (on :meth:`load`): every score is ``[n_traces, n_layers, n_heads]`` with one row per id and the
+        (layers, heads) of ``a2r``; ``token_len`` / ``think_start`` / ``think_end`` have one entry per trace; no
+        value is infinite or outside [0, 1] (the scores are attention masses). NaN is allowed: it marks a value that
+        was not computed (``r2r``/``r2p`` of traces scored without reasoning queries); :func:`rank_heads
+        <thinklens.attention.heads.rank_heads>` excludes such traces or heads and says which."""
+        n = len(self.ids)
+        ref = self.scores["a2r"].shape if "a2r" in self.scores else None
+        for name, arr in self.scores.items():
+            if arr.ndim != 3 or arr.shape[0] != n or (ref is not None and arr.shape[1:] != ref[1:]):
+                want = f"[{n}, {ref[1]}, {ref[2]}]" if ref is not None and len(ref) == 3 else f"[{n}, layers, heads]"
+                raise ThinklensError(f"{source}: score {name!r} has shape {list(arr.shape)}, expected {want} "
+                                     f"(one row per id: {n} ids)")
+            if not np.issubdtype(arr.dtype, np.floating):
+                raise ThinklensError(f"{source}: score {name!r} has dtype {arr.dtype}, expected floats")
+            with np.errstate(invalid="ignore"):
+                bad = np.isinf(arr) | (arr < -_MASS_TOL) | (arr > 1 + _MASS_TOL)  # NaN compares False
+            if bad.any():
+                t, layer, head = np.argwhere(bad)[0]
+                raise ThinklensError(
+                    f"{source}: score {name!r} has {int(bad.sum())} value(s) that are not attention masses in [0, 1] "
+                    f"(first: {float(arr[t, layer, head])} for trace {self.ids[t]!r} at head L{layer}H{head})")
+        for name in ("token_len", "think_start", "think_end"):
+            if np.shape(getattr(self, name)) != (n,):
+                raise ThinklensError(f"{source}: {name!r} has shape {list(np.shape(getattr(self, name)))}, "
+                                     f"expected [{n}] (one entry per id)")
 
 
 # -- batch run over a trace file (resumable) ----------------------------------------------------------------------
