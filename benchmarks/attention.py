@@ -9,8 +9,10 @@ measures attention, not the vocabulary projection.
 ``--quick`` (smoke test) shrinks everything: 1 layer, width 384, vocab 4096, seq 512.
 
 * time: capture, plain and eager forwards in one process, interleaved repeats (the order alternates to cancel
-  drift); the ratios use the median of each arm and, less sensitive to a busy machine, the minimum.
-* memory: each arm in its own fresh subprocess (``--mem-repeats`` of them per arm, interleaved, median). After
+  drift); ratios of the medians of each arm, of the minima, and of the median process CPU times (on a shared machine
+  other processes inflate wall time far more than CPU time).
+* memory: each arm in its own fresh subprocess (``--mem-repeats`` of them per arm, interleaved, median;
+  ``--quick`` runs the arms one after another in one subprocess). After
   building the model the child resets the kernel's peak-RSS counter (``echo 5 > /proc/self/clear_refs`` resets
   ``VmHWM``), records ``VmRSS`` as the baseline, runs one forward and reads ``VmHWM``: the extra peak resident memory
   of that forward. (Where clear_refs is unavailable it falls back to ``ru_maxrss``.) The children run with glibc's
@@ -110,36 +112,42 @@ def _tensor_peak(fn) -> int:
     return peak
 
 
-def child(mode: str, layers: int, vocab: int, seq: int, hidden: int) -> dict:
+def child(modes: str, layers: int, vocab: int, seq: int, hidden: int) -> list[dict]:
+    """Memory of each comma-separated mode, in this process (one mode per process in a full run)."""
     import gc
     import resource
 
     torch.set_num_threads(2)
     model, ids, labels = build(layers, vocab, seq, hidden)
-    gc.collect()
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        base, method = _status("VmRSS"), "VmHWM after clear_refs"
-    except OSError:
-        base, method = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "ru_maxrss"
-    t0 = time.perf_counter()
-    run_mode(mode, model, ids, labels)
-    dt = time.perf_counter() - t0
-    peak = _status("VmHWM") if method.startswith("VmHWM") else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    tensors = _tensor_peak(lambda: run_mode(mode, model, ids, labels))
-    return {"mode": mode, "peak_extra_bytes": peak - base, "baseline_rss_bytes": base, "seconds": dt, "method": method,
-            "tensor_peak_bytes": tensors}
+    out = []
+    for mode in modes.split(","):
+        gc.collect()
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            base, method = _status("VmRSS"), "VmHWM after clear_refs"
+        except OSError:
+            base, method = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "ru_maxrss"
+        t0 = time.perf_counter()
+        run_mode(mode, model, ids, labels)
+        dt = time.perf_counter() - t0
+        peak = (_status("VmHWM") if method.startswith("VmHWM")
+                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        tensors = _tensor_peak(lambda m=mode: run_mode(m, model, ids, labels))
+        out.append({"mode": mode, "peak_extra_bytes": peak - base, "baseline_rss_bytes": base, "seconds": dt,
+                    "method": method, "tensor_peak_bytes": tensors})
+    return out
 
 
 # glibc: a fixed mmap threshold turns off its dynamic adjustment (blocks over 128 KiB go back to the OS when freed)
 CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
 
 
-def measure_memory(mode: str, args) -> dict:
+def measure_memory(modes: list[str], args) -> list[dict]:
+    """Run :func:`child` for ``modes`` in a fresh subprocess with the fixed allocator settings."""
     import os
 
-    cmd = [sys.executable, __file__, "--child", mode, "--layers", str(args.layers), "--vocab", str(args.vocab),
-           "--seq", str(args.seq), "--hidden", str(args.hidden)]
+    cmd = [sys.executable, __file__, "--child", ",".join(modes), "--layers", str(args.layers), "--vocab",
+           str(args.vocab), "--seq", str(args.seq), "--hidden", str(args.hidden)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, **CHILD_ENV})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -152,16 +160,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--hidden", type=int, default=1536, help="width (12 query / 2 kv heads; MLP 35/6 x hidden)")
     ap.add_argument("--repeats", type=int, default=5, help="timed forwards per arm")
     ap.add_argument("--mem-repeats", type=int, default=1, help="fresh subprocesses per arm for memory")
-    ap.add_argument("--quick", action="store_true", help="tiny smoke run (seq 512, 1 layer, 2 repeats)")
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny smoke run (seq 512, 1 layer, 2 repeats, all memory arms in one subprocess)")
     ap.add_argument("--capture-only", action="store_true", help="skip eager (long sequences); estimate it instead")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.quick:
         args.seq, args.layers, args.repeats, args.vocab, args.hidden = 512, 1, 2, 4096, 384
     if args.child:
-        res = child(args.child, args.layers, args.vocab, args.seq, args.hidden)
-        print(json.dumps(res))
-        return res
+        print(json.dumps(child(args.child, args.layers, args.vocab, args.seq, args.hidden)))
+        return {}
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -181,8 +189,9 @@ def _run(args) -> dict:
     modes = ["forward", "capture"] + ([] if args.capture_only else ["eager"])
     runs: dict[str, list[dict]] = {m: [] for m in modes}
     for rep in range(args.mem_repeats):
-        for m in (modes if rep % 2 == 0 else modes[::-1]):
-            runs[m].append(measure_memory(m, args))
+        order = modes if rep % 2 == 0 else modes[::-1]
+        for r in (measure_memory(order, args) if args.quick else [x for m in order for x in measure_memory([m], args)]):
+            runs[r["mode"]].append(r)
     mem = {m: {k: statistics.median(r[k] for r in runs[m]) for k in ("peak_extra_bytes", "tensor_peak_bytes",
                                                                         "baseline_rss_bytes")} for m in modes}
     for m in modes:
@@ -192,20 +201,23 @@ def _run(args) -> dict:
               f"{mem[m]['tensor_peak_bytes'] / 2**20:.1f} MiB", file=sys.stderr)
     model, ids, labels = build(args.layers, args.vocab, args.seq, args.hidden)
     times: dict[str, list[float]] = {m: [] for m in modes}
+    cpu: dict[str, list[float]] = {m: [] for m in modes}  # process CPU time: less disturbed by other processes
     results = {}
     for m in modes:  # warm-up, also keeps the outputs for the error check
         results[m] = run_mode(m, model, ids, labels)
     ROWS_SECONDS.clear()
     for rep in range(args.repeats):
         for m in (modes if rep % 2 == 0 else modes[::-1]):  # alternate the order to cancel drift
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             run_mode(m, model, ids, labels)
             times[m].append(time.perf_counter() - t0)
+            cpu[m].append(time.process_time() - c0)
     med = {m: statistics.median(v) for m, v in times.items()}
     low = {m: min(v) for m, v in times.items()}
     for m in modes:
         print(f"time   {m:8s}: median {med[m]:.3f} s, min {low[m]:.3f} s over {args.repeats} (all: "
-              f"{', '.join(f'{t:.2f}' for t in times[m])})", file=sys.stderr)
+              f"{', '.join(f'{t:.2f}' for t in times[m])}; CPU: {', '.join(f'{t:.2f}' for t in cpu[m])})",
+              file=sys.stderr)
     fwd_mem = max(mem["forward"]["peak_extra_bytes"], 1)
     fwd_tensors = max(mem["forward"]["tensor_peak_bytes"], 1)
     out = {
@@ -214,6 +226,7 @@ def _run(args) -> dict:
         "time_ratio_vs_forward": med["capture"] / med["forward"],
         "time_ratio_min": low["capture"] / low["forward"],
         "time_ratio_paired_median": statistics.median(c / f for c, f in zip(times["capture"], times["forward"])),
+        "time_ratio_cpu": statistics.median(cpu["capture"]) / statistics.median(cpu["forward"]),
         "capture_rows_seconds": statistics.median(ROWS_SECONDS),
         "rows_overhead_fraction": statistics.median(ROWS_SECONDS) / med["forward"],
         "memory_ratio_vs_forward": mem["capture"]["peak_extra_bytes"] / fwd_mem,

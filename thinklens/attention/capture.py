@@ -139,9 +139,10 @@ class AttentionCapture:
         for s in range(0, pos.numel(), rows_per_chunk):
             p = pos[s : s + rows_per_chunk]  # [rows]
             # query head h = kv * g + j reads kv head h // g: one batched matmul per kv head, no K expansion
-            q = query[:, :, p].float().reshape(b, n_kv, g * p.numel(), d)  # [b, n_kv, g*rows, d]
+            # the scaling goes on the few query rows, not on the rows x T scores
+            q = (query[:, :, p].float() * scaling).reshape(b, n_kv, g * p.numel(), d)  # [b, n_kv, g*rows, d]
             scores = torch.matmul(q, k32.transpose(-1, -2))  # [b, n_kv, g*rows, k]
-            scores = scores.mul_(scaling).reshape(b, n_heads, p.numel(), k_len)  # [b, n_heads, rows, k]
+            scores = scores.reshape(b, n_heads, p.numel(), k_len)  # [b, n_heads, rows, k]
             if mask is not None:
                 m = mask[:, :, p] if mask.shape[2] == q_len else mask[:, :, p + offset]  # [b|1, 1|h, rows, k]
                 m = m[..., :k_len]
@@ -153,6 +154,7 @@ class AttentionCapture:
                 future = kpos[None, :] > (p[:, None] + offset)  # [rows, k]
                 scores.masked_fill_(future, float("-inf"))
             probs = torch.softmax(scores, dim=-1)  # [b, n_heads, rows, k]
+            del scores  # the reducer runs with one chunk alive, not two
             if mask is not None:
                 probs = torch.nan_to_num_(probs, nan=0.0)  # fully masked rows (padding) -> zeros
             self.reducer(layer, p, probs)
