@@ -89,6 +89,14 @@ def test_permutation_test_matches_the_full_permutation_reference(case):
         assert abs(p_new - p_old) <= 5 * np.sqrt(2) * se, (alt, p_old, p_new)
 
 
+def test_permutation_test_is_the_same_in_one_batch_or_many(monkeypatch):
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(0.2, 1, 40), rng.normal(0, 1, 300)
+    whole = permutation_test(x, y, n_permutations=3000)
+    monkeypatch.setattr("thinklens.stats._CHUNK_ELEMENTS", 100)  # batches of 2 permutations
+    assert permutation_test(x, y, n_permutations=3000) == whole
+
+
 def test_permutation_test_ties_and_extremes():
     assert permutation_test([1.0] * 5, [1.0] * 50, n_permutations=500)[1] == 1.0  # every permutation ties
     assert permutation_test([0.3] * 7, [0.3] * 9, n_permutations=500, alternative="greater")[1] == 1.0
@@ -99,8 +107,12 @@ def test_permutation_test_ties_and_extremes():
         permutation_test([1.0], [2.0], alternative="bigger")
 
 
-def test_bootstraps_equal_the_per_resample_loop():
-    """Batched resampling draws the same indices as the old one-resample-at-a-time loop: identical intervals."""
+@pytest.mark.parametrize("chunk", [None, 1000])
+def test_bootstraps_equal_the_per_resample_loop(chunk, monkeypatch):
+    """Batched resampling draws the same indices as the old one-resample-at-a-time loop: identical intervals, with
+    one batch or many (``chunk``: elements per batch)."""
+    if chunk is not None:
+        monkeypatch.setattr("thinklens.stats._CHUNK_ELEMENTS", chunk)
     v = np.random.default_rng(0).exponential(size=137)
     rng = np.random.default_rng(3)
     old = np.array([np.mean(v[rng.integers(0, len(v), len(v))]) for _ in range(3000)])
@@ -147,7 +159,8 @@ def test_cue_statistics_on_50_real_size_traces_stays_under_1_gb():
                           "cue_seconds": t1 - t0, "p_bal": p_bal, "ci": [lo, hi]}))
     """)
     res = json.loads(out.splitlines()[-1])
-    print(f"cue_statistics 150k pooled: peak RSS {peak / MiB:.0f} MiB, {res['cue_seconds']:.1f} s; child {seconds:.1f} s")
+    print(f"cue_statistics 150k pooled: peak RSS {peak / MiB:.0f} MiB, {res['cue_seconds']:.1f} s "
+          f"(child {seconds:.1f} s)")
     assert res["n_cue"] == 1500 and res["n_other"] == 148_500
     assert res["p"] == pytest.approx(1 / 10_001) and res["diff"] > 0  # the planted 1.5x cue attention is found
     assert 0 < res["p_bal"] <= 1 and res["ci"][0] < 0.5 < res["ci"][1]
