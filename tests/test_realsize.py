@@ -105,6 +105,8 @@ def test_permutation_test_ties_and_extremes():
     assert np.isnan(permutation_test([], [1.0])[1])
     with pytest.raises(ValueError, match="alternative"):
         permutation_test([1.0], [2.0], alternative="bigger")
+    with pytest.raises(ValueError, match="finite"):  # formerly p = 1 / (n + 1), "significant"
+        permutation_test([1.0, np.nan], [2.0, 3.0])
 
 
 @pytest.mark.parametrize("chunk", [None, 1000])

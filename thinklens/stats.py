@@ -97,6 +97,8 @@ def permutation_test(
         return float("nan"), float("nan")
     if alternative not in ("two-sided", "greater", "less"):
         raise ValueError(f"unknown alternative {alternative!r}")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):  # NaN compares False: p would look significant
+        raise ValueError("permutation_test needs finite values; x or y holds NaN or inf")
     observed = float(x.mean() - y.mean())
     pooled = np.concatenate([x, y])
     center = pooled.mean()
