@@ -10,7 +10,8 @@ measures attention, not the vocabulary projection.
 
 * time: capture, plain and eager forwards in one process, interleaved repeats (the order alternates to cancel
   drift); ratios of the medians of each arm, of the minima, and of the median process CPU times (on a shared machine
-  other processes inflate wall time far more than CPU time).
+  other processes inflate wall time far more than CPU time); and, within each capture run, its time over its time
+  minus the capture's own row computation (``time_ratio_within_run``: no drift between runs can touch it).
 * memory: each arm in its own fresh subprocess (``--mem-repeats`` of them per arm, interleaved, median;
   ``--quick`` runs the arms one after another in one subprocess). After
   building the model the child resets the kernel's peak-RSS counter (``echo 5 > /proc/self/clear_refs`` resets
@@ -227,6 +228,9 @@ def _run(args) -> dict:
         "time_ratio_min": low["capture"] / low["forward"],
         "time_ratio_paired_median": statistics.median(c / f for c, f in zip(times["capture"], times["forward"])),
         "time_ratio_cpu": statistics.median(cpu["capture"]) / statistics.median(cpu["forward"]),
+        # within each capture run: its total over its total minus the rows' own time (immune to load drift between
+        # runs; counts only the rows' computation, which is all that the capture adds to an SDPA forward)
+        "time_ratio_within_run": statistics.median(t / (t - r) for t, r in zip(times["capture"], ROWS_SECONDS)),
         "capture_rows_seconds": statistics.median(ROWS_SECONDS),
         "rows_overhead_fraction": statistics.median(ROWS_SECONDS) / med["forward"],
         "memory_ratio_vs_forward": mem["capture"]["peak_extra_bytes"] / fwd_mem,

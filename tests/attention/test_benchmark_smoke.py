@@ -23,8 +23,9 @@ def test_benchmark_quick(capsys):
     spec.loader.exec_module(bench)
     res = bench.main(["--quick"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == res
-    for key in ("time_ratio_vs_forward", "time_ratio_min", "time_ratio_cpu", "memory_ratio_vs_forward",
-                "tensor_memory_ratio_vs_forward", "eager_time_ratio", "eager_memory_ratio", "max_abs_err_vs_eager"):
+    for key in ("time_ratio_vs_forward", "time_ratio_min", "time_ratio_cpu", "time_ratio_within_run",
+                "memory_ratio_vs_forward", "tensor_memory_ratio_vs_forward", "eager_time_ratio", "eager_memory_ratio",
+                "max_abs_err_vs_eager"):
         assert isinstance(res[key], float), key
     assert res["max_abs_err_vs_eager"] <= 1e-5
     assert res["forward_peak_extra_mib"] > 0 and res["forward_tensor_peak_mib"] > 0
