@@ -8,11 +8,21 @@ measures attention, not the vocabulary projection.
 
 ``--quick`` (smoke test) shrinks everything: 1 layer, width 384, vocab 4096, seq 512.
 
-* time: capture / plain and eager / plain in the same process, interleaved repeats, median of each.
-* memory: each mode in its own subprocess. After building the model the child resets the kernel's peak-RSS counter
-  (``echo 5 > /proc/self/clear_refs`` resets ``VmHWM``), records ``VmRSS`` as the baseline, runs one forward and
-  reads ``VmHWM``: the extra peak resident memory of that forward. (Where clear_refs is unavailable it falls back to
-  ``ru_maxrss`` minus the RSS after construction.)
+* time: capture, plain and eager forwards in one process, interleaved repeats (the order alternates to cancel
+  drift); ratios of the medians of each arm, of the minima, and of the median process CPU times (on a shared machine
+  other processes inflate wall time far more than CPU time); and, within each capture run, its time over its time
+  minus the capture's own row computation (``time_ratio_within_run``: no drift between runs can touch it).
+* memory: each arm in its own fresh subprocess (``--mem-repeats`` of them per arm, interleaved, median;
+  ``--quick`` runs the arms one after another in one subprocess). After
+  building the model the child resets the kernel's peak-RSS counter (``echo 5 > /proc/self/clear_refs`` resets
+  ``VmHWM``), records ``VmRSS`` as the baseline, runs one forward and reads ``VmHWM``: the extra peak resident memory
+  of that forward. (Where clear_refs is unavailable it falls back to ``ru_maxrss``.) The children run with glibc's
+  mmap threshold fixed (``MALLOC_MMAP_THRESHOLD_``): by default glibc raises that threshold whenever a large block is
+  freed, after which freed blocks of up to 32 MiB stay in the heap, and whether they are reused or add to the peak
+  depends on allocation order and threads. That made the same arm vary by +-10% from run to run (566-681 MiB for the
+  plain forward at T = 4096), hence a single run's "capture x1.20 memory"; with the threshold fixed the children agree
+  to 0.1 MiB. The child also reports the peak of live tensor bytes during a second forward, from the profiler's
+  allocation events, which no allocator caching can touch.
 * error: captured a2* masses vs the same reductions of eager ``output_attentions`` (max abs difference).
 
 ``--seq 16384 --capture-only`` runs capture and plain forward at 16k and prints the eager estimate instead of running
@@ -89,91 +99,159 @@ def _status(key: str) -> int:
     raise KeyError(key)
 
 
-def child(mode: str, layers: int, vocab: int, seq: int, hidden: int) -> dict:
+def _tensor_peak(fn) -> int:
+    """Peak of live tensor bytes allocated while ``fn()`` runs (profiler allocation events; 0 = bytes at start)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
+    cur = peak = 0
+    for _, n in events:
+        cur += n
+        peak = max(peak, cur)
+    return peak
+
+
+def child(modes: str, layers: int, vocab: int, seq: int, hidden: int) -> list[dict]:
+    """Memory of each comma-separated mode, in this process (one mode per process in a full run)."""
     import gc
     import resource
 
     torch.set_num_threads(2)
     model, ids, labels = build(layers, vocab, seq, hidden)
-    gc.collect()
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        base, method = _status("VmRSS"), "VmHWM after clear_refs"
-    except OSError:
-        base, method = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "ru_maxrss"
-    t0 = time.perf_counter()
-    run_mode(mode, model, ids, labels)
-    dt = time.perf_counter() - t0
-    peak = _status("VmHWM") if method.startswith("VmHWM") else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"mode": mode, "peak_extra_bytes": peak - base, "baseline_rss_bytes": base, "seconds": dt, "method": method}
+    out = []
+    for mode in modes.split(","):
+        gc.collect()
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            base, method = _status("VmRSS"), "VmHWM after clear_refs"
+        except OSError:
+            base, method = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "ru_maxrss"
+        t0 = time.perf_counter()
+        run_mode(mode, model, ids, labels)
+        dt = time.perf_counter() - t0
+        peak = (_status("VmHWM") if method.startswith("VmHWM")
+                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        tensors = _tensor_peak(lambda m=mode: run_mode(m, model, ids, labels))
+        out.append({"mode": mode, "peak_extra_bytes": peak - base, "baseline_rss_bytes": base, "seconds": dt,
+                    "method": method, "tensor_peak_bytes": tensors})
+    return out
 
 
-def measure_memory(mode: str, args) -> dict:
-    cmd = [sys.executable, __file__, "--child", mode, "--layers", str(args.layers), "--vocab", str(args.vocab),
-           "--seq", str(args.seq), "--hidden", str(args.hidden)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+# glibc: a fixed mmap threshold turns off its dynamic adjustment (blocks over 128 KiB go back to the OS when freed)
+CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+
+
+def measure_memory(modes: list[str], args) -> list[dict]:
+    """Run :func:`child` for ``modes`` in a fresh subprocess with the fixed allocator settings."""
+    import os
+
+    cmd = [sys.executable, __file__, "--child", ",".join(modes), "--layers", str(args.layers), "--vocab",
+           str(args.vocab), "--seq", str(args.seq), "--hidden", str(args.hidden)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, **CHILD_ENV})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--seq", type=int, default=4096)
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--hidden", type=int, default=1536, help="width (12 query / 2 kv heads; MLP 35/6 x hidden)")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--quick", action="store_true", help="tiny smoke run (seq 512, 1 layer, 2 repeats)")
+    ap.add_argument("--repeats", type=int, default=5, help="timed forwards per arm")
+    ap.add_argument("--mem-repeats", type=int, default=1, help="fresh subprocesses per arm for memory")
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny smoke run (seq 512, 1 layer, 2 repeats, all memory arms in one subprocess)")
     ap.add_argument("--capture-only", action="store_true", help="skip eager (long sequences); estimate it instead")
     ap.add_argument("--child", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.quick:
         args.seq, args.layers, args.repeats, args.vocab, args.hidden = 512, 1, 2, 4096, 384
     if args.child:
         print(json.dumps(child(args.child, args.layers, args.vocab, args.seq, args.hidden)))
-        return
+        return {}
+    threads = torch.get_num_threads()
     torch.set_num_threads(2)
+    try:
+        out = _run(args)
+    finally:
+        torch.set_num_threads(threads)
+    print(json.dumps(out))
+    return out
+
+
+def _mib_list(runs: list[dict]) -> str:
+    return ", ".join(f"{r['peak_extra_bytes'] / 2**20:.1f}" for r in runs)
+
+
+def _run(args) -> dict:
     eager_est = 12 * args.seq**2 * 4  # attention weights of one layer in fp32 (softmax makes further copies)
     modes = ["forward", "capture"] + ([] if args.capture_only else ["eager"])
-    mem = {m: measure_memory(m, args) for m in modes}
+    runs: dict[str, list[dict]] = {m: [] for m in modes}
+    for rep in range(args.mem_repeats):
+        order = modes if rep % 2 == 0 else modes[::-1]
+        for r in (measure_memory(order, args) if args.quick else [x for m in order for x in measure_memory([m], args)]):
+            runs[r["mode"]].append(r)
+    mem = {m: {k: statistics.median(r[k] for r in runs[m]) for k in ("peak_extra_bytes", "tensor_peak_bytes",
+                                                                        "baseline_rss_bytes")} for m in modes}
     for m in modes:
-        print(f"memory {m:8s}: +{mem[m]['peak_extra_bytes'] / 2**20:9.1f} MiB peak over the model "
-              f"(baseline RSS {mem[m]['baseline_rss_bytes'] / 2**20:.0f} MiB)", file=sys.stderr)
+        print(f"memory {m:8s}: +{mem[m]['peak_extra_bytes'] / 2**20:9.1f} MiB peak RSS over the model "
+              f"(runs: {_mib_list(runs[m])}; baseline RSS "
+              f"{mem[m]['baseline_rss_bytes'] / 2**20:.0f} MiB), live tensors peak "
+              f"{mem[m]['tensor_peak_bytes'] / 2**20:.1f} MiB", file=sys.stderr)
     model, ids, labels = build(args.layers, args.vocab, args.seq, args.hidden)
     times: dict[str, list[float]] = {m: [] for m in modes}
+    cpu: dict[str, list[float]] = {m: [] for m in modes}  # process CPU time: less disturbed by other processes
     results = {}
     for m in modes:  # warm-up, also keeps the outputs for the error check
         results[m] = run_mode(m, model, ids, labels)
     ROWS_SECONDS.clear()
     for rep in range(args.repeats):
         for m in (modes if rep % 2 == 0 else modes[::-1]):  # alternate the order to cancel drift
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             run_mode(m, model, ids, labels)
             times[m].append(time.perf_counter() - t0)
+            cpu[m].append(time.process_time() - c0)
     med = {m: statistics.median(v) for m, v in times.items()}
+    low = {m: min(v) for m, v in times.items()}
     for m in modes:
-        print(f"time   {m:8s}: median {med[m]:.3f} s over {args.repeats} (all: "
-              f"{', '.join(f'{t:.2f}' for t in times[m])})", file=sys.stderr)
+        print(f"time   {m:8s}: median {med[m]:.3f} s, min {low[m]:.3f} s over {args.repeats} (all: "
+              f"{', '.join(f'{t:.2f}' for t in times[m])}; CPU: {', '.join(f'{t:.2f}' for t in cpu[m])})",
+              file=sys.stderr)
     fwd_mem = max(mem["forward"]["peak_extra_bytes"], 1)
+    fwd_tensors = max(mem["forward"]["tensor_peak_bytes"], 1)
     out = {
         "seq": args.seq, "layers": args.layers, "hidden": args.hidden, "answer_tokens": ANSWER, "repeats": args.repeats,
+        "mem_repeats": args.mem_repeats,
         "time_ratio_vs_forward": med["capture"] / med["forward"],
+        "time_ratio_min": low["capture"] / low["forward"],
         "time_ratio_paired_median": statistics.median(c / f for c, f in zip(times["capture"], times["forward"])),
+        "time_ratio_cpu": statistics.median(cpu["capture"]) / statistics.median(cpu["forward"]),
+        # within each capture run: its total over its total minus the rows' own time (immune to load drift between
+        # runs; counts only the rows' computation, which is all that the capture adds to an SDPA forward)
+        "time_ratio_within_run": statistics.median(t / (t - r) for t, r in zip(times["capture"], ROWS_SECONDS)),
         "capture_rows_seconds": statistics.median(ROWS_SECONDS),
         "rows_overhead_fraction": statistics.median(ROWS_SECONDS) / med["forward"],
         "memory_ratio_vs_forward": mem["capture"]["peak_extra_bytes"] / fwd_mem,
+        "tensor_memory_ratio_vs_forward": mem["capture"]["tensor_peak_bytes"] / fwd_tensors,
         "forward_seconds": med["forward"], "capture_seconds": med["capture"],
         "forward_peak_extra_mib": mem["forward"]["peak_extra_bytes"] / 2**20,
         "capture_peak_extra_mib": mem["capture"]["peak_extra_bytes"] / 2**20,
-        "eager_weights_estimate_mib_per_layer": eager_est / 2**20, "memory_method": mem["capture"]["method"],
+        "forward_tensor_peak_mib": mem["forward"]["tensor_peak_bytes"] / 2**20,
+        "capture_tensor_peak_mib": mem["capture"]["tensor_peak_bytes"] / 2**20,
+        "eager_weights_estimate_mib_per_layer": eager_est / 2**20,
+        "memory_method": f"{runs['capture'][0]['method']}, fixed glibc mmap threshold",
     }
     if not args.capture_only:
         out.update({
             "eager_time_ratio": med["eager"] / med["forward"],
             "eager_memory_ratio": mem["eager"]["peak_extra_bytes"] / fwd_mem,
+            "eager_tensor_memory_ratio": mem["eager"]["tensor_peak_bytes"] / fwd_tensors,
             "eager_seconds": med["eager"], "eager_peak_extra_mib": mem["eager"]["peak_extra_bytes"] / 2**20,
             "max_abs_err_vs_eager": float(np.abs(results["capture"] - results["eager"]).max()),
         })
-    print(json.dumps(out))
+    return out
 
 
 if __name__ == "__main__":

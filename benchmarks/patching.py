@@ -1,7 +1,8 @@
 """Benchmark: fast (prefix-reusing, layer-batched) vs naive (one full forward per patch) activation patching.
 
 A ~2,000-token pair on a random-initialized 1.5B-shaped Qwen2 (hidden 1536, 12 query / 2 kv heads, intermediate
-8960, reduced vocabulary, 6 of its 28 layers), per-token sweep over the last 8 reasoning + last 3 answer tokens x all layers
+8960, reduced vocabulary, 6 of its 28 layers),
+per-token sweep over the last 8 reasoning + last 3 answer tokens x all layers
 (``resid_pre``). The corrupted sequence differs in a block of prompt tokens and in the answer-carrying probe token;
 the answer tokens are the pair of vocabulary entries whose logit difference moves most between the two runs, and
 the unembedding is scaled so that |clean - corrupted| >= 1 (a well-conditioned NLD, not float noise).

@@ -13,7 +13,7 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from thinklens.errors import ThinklensError
 
@@ -32,16 +32,79 @@ class JsonlLine:
         return f"{self.path}:{self.lineno}"
 
 
-def read_jsonl(path: str | Path, *, skip_blank: bool = True) -> Iterator[JsonlLine]:
-    """Yield every line of ``path`` as a :class:`JsonlLine` (bad lines carry ``error``, reading goes on)."""
+# The longest line a reader decodes and parses. A record holds one trace: a 32k-token R1 generation is ~100k
+# characters (measured on real R1-Distill traces: at most 5.2 characters per token) and a scores row of an 80-layer
+# x 64-head model ~1 MB, so 64 MiB leaves a wide margin while bounding what one line costs (bytes + text + parsed
+# object: a few hundred MB at the limit). Longer lines are skipped unread and reported.
+MAX_LINE_BYTES = 64 * 2**20
+_READ_CHUNK = 2**20  # bytes read at a time: a line is never held beyond the limit plus one chunk
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.0f}" if n % 2**20 == 0 else f"{n / 2**20:.1f}"
+
+
+def _raw_lines(f: BinaryIO, limit: int, regular: bool) -> Iterator[tuple[bytes | bytearray | None, int, bool]]:
+    """``(line, n_bytes, ended)`` per line of ``f``: the bytes (None when the line is longer than ``limit`` bytes
+    without its newline: then only its length was counted), its length with the newline, and whether it ended with
+    one. Read in chunks, so an over-limit line is never held whole. A stream that is not a regular file cannot be
+    skipped to its end (``/dev/zero`` never ends): its over-limit line is yielded unfinished and reading stops."""
+    while True:
+        first = f.readline(_READ_CHUNK)
+        if not first:
+            return
+        if first.endswith(b"\n") and len(first) - 1 <= limit:  # the common case: a whole line in one chunk
+            yield first, len(first), True
+            continue
+        buf: bytearray | None = bytearray()
+        size, ended, chunk = 0, False, first
+        while True:
+            size += len(chunk)
+            ended = chunk.endswith(b"\n")
+            if buf is not None:
+                if size - ended > limit:
+                    buf = None  # drop it: the rest is only counted
+                else:
+                    buf += chunk
+            if ended:
+                break
+            if buf is None and not regular:
+                yield None, size, False
+                return
+            chunk = f.readline(_READ_CHUNK)
+            if not chunk:
+                break
+        yield buf, size, ended
+
+
+def read_jsonl(
+    path: str | Path, *, skip_blank: bool = True, max_line_bytes: int = MAX_LINE_BYTES
+) -> Iterator[JsonlLine]:
+    """Yield every line of ``path`` as a :class:`JsonlLine` (bad lines carry ``error``, reading goes on).
+
+    Streams: memory is bounded by one line. A line longer than ``max_line_bytes`` is reported as an error
+    (``line of N MiB exceeds the M MiB record limit``) without being decoded or parsed; from a non-regular file
+    (a pipe, ``/dev/zero``) such a line also ends the reading, since its end may never come.
+
+    >>> import tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "t.jsonl"
+    >>> _ = f.write_text('{"id": "a"}\\n' + "x" * 100 + '\\n{"id": "b"}\\n')
+    >>> [(i.lineno, i.record or i.error) for i in read_jsonl(f, max_line_bytes=50)]
+    [(1, {'id': 'a'}), (2, 'line of 100 bytes exceeds the 50-byte record limit'), (3, {'id': 'b'})]
+    """
     path = Path(path)
     with path.open("rb") as f:
-        for lineno, raw in enumerate(f, start=1):
+        regular = stat.S_ISREG(os.fstat(f.fileno()).st_mode)
+        for lineno, (raw, size, ended) in enumerate(_raw_lines(f, max_line_bytes, regular), start=1):
+            if raw is None:
+                yield JsonlLine(str(path), lineno, error=_too_long(size - ended, max_line_bytes, regular or ended))
+                continue
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as err:
                 yield JsonlLine(str(path), lineno, error=f"not UTF-8: {err}")
                 continue
+            del raw
             if not line.strip():
                 if not skip_blank:
                     yield JsonlLine(str(path), lineno, error="blank line")
@@ -49,7 +112,7 @@ def read_jsonl(path: str | Path, *, skip_blank: bool = True) -> Iterator[JsonlLi
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                torn = " (torn last line of an interrupted write?)" if not line.endswith("\n") else ""
+                torn = " (torn last line of an interrupted write?)" if not ended else ""
                 yield JsonlLine(str(path), lineno, error=f"invalid JSON: {_json_error(err)}{torn}")
                 continue
             if not isinstance(record, dict):
@@ -76,6 +139,35 @@ def record_id(record: dict[str, Any], lineno: int | None = None) -> str | None:
     if rid is not None:
         return str(rid)
     return f"line:{lineno}" if lineno is not None else None
+
+
+def _too_long(n: int, limit: int, complete: bool) -> str:
+    """The error of an over-limit line (``complete``: its whole length is known)."""
+    if limit < 2**20:  # small limits (tests, callers' own bounds) in bytes
+        size, bound = f"{n} bytes", f"{limit}-byte"
+    else:
+        size, bound = f"{_mib(n)} MiB", f"{_mib(limit)} MiB"
+    if complete:
+        return f"line of {size} exceeds the {bound} record limit"
+    return (f"line of more than {size} exceeds the {bound} record limit; not a regular file, so the line cannot be "
+            "skipped: reading stops")
+
+
+def count_lines(path: str | Path) -> int:
+    """Number of lines of ``path`` (a last line without newline counts), read in chunks: a progress total.
+
+    >>> import tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "t.jsonl"
+    >>> _ = f.write_text('{}\\n{}')
+    >>> count_lines(f)
+    2
+    """
+    n, last = 0, b"\n"
+    with Path(path).open("rb") as f:
+        while chunk := f.read(_READ_CHUNK):
+            n += chunk.count(b"\n")
+            last = chunk[-1:]
+    return n + (last != b"\n")
 
 
 def read_records(path: str | Path, errors: list[JsonlLine] | None = None) -> Iterator[dict[str, Any]]:

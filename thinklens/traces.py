@@ -31,6 +31,29 @@ from thinklens.profiles import Profile, get_profile
 
 SEGMENTS = ("bos", "prompt", "think_open", "reasoning", "think_close", "answer", "eos")
 
+# Work per record is bounded by characters, checked BEFORE tokenizing: a fast tokenizer with offsets costs ~180 bytes
+# of memory per character (a 50 MB record needed ~20 GB). Real R1-Distill traces have 1.8-5.2 characters per token
+# (median 2.8, 400 MATH-500 traces); 16 is a ceiling on the *average* that only texts made of long whitespace or
+# punctuation runs exceed. ``--max-tokens N`` therefore implies at most ``N * MAX_CHARS_PER_TOKEN`` characters.
+MAX_CHARS_PER_TOKEN = 16
+# Without a token limit: a 32k-token generation (R1's recommended maximum) at the ceiling, 524,288 characters, ~6x a
+# 16k-token trace at the densest measured rate; tokenizing it costs ~100 MB.
+DEFAULT_MAX_CHARS = 32_768 * MAX_CHARS_PER_TOKEN
+
+
+def char_bound(max_tokens: int | None) -> int:
+    """The character bound of a record for a token limit (``None``: :data:`DEFAULT_MAX_CHARS`).
+
+    >>> char_bound(4096), char_bound(None)
+    (65536, 524288)
+    """
+    return DEFAULT_MAX_CHARS if max_tokens is None else int(max_tokens) * MAX_CHARS_PER_TOKEN
+
+
+def _check_chars(n_chars: int, max_chars: int | None) -> None:
+    if max_chars is not None and n_chars > max_chars:
+        raise TraceError(f"too long: {n_chars:,} characters > the record bound of {max_chars:,} (not tokenized)")
+
 
 @dataclass(frozen=True)
 class Span:
@@ -165,13 +188,16 @@ class Trace:
     # -- constructors -----------------------------------------------------------------------------------------
     @classmethod
     def from_text(
-        cls, text: str, tokenizer: Any, profile: Profile | None = None, *, prompt_chars: int | None = None
+        cls, text: str, tokenizer: Any, profile: Profile | None = None, *, prompt_chars: int | None = None,
+        max_chars: int | None = DEFAULT_MAX_CHARS,
     ) -> Trace:
         """Segment a full sequence (prompt + completion). ``prompt_chars``, when known, is where the completion
-        starts; it locates the reasoning when the text has no think-open delimiter."""
-        profile = profile or _profile_for(tokenizer)
+        starts; it locates the reasoning when the text has no think-open delimiter. A text longer than
+        ``max_chars`` is refused with a :class:`TraceError` before tokenizing (``None``: no bound)."""
         if not isinstance(text, str) or not text.strip():
             raise TraceError("empty text")
+        _check_chars(len(text), max_chars)
+        profile = profile or _profile_for(tokenizer)
         if profile.add_bos and profile.bos_token and not text.startswith(profile.bos_token):
             text = profile.bos_token + text
             prompt_chars = None if prompt_chars is None else prompt_chars + len(profile.bos_token)
@@ -181,14 +207,16 @@ class Trace:
 
     @classmethod
     def from_prompt_completion(
-        cls, prompt: str, completion: str, tokenizer: Any, profile: Profile | None = None
+        cls, prompt: str, completion: str, tokenizer: Any, profile: Profile | None = None, *,
+        max_chars: int | None = DEFAULT_MAX_CHARS,
     ) -> Trace:
         """Segment ``prompt + completion`` (tokenized as one text, as the model saw it)."""
         if not isinstance(prompt, str) or not isinstance(completion, str):
             raise TraceError("prompt and completion must be strings")
+        _check_chars(len(prompt) + len(completion), max_chars)
         if not completion.strip():
             raise TraceError("empty completion")
-        return cls.from_text(prompt + completion, tokenizer, profile, prompt_chars=len(prompt))
+        return cls.from_text(prompt + completion, tokenizer, profile, prompt_chars=len(prompt), max_chars=max_chars)
 
     @classmethod
     def from_ids(cls, ids: Sequence[int], tokenizer: Any, profile: Profile | None = None) -> Trace:
@@ -215,20 +243,25 @@ class Trace:
 
     @classmethod
     def from_record(
-        cls, record: dict[str, Any], tokenizer: Any, profile: Profile | None = None, text_field: str | None = None
+        cls, record: dict[str, Any], tokenizer: Any, profile: Profile | None = None, text_field: str | None = None,
+        *, max_chars: int | None = DEFAULT_MAX_CHARS,
     ) -> Trace:
-        """Build from a trace-file record: ``text_field`` if given, else ``text``, else ``prompt`` + ``completion``."""
+        """Build from a trace-file record: ``text_field`` if given, else ``text``, else ``prompt`` + ``completion``.
+
+        A record over ``max_chars`` characters raises :class:`TraceError` before tokenizing (see
+        :func:`char_bound`), so one huge record costs a reason line, not the machine's memory."""
         if text_field is not None:
             if text_field not in record:
                 raise TraceError(f"record has no field {text_field!r}")
             value = record[text_field]
             if not isinstance(value, str):
                 raise TraceError(f"field {text_field!r} is {type(value).__name__}, not a string")
-            return cls.from_text(value, tokenizer, profile)
+            return cls.from_text(value, tokenizer, profile, max_chars=max_chars)
         if "text" in record:
-            return cls.from_record(record, tokenizer, profile, "text")
+            return cls.from_record(record, tokenizer, profile, "text", max_chars=max_chars)
         if "prompt" in record and "completion" in record:
-            return cls.from_prompt_completion(record["prompt"], record["completion"], tokenizer, profile)
+            return cls.from_prompt_completion(record["prompt"], record["completion"], tokenizer, profile,
+                                              max_chars=max_chars)
         raise TraceError("record has neither 'text' nor 'prompt' + 'completion'")
 
 
@@ -343,18 +376,20 @@ def _chars(offsets: list[tuple[int, int]], span: Span, text: str) -> tuple[int, 
 
 # -- files ----------------------------------------------------------------------------------------------------
 def inspect_traces(
-    path: str | Path, tokenizer: Any, profile: Profile | None = None, text_field: str | None = None
+    path: str | Path, tokenizer: Any, profile: Profile | None = None, text_field: str | None = None, *,
+    max_chars: int | None = DEFAULT_MAX_CHARS,
 ) -> Iterator[dict[str, Any]]:
     """Segment every record of a trace file; yields one dict per line, with ``error`` (and ``line``) for bad ones.
 
-    Records are keyed by ``id`` (falling back to ``unique_id``, as in MATH-500 files)."""
+    Records are keyed by ``id`` (falling back to ``unique_id``, as in MATH-500 files). Streams the file; a record
+    over ``max_chars`` characters is reported, not tokenized."""
     for item in read_jsonl(path):
         if item.error is not None:
             yield {"id": None, "line": item.lineno, "error": item.error}
             continue
         rid = record_id(item.record, item.lineno)
         try:
-            trace = Trace.from_record(item.record, tokenizer, profile, text_field)
+            trace = Trace.from_record(item.record, tokenizer, profile, text_field, max_chars=max_chars)
         except TraceError as err:
             yield {"id": rid, "line": item.lineno, "error": str(err)}
             continue

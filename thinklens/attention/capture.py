@@ -138,10 +138,12 @@ class AttentionCapture:
         kpos = torch.arange(k_len, device=query.device)
         for s in range(0, pos.numel(), rows_per_chunk):
             p = pos[s : s + rows_per_chunk]  # [rows]
+            first_future = int(self.positions[s : s + rows_per_chunk].min()) + offset + 1  # (CPU copy: no sync)
             # query head h = kv * g + j reads kv head h // g: one batched matmul per kv head, no K expansion
-            q = query[:, :, p].float().reshape(b, n_kv, g * p.numel(), d)  # [b, n_kv, g*rows, d]
+            # the scaling goes on the few query rows, not on the rows x T scores
+            q = (query[:, :, p].float() * scaling).reshape(b, n_kv, g * p.numel(), d)  # [b, n_kv, g*rows, d]
             scores = torch.matmul(q, k32.transpose(-1, -2))  # [b, n_kv, g*rows, k]
-            scores = scores.mul_(scaling).reshape(b, n_heads, p.numel(), k_len)  # [b, n_heads, rows, k]
+            scores = scores.reshape(b, n_heads, p.numel(), k_len)  # [b, n_heads, rows, k]
             if mask is not None:
                 m = mask[:, :, p] if mask.shape[2] == q_len else mask[:, :, p + offset]  # [b|1, 1|h, rows, k]
                 m = m[..., :k_len]
@@ -149,10 +151,13 @@ class AttentionCapture:
                     scores.masked_fill_(~m, float("-inf"))
                 else:
                     scores.add_(m.float())
-            elif is_causal and q_len > 1:
-                future = kpos[None, :] > (p[:, None] + offset)  # [rows, k]
-                scores.masked_fill_(future, float("-inf"))
+            elif is_causal and q_len > 1 and first_future < k_len:
+                # keys before the chunk's first row are visible to all its rows: mask only the tail (for answer
+                # rows at the end of a trace, a rows x rows corner instead of rows x T)
+                future = kpos[None, first_future:] > (p[:, None] + offset)  # [rows, k - first_future]
+                scores[..., first_future:].masked_fill_(future, float("-inf"))
             probs = torch.softmax(scores, dim=-1)  # [b, n_heads, rows, k]
+            del scores  # the reducer runs with one chunk alive, not two
             if mask is not None:
                 probs = torch.nan_to_num_(probs, nan=0.0)  # fully masked rows (padding) -> zeros
             self.reducer(layer, p, probs)

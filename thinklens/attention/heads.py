@@ -10,10 +10,17 @@ over a few dozen traces can be carried by a handful of them, so each ranked head
 :func:`compare_heads` measures the overlap of a top-k list with a reference list (e.g. the paper's published top-10
 RFHs, or induction heads): overlap count, Jaccard index, and the hypergeometric probability of an overlap at least
 that large if the k heads were drawn at random from all ``n_layers x n_heads`` heads.
+
+Missing values. NaN means "not computed" (``r2r``/``r2p`` of a trace scored without reasoning queries). A head that
+is NaN in every trace is left out of the ranking; then a trace with NaN at any remaining head is left out, so that
+every ranked head is averaged over the same traces. Both are reported: a ``UserWarning`` naming them and why, and
+``excluded`` in the ranking (and its JSON). A score that is NaN everywhere, infinite values, or an array that is not
+``[n_traces, n_layers, n_heads]`` are errors (:class:`ThinklensError`), never a silently different ranking.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import warnings
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -42,12 +49,15 @@ class HeadRanking:
     top_k: int
     heads: list[RankedHead]
     n_bootstrap: int = 0
+    # heads/traces left out for missing values: {"head": [l, h] | "trace": id, "reason": ...}
+    excluded: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        """The ``thinklens heads rank --json`` object (heads in rank order)."""
+        """The ``thinklens heads rank --json`` object (heads in rank order; ``n_traces`` counts the traces used)."""
         return {"heads": [[h.layer, h.head, h.mean, h.stability] for h in self.heads], "score": self.score,
                 "n_traces": self.n_traces, "top_k": self.top_k, "n_bootstrap": self.n_bootstrap,
-                "details": [{**asdict(h), "rank_ci": list(h.rank_ci)} for h in self.heads]}
+                "details": [{**asdict(h), "rank_ci": list(h.rank_ci)} for h in self.heads],
+                "excluded": self.excluded}
 
     def pairs(self) -> list[tuple[int, int]]:
         return [(h.layer, h.head) for h in self.heads]
@@ -70,21 +80,64 @@ def _ranks(mean: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def rank_heads(values: HeadScores | np.ndarray, score: str = "a2r", top_k: int = 10,
-               n_bootstrap: int = N_BOOTSTRAP, seed: int = 0) -> HeadRanking:
+def _usable(arr: np.ndarray, score: str, ids: list[str]) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """Rows (traces) and columns (flattened heads) of ``arr [n, L, H]`` to rank on, and what was left out and why
+    (see the module docstring)."""
+    n, n_layers, n_heads = arr.shape
+    if np.isinf(arr).any():
+        t, layer, head = np.argwhere(np.isinf(arr))[0]
+        raise ThinklensError(f"score {score!r} has {int(np.isinf(arr).sum())} infinite value(s) (first: trace "
+                             f"{ids[t]!r}, head L{layer}H{head}); NaN marks a missing value, inf is corrupt data")
+    nan = np.isnan(arr.reshape(n, -1))  # [n, L*H]
+    if nan.all():
+        raise ThinklensError(f"score {score!r} was not computed (all NaN)")
+    excluded: list[dict[str, Any]] = []
+    cols = ~nan.all(axis=0)  # heads with a value in at least one trace
+    for i in np.flatnonzero(~cols):
+        excluded.append({"head": [int(i // n_heads), int(i % n_heads)], "reason": "NaN in every trace"})
+    rows = ~nan[:, cols].any(axis=1)  # traces with a value at every remaining head
+    for t in np.flatnonzero(~rows):
+        k = int(nan[t, cols].sum())
+        why = "NaN at every head" if k == int(cols.sum()) else f"NaN at {k} of {int(cols.sum())} heads"
+        excluded.append({"trace": ids[t], "reason": why})
+    if not rows.any():
+        raise ThinklensError(f"score {score!r}: no trace has a value at every head that has one; cannot rank")
+    if excluded:
+        heads = [f"L{e['head'][0]}H{e['head'][1]}" for e in excluded if "head" in e]
+        traces = [f"{e['trace']} ({e['reason']})" for e in excluded if "trace" in e]
+        parts = ([f"{len(heads)} head(s) NaN in every trace: {', '.join(heads[:10])}"] if heads else []) + (
+            [f"{len(traces)} of {n} trace(s) with missing values: {', '.join(traces[:10])}"] if traces else [])
+        more = " ..." if len(heads) > 10 or len(traces) > 10 else ""
+        warnings.warn(f"rank_heads({score!r}) leaves out {'; '.join(parts)}{more}", UserWarning, stacklevel=3)
+    return np.flatnonzero(rows), np.flatnonzero(cols), excluded
+
+
+def rank_heads(values: HeadScores | np.ndarray, score: str = "a2r", top_k: int = 10, n_bootstrap: int = N_BOOTSTRAP,
+               seed: int = 0) -> HeadRanking:
     """Top-k heads by mean ``score`` over traces, with bootstrap stability (``values``: HeadScores or an array
-    ``[n_traces, n_layers, n_heads]``)."""
-    arr = values.get(score) if isinstance(values, HeadScores) else np.asarray(values)
+    ``[n_traces, n_layers, n_heads]``). Heads and traces with missing (NaN) values are left out with a warning and
+    listed in ``excluded``; infinite values or an all-NaN score raise :class:`ThinklensError`.
+
+    >>> import numpy as np
+    >>> a = np.random.default_rng(0).uniform(0, 0.1, (8, 2, 3)); a[:, 1, 2] += 0.5
+    >>> rank_heads(a, top_k=1, n_bootstrap=20).pairs()
+    [(1, 2)]
+    """
+    is_hs = isinstance(values, HeadScores)
+    arr = values.get(score) if is_hs else np.asarray(values)
     if arr.ndim != 3 or arr.shape[0] == 0:
         raise ThinklensError(f"score {score!r} must be [n_traces, n_layers, n_heads] with >= 1 trace, got {arr.shape}")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise ThinklensError(f"score {score!r} must be numeric, got dtype {arr.dtype}")
     arr = arr.astype(np.float64)
-    if np.isnan(arr).all():
-        raise ThinklensError(f"score {score!r} was not computed (all NaN)")
-    n, n_layers, n_heads = arr.shape
-    flat = arr.reshape(n, -1)  # [n_traces, n_layers*n_heads]
+    n_all, n_layers, n_heads = arr.shape
+    ids = list(values.ids) if is_hs else [f"#{i}" for i in range(n_all)]
+    rows, cols, excluded = _usable(arr, score, ids)
+    flat = arr.reshape(n_all, -1)[np.ix_(rows, cols)]  # [n_traces, n_usable_heads]
+    n = flat.shape[0]
     top_k = max(1, min(int(top_k), flat.shape[1]))
-    mean = np.nanmean(flat, axis=0)
-    std = np.nanstd(flat, axis=0)
+    mean = flat.mean(axis=0)
+    std = flat.std(axis=0)
     ranks = _ranks(mean)
     top = np.argsort(ranks)[:top_k]
     in_top = np.zeros(flat.shape[1])
@@ -92,7 +145,7 @@ def rank_heads(values: HeadScores | np.ndarray, score: str = "a2r", top_k: int =
     if n_bootstrap > 0:
         rng = np.random.default_rng(seed)
         for b in range(n_bootstrap):
-            m = np.nanmean(flat[rng.integers(0, n, n)], axis=0)
+            m = flat[rng.integers(0, n, n)].mean(axis=0)
             r = _ranks(m)
             boot_ranks[b] = r
             in_top += r <= top_k
@@ -103,9 +156,9 @@ def rank_heads(values: HeadScores | np.ndarray, score: str = "a2r", top_k: int =
             stab, ci = float(in_top[i] / n_bootstrap), (int(np.floor(lo)), int(np.ceil(hi)))
         else:
             stab, ci = float("nan"), (int(ranks[i]), int(ranks[i]))
-        heads.append(RankedHead(int(i // n_heads), int(i % n_heads), int(ranks[i]), float(mean[i]), float(std[i]),
-                                stab, ci))
-    return HeadRanking(score, n, top_k, heads, max(n_bootstrap, 0))
+        j = int(cols[i])  # flattened (layer, head) index
+        heads.append(RankedHead(j // n_heads, j % n_heads, int(ranks[i]), float(mean[i]), float(std[i]), stab, ci))
+    return HeadRanking(score, n, top_k, heads, max(n_bootstrap, 0), excluded)
 
 
 def compare_heads(found: list[tuple[int, int]], reference: list[tuple[int, int]], n_total: int) -> dict[str, Any]:

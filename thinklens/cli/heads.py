@@ -85,6 +85,9 @@ def run_rank(ns: argparse.Namespace) -> int:
     for h in ranking.heads:
         print(f"{h.rank:>4} {h.layer:>5} {h.head:>4} {h.mean:>9.4f} {h.std:>9.4f} {h.stability:>5.2f} "
               f"[{h.rank_ci[0]}, {h.rank_ci[1]}]")
+    for e in ranking.excluded:
+        what = f"head L{e['head'][0]}H{e['head'][1]}" if "head" in e else f"trace {e['trace']}"
+        print(f"left out: {what} ({e['reason']})")
     if "compare" in out:
         c = out["compare"]
         print(f"overlap with {c['reference']}: {c['overlap']}/{c['k_reference']} (Jaccard {c['jaccard']:.2f}, "
