@@ -190,6 +190,7 @@ class ShardedOutput:
         self.report = ResumeReport(str(self.path))
         self.done: set[str] = set()
         self._writer: JsonlWriter | None = None
+        self._closed = False
         self._rank_of: dict[str, int] = {}
 
     def _open(self, index: dict[str, int]) -> None:
@@ -236,8 +237,11 @@ class ShardedOutput:
             if self.world.owns(i) and k not in self.done:
                 yield k, item
 
-    def pending_items(self, items: Iterable[Any], key: Callable[[Any], str], where: str = "input") -> Iterator[Any]:
-        """:meth:`pending` for items that are not lines of a file (problems, pairs): ``key(item)`` names each."""
+    def pending_items(self, items: Iterable[Any], key: Callable[[Any], str], where: str = "input",
+                      order: Callable[[Any], Any] | None = None) -> Iterator[Any]:
+        """:meth:`pending` for items that are not lines of a file (problems, pairs): ``key(item)`` names each.
+        ``order(item)`` sorts them first (stable; e.g. by length, so that batches pad little): the shares are cut
+        from, and the output merged in, that order."""
         firsts: list[tuple[str, Any]] = []
         seen: set[str] = set()
         for n, item in enumerate(items):
@@ -248,14 +252,16 @@ class ShardedOutput:
                 continue
             seen.add(k)
             firsts.append((k, item))
+        if order is not None:
+            firsts.sort(key=lambda ki: order(ki[1]))
         self._open({k: i for i, (k, _) in enumerate(firsts)})
         for i, (k, item) in enumerate(firsts):
             if self.world.owns(i) and k not in self.done:
                 yield item
 
     def write(self, record: dict[str, Any]) -> None:
-        if self._writer is None:
-            raise ThinklensError(f"{self.path}: write() before pending(): the output is not open yet")
+        if self._writer is None or self._closed:
+            raise ThinklensError(f"{self.path}: write() before pending() or after close()")
         self._writer.write(record)
 
     @property
@@ -264,10 +270,10 @@ class ShardedOutput:
 
     def close(self) -> None:
         """Close this rank's file; in a launch wait for every rank, then rank 0 merges the parts into ``path``."""
-        if self._writer is None:
+        if self._writer is None or self._closed:
             return
         self._writer.close()
-        self._writer = None
+        self._closed = True
         if self.world.parallel:
             barrier()
             on_main(fold_parts, self.path, self._order, expect=self.world.size, share=False)
@@ -278,6 +284,6 @@ class ShardedOutput:
     def __exit__(self, exc_type: Any, *exc: object) -> None:
         if exc_type is None:
             self.close()
-        elif self._writer is not None:  # an error: keep this rank's part for the rerun, merge nothing
+        elif self._writer is not None and not self._closed:  # an error: this rank's part stays for the rerun
             self._writer.close()
-            self._writer = None
+            self._closed = True

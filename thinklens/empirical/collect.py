@@ -198,18 +198,19 @@ def collect(
     from thinklens.progress import bar as progress_bar
 
     t0 = time.perf_counter()
-    with ShardedOutput(output) as out:  # one process, or this rank's share under torchrun
-        todo = list(out.pending_items(problems, key=lambda p: str(p["id"]), where="problems"))
-        # prompts, then sort by length so that each batch pads little
-        items = []
-        for p in todo:
-            prompt = build_prompt(p["problem"], tokenizer, profile, math_instruction=settings.math_instruction,
-                                  prompt_style=settings.prompt_style)
-            forced = forced_thinking(profile) if reasoning == "without" else ""
-            prompt_ids = tokenizer(prompt + forced, add_special_tokens=False)["input_ids"]
-            n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-            items.append((p, prompt, forced, list(prompt_ids), n_prompt))
-        items.sort(key=lambda it: len(it[3]))
+    def prepare(p: dict[str, Any]) -> tuple[dict[str, Any], str, str, list[int], int]:
+        prompt = build_prompt(p["problem"], tokenizer, profile, math_instruction=settings.math_instruction,
+                              prompt_style=settings.prompt_style)
+        forced = forced_thinking(profile) if reasoning == "without" else ""
+        prompt_ids = tokenizer(prompt + forced, add_special_tokens=False)["input_ids"]
+        n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        return (p, prompt, forced, list(prompt_ids), n_prompt)
+
+    with ShardedOutput(output) as out:
+        # prompts, sorted by length so that each batch pads little; under torchrun each rank takes every N-th of
+        # that order (its share) and the merged output keeps the order one process writes
+        items = list(out.pending_items(map(prepare, problems), key=lambda it: str(it[0]["id"]), where="problems",
+                                       order=lambda it: len(it[3])))
         summary = CollectSummary(str(output), len(problems), out.report.n_done_before, 0, 0, 0, 0.0,
                                  resume=out.report)
         bar = progress_bar(total=len(items), unit="problem", disable=not progress, desc=f"collect {reasoning}")
