@@ -23,23 +23,24 @@ stay the only state, so resuming works as it does for one process:
 Progress bars and logs come from rank 0 only; warnings about a rank's own items come from that rank.
 """
 from thinklens.distributed.launch import (
-                                         DEFAULT_TIMEOUT_S,
-                                         TIMEOUT_ENV,
-                                         World,
-                                         barrier,
-                                         broadcast,
-                                         combine,
-                                         device_map_kwargs,
-                                         gather,
-                                         gpu_share,
-                                         launched,
-                                         local_device,
-                                         on_main,
-                                         solo,
-                                         world,
+    DEFAULT_TIMEOUT_S,
+    TIMEOUT_ENV,
+    World,
+    barrier,
+    broadcast,
+    combine,
+    device_map_kwargs,
+    exit_launch,
+    gather,
+    gpu_share,
+    launched,
+    local_device,
+    on_main,
+    solo,
+    world,
 )
 from thinklens.distributed.parts import ShardedOutput, fold_parts, part_files, part_path, sharded_files
 
 __all__ = ["DEFAULT_TIMEOUT_S", "TIMEOUT_ENV", "World", "barrier", "broadcast", "combine", "device_map_kwargs",
-           "gather", "gpu_share", "launched", "local_device", "on_main", "solo", "world", "ShardedOutput",
-           "fold_parts", "part_files", "part_path", "sharded_files"]
+           "exit_launch", "gather", "gpu_share", "launched", "local_device", "on_main", "solo", "world",
+           "ShardedOutput", "fold_parts", "part_files", "part_path", "sharded_files"]

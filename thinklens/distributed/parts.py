@@ -41,7 +41,11 @@ def part_path(path: str | Path, w: World) -> Path:
 
 
 def part_files(path: str | Path) -> list[Path]:
-    """The part files of ``path`` left by any launch, ordered by (world size, rank)."""
+    """The part files of ``path`` left by any launch, ordered by (world size, rank).
+
+    >>> part_files("no/such/dir/with.jsonl")
+    []
+    """
     p = Path(path)
     if not p.parent.is_dir():
         return []
@@ -191,11 +195,11 @@ class ShardedOutput:
         self.done: set[str] = set()
         self._writer: JsonlWriter | None = None
         self._closed = False
-        self._rank_of: dict[str, int] = {}
+        self._position: dict[str, int] = {}
 
     def _open(self, index: dict[str, int]) -> None:
         """Fold old parts (rank 0), read what is done, open this rank's file."""
-        self._rank_of = index
+        self._position = index
         self.report.torn = on_main(self._prepare)
         if self.path.exists():
             for item in read_jsonl(self.path):
@@ -213,7 +217,7 @@ class ShardedOutput:
         return repair_torn_tail(self.path) if self.path.exists() else None
 
     def _order(self, record: dict[str, Any]) -> int | None:
-        return self._rank_of.get(self.key(record, 0))
+        return self._position.get(self.key(record, 0))
 
     def pending(self, lines: Iterable[JsonlLine]) -> Iterator[tuple[str, JsonlLine]]:
         """``(key, line)`` of this rank's input lines still to process (policy of ``ResumableOutput.pending``)."""
