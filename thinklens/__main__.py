@@ -2,5 +2,8 @@
 import sys
 
 from thinklens.cli.main import main
+from thinklens.distributed import exit_launch
 
-sys.exit(main())
+code = main()
+exit_launch(code)  # a rank of a torchrun launch ends here (see exit_launch); one process goes on to sys.exit
+sys.exit(code)

@@ -44,8 +44,9 @@ class ModelOptions:
     device: str | None = opt(None, "cpu, cuda, cuda:1 or mps (default: CUDA, then MPS, then CPU)")
     dtype: str | None = opt(None, "fp32, bf16 or fp16 (default: bf16 on CUDA, fp16 on MPS, fp32 on CPU)",
                             choices=DTYPES)
-    device_map: str | None = opt(None, "spread a model over several devices (from_pretrained's device_map, e.g. "
-                                 "auto); --device is then ignored")
+    device_map: str | None = opt(None, "spread a model over several devices: auto, balanced, sequential, or a JSON "
+                                 "object / .json file of module -> device (from_pretrained's device_map); --device "
+                                 "is then ignored")
     profile: str | None = opt(None, "model-family profile (default: chosen from the model id and its config)",
                               metavar="NAME")
 
@@ -178,6 +179,31 @@ def _dtype(dtype: Any) -> Any:
     return names[str(dtype)]
 
 
+def parse_device_map(device_map: str | dict | None) -> str | dict | None:
+    """``--device-map`` as ``from_pretrained`` takes it: a strategy name (``auto``, ``balanced``, ``sequential``),
+    a JSON object or a ``.json`` file mapping module names to devices (``{"model.layers.0": 0, "lm_head": 1}``).
+
+    >>> parse_device_map('{"model.embed_tokens": 0, "lm_head": "cpu"}')
+    {'model.embed_tokens': 0, 'lm_head': 'cpu'}
+    """
+    import json
+
+    if not isinstance(device_map, str):
+        return device_map
+    text = device_map.strip()
+    if text.endswith(".json") and Path(text).is_file():
+        text = Path(text).read_text(encoding="utf-8")
+    elif not text.startswith("{"):
+        return text
+    try:
+        parsed = json.loads(text)
+    except ValueError as err:
+        raise ThinklensError(f"--device-map {device_map!r}: not a JSON object ({err})") from None
+    if not isinstance(parsed, dict):
+        raise ThinklensError(f"--device-map {device_map!r}: expected a JSON object of module name -> device")
+    return parsed
+
+
 def load_model(
     name_or_path: str | os.PathLike,
     device: str | None = None,
@@ -192,8 +218,10 @@ def load_model(
 
     ``name_or_path``: hub id, local directory or ``"tiny-r1"``. ``device``: default CUDA > MPS > CPU. ``dtype``:
     default bf16 on CUDA, fp16 on MPS, fp32 on CPU (a ``torch.dtype`` or a name such as ``"bf16"``).
-    ``device_map`` is passed through (e.g. ``"auto"`` to spread a 70B model over several GPUs); then ``device`` is
-    ignored. ``attn_implementation`` defaults to SDPA; thinklens' attention capture works on top of it.
+    ``device_map`` is passed through (e.g. ``"auto"`` to spread a 70B model over several GPUs, or a dict / JSON
+    text, :func:`parse_device_map`); then ``device`` is ignored. In a torchrun launch each rank takes GPU
+    ``LOCAL_RANK``, or with ``"auto"`` its share of the node's GPUs (:mod:`thinklens.distributed`).
+    ``attn_implementation`` defaults to SDPA; thinklens' attention capture works on top of it.
 
     >>> import thinklens as tl
     >>> model, tokenizer, profile = tl.load_model("tiny-r1", device="cpu")
@@ -202,18 +230,23 @@ def load_model(
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from thinklens import distributed
+
     name = resolve(name_or_path)
     local = Path(name).expanduser()
     if name.startswith((".", "/", "~")) and not local.is_dir():
         raise ModelLoadError(f"no such model directory: {name}")
-    device = device or (None if device_map is not None else default_device())
-    torch_dtype = _dtype(dtype) or default_dtype(device or "cuda")
+    distributed.world()  # in a torchrun launch: join the process group before loading (bars on rank 0 only)
+    device_map = parse_device_map(device_map)
+    device = distributed.local_device(device or (None if device_map is not None else default_device()))
+    torch_dtype = _dtype(dtype) or default_dtype(device or default_device())
     kwargs = {**hub_kwargs(name), **from_pretrained_kwargs}
+    placement = distributed.device_map_kwargs(device_map) if device_map is not None else {}
     try:
         config = AutoConfig.from_pretrained(name, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(
-            name, dtype=torch_dtype, device_map=device_map, attn_implementation=attn_implementation, **kwargs
-        )
+            name, dtype=torch_dtype, device_map=device_map, attn_implementation=attn_implementation,
+            **{**placement, **kwargs})
     except (OSError, ValueError) as err:
         if local.is_dir():
             raise ModelLoadError(f"cannot load the model in {name}: {_first_line(err)}; the directory must hold a "

@@ -48,3 +48,25 @@ def attention_shape(model: Any) -> tuple[int, int, int, int]:
     n_kv = getattr(cfg, "num_key_value_heads", None) or n_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads
     return cfg.num_hidden_layers, n_heads, n_kv, head_dim
+
+
+def input_device(model: Any) -> Any:
+    """The device input ids go to: the one that runs the token embedding.
+
+    Why not ``next(model.parameters()).device``: with a ``device_map`` the layers sit on several devices, and an
+    offloaded module's parameters are on ``meta`` while accelerate's hook runs it on its execution device.
+
+    >>> from thinklens.models import load_model
+    >>> input_device(load_model("tiny-r1", device="cpu").model)
+    device(type='cpu')
+    """
+    import torch
+
+    emb = model.get_input_embeddings()
+    hook = getattr(emb, "_hf_hook", None)
+    for h in getattr(hook, "hooks", None) or ([hook] if hook is not None else []):
+        dev = getattr(h, "execution_device", None)
+        if dev is not None:
+            return torch.device(dev)
+    dev = emb.weight.device
+    return torch.device("cpu") if dev.type == "meta" else dev

@@ -19,6 +19,11 @@ so any stage can be rerun alone, from the CLI or from Python; the stages and the
 Resuming: ``run_state.json`` records which stages finished, with the settings they read; a rerun skips a finished
 stage whose files are still there and whose settings are unchanged, reruns it otherwise (so every option takes
 effect), reruns the stages that read a rerun stage's files, and lets partial stages resume from what they wrote.
+
+Several GPUs and nodes (``torchrun --nproc-per-node N -m thinklens run ...``): every rank loads the model on its own
+device; the stages with items (collect, attention, patching) share them among the ranks
+(:mod:`thinklens.distributed`), the others (grade, evaluate, heads, report) run on rank 0 while the rest wait, and
+rank 0 alone writes the run's state and results.
 """
 from __future__ import annotations
 
@@ -72,6 +77,10 @@ def run(config: RunConfig, *, progress: bool = True) -> RunResult:
         >>> import thinklens as tl
         >>> r = tl.run(tl.RunConfig(limit=8, n_pairs=2, output="/tmp/tl_doc_run8"), progress=False)  # doctest: +SKIP
     """
+    from thinklens import distributed
+
+    world = distributed.world()
+    progress = progress and world.is_main  # under torchrun, logs and bars come from rank 0
     names = stage_names()
     bad = [s for s in config.stages if s not in names]
     if bad:
@@ -79,7 +88,7 @@ def run(config: RunConfig, *, progress: bool = True) -> RunResult:
     selected = [s for s in STAGES if not config.stages or s.name in config.stages]
     paths = RunPaths(config.output)
     paths.root.mkdir(parents=True, exist_ok=True)
-    bind_config(config, paths)
+    distributed.on_main(bind_config, config, paths, share=False)
     state = load_state(paths)
     ctx = StageContext(config=config, paths=paths, show_progress=progress)
     rewritten: set[str] = set()  # files rewritten by stages run now: the stages that read them must rerun
@@ -87,29 +96,37 @@ def run(config: RunConfig, *, progress: bool = True) -> RunResult:
         ctx.label = f"[{i}/{len(selected)}] {st.name}"
         prev = state.get(st.name, {})
         settings = st.settings(config)
-        finished = (prev.get("status") in ("done", "skipped") and prev.get("settings", {}) == settings
-                    and all(paths[o].exists() for o in st.outputs) and not rewritten & set(st.inputs))
+        finished = distributed.broadcast(  # rank 0 decides, so that every rank runs the same stages
+            prev.get("status") in ("done", "skipped") and prev.get("settings", {}) == settings
+            and all(paths[o].exists() for o in st.outputs) and not rewritten & set(st.inputs))
         if finished and st.name != "report":
             ctx.log(f"already done ({prev.get('seconds', 0):.1f}s), skipping")
             continue
         ctx.log("starting")
         t0 = time.perf_counter()
         with ctx.labelled_bars():
-            outcome = st.run(ctx)
+            outcome = st.run(ctx) if st.parallel else distributed.on_main(st.run, ctx)
+        distributed.barrier()
         seconds = round(time.perf_counter() - t0, 2)
         state[st.name] = {"status": outcome.get("status", "done"), "seconds": seconds, "settings": settings,
                           **{k: v for k, v in outcome.items() if k != "status"}}
-        write_json(paths.state, state)
+        if world.is_main:
+            write_json(paths.state, state)
         rewritten |= set(st.outputs)
         ctx.log(f"{state[st.name]['status']} in {seconds:.1f}s" + (f" ({outcome['note']})" if outcome.get("note")
                                                                     else ""))
     ctx.close()
+    results = distributed.on_main(_write_results, paths, config)
+    return RunResult(output=paths.root, results=results, stages=state,
+                     report=paths.report if paths.report.exists() else None)
+
+
+def _write_results(paths: RunPaths, config: RunConfig) -> dict[str, Any]:
     from thinklens.results import headline_results
 
     results = headline_results(paths, config)
     write_json(paths.results, results)
-    return RunResult(output=paths.root, results=results, stages=state,
-                     report=paths.report if paths.report.exists() else None)
+    return results
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:

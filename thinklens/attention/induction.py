@@ -89,7 +89,7 @@ def _token_pool(model: Any, tokenizer: Any | None) -> np.ndarray:
 def induction_scores(model: Any, tokenizer: Any | None = None, *, seq_len: int = SEQ_LEN, n_seqs: int = N_SEQS,
                      seed: int = 0, bos_id: int | None = None, model_name: str = "") -> InductionScores:
     """Mean attention from every second-copy token of ``[BOS] + r + r`` to the token after its first occurrence."""
-    from thinklens.modules import attention_shape
+    from thinklens.modules import attention_shape, input_device
 
     if seq_len < 2 or n_seqs < 1:
         raise ThinklensError("induction needs seq_len >= 2 and n_seqs >= 1")
@@ -102,7 +102,7 @@ def induction_scores(model: Any, tokenizer: Any | None = None, *, seq_len: int =
     head = [bos_id] if bos_id is not None else []
     # second copy; with or without BOS the target is query - seq_len + 1
     positions = np.arange(len(head) + seq_len, len(head) + 2 * seq_len)
-    device = next(model.parameters()).device
+    device = input_device(model)
     with capture_attention(model, positions, red):
         for _ in range(n_seqs):
             r = rng.choice(pool, size=seq_len, replace=len(pool) < seq_len).tolist()

@@ -108,7 +108,9 @@ class TraceScores:
 
 
 def _forward(model: Any, ids: list[int] | torch.Tensor) -> None:
-    device = next(model.parameters()).device
+    from thinklens.modules import input_device
+
+    device = input_device(model)
     x = torch.as_tensor(ids, dtype=torch.long, device=device).reshape(1, -1)
     with torch.no_grad():
         try:
@@ -315,13 +317,17 @@ def score_trace_file(model: Any, tokenizer: Any, traces: str | Path, output: str
                      max_tokens: int | None = None, reasoning_queries: bool = True,
                      token_view: int = DEFAULT_TOKEN_VIEW,
                      progress: bool = True) -> HeadScores:
-    """Score every trace of a JSONL file into ``output/head_scores.npz``; resumable.
+    """Score every trace of a JSONL file into ``output/head_scores.npz``; resumable, and data parallel under
+    torchrun (:mod:`thinklens.distributed`: line ``i`` of the file is rank ``i % WORLD_SIZE``'s).
 
     Each scored trace is appended to ``output/scores_partial.jsonl`` as soon as it is done, and each unusable one
-    (bad JSON, no ``</think>``, empty answer, too long) to ``output/skipped.jsonl`` with its reason, line and id; a
-    rerun skips both and consolidates everything into ``head_scores.npz`` at the end. The first ``token_view``
-    scored traces also keep their per-reasoning-token answer attention in ``output/tokens/`` (for the token view)."""
-    from thinklens.jsonl import JsonlWriter, count_lines, read_jsonl
+    (bad JSON, no ``</think>``, empty answer, too long, a repeated id) to ``output/skipped.jsonl`` with its reason,
+    line and id; a rerun skips both and consolidates everything into ``head_scores.npz`` at the end (traces in file
+    order). The first ``token_view`` scorable traces of the file also keep their per-reasoning-token answer
+    attention in ``output/tokens/`` (for the token view). The file is streamed (one record in memory at a time) and
+    a record longer than ``max_tokens`` allows in characters is refused before it is tokenized."""
+    from thinklens import distributed
+    from thinklens.jsonl import JsonlWriter, read_jsonl
     from thinklens.progress import bar
     from thinklens.traces import char_bound, record_id
 
@@ -330,66 +336,114 @@ def score_trace_file(model: Any, tokenizer: Any, traces: str | Path, output: str
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     partial, skipped_path = out / PARTIAL, out / SKIPPED
-    done: dict[str, dict[str, Any]] = {}
-    if partial.exists():
-        for item in read_jsonl(partial):
-            if item.record is not None and "id" in item.record:
-                done[str(item.record["id"])] = item.record
-    skipped: dict[str, dict[str, Any]] = {}
-    if skipped_path.exists():
-        for item in read_jsonl(skipped_path):
-            if item.record is not None:
-                skipped[str(item.record.get("id"))] = item.record
-    n_tok = len(list((out / TOKENS_DIR).glob("*.npz"))) if (out / TOKENS_DIR).exists() else 0
-    n_lines = count_lines(traces) if limit is None else min(limit, count_lines(traces))
-    lines = itertools.islice(read_jsonl(traces), limit)  # streamed: one record in memory at a time
     max_chars = char_bound(max_tokens)  # refuse huge records before tokenizing them
-    seen: dict[str, int] = {}
-    with JsonlWriter(partial) as wp, JsonlWriter(skipped_path) as ws:
-        for item in bar(lines, desc="attention", unit="trace", total=n_lines, disable=not progress):
-            if item.error is not None:
-                key = f"line:{item.lineno}"
-                if key not in skipped:
-                    skipped[key] = {"id": key, "line": item.lineno, "reason": f"{item.where}: {item.error}"}
-                    ws.write(skipped[key])
-                continue
-            rid = record_id(item.record, item.lineno)
-            if rid in seen:  # the same id twice in one file: keep the first, record the second
-                key = f"duplicate:{rid}:{item.lineno}"
-                if key not in skipped:
-                    skipped[key] = {"id": key, "line": item.lineno,
-                                    "reason": f"{item.where} ({rid}): duplicate id (first at line {seen[rid]})"}
-                    ws.write(skipped[key])
-                continue
-            seen[rid] = item.lineno
-            if rid in done or rid in skipped:
-                continue
-            try:
-                trace = Trace.from_record(item.record, tokenizer, profile, text_field, max_chars=max_chars)
-                reason = check_trace(trace, max_tokens)
-            except ThinklensError as err:
-                reason = str(err)
-            if reason:
-                skipped[rid] = {"id": rid, "line": item.lineno, "reason": f"{traces}:{item.lineno} ({rid}): {reason}"}
-                ws.write(skipped[rid])
-                continue
-            ts = trace_head_scores(model, trace, reasoning_queries=reasoning_queries,
-                                   answer_profile=n_tok < token_view)
-            if ts.answer_profile is not None:
-                save_token_profile(out, rid, trace, ts.answer_profile)
-                n_tok += 1
-            row = {"id": rid, "token_len": ts.token_len, "think_start": ts.think_start, "think_end": ts.think_end,
-                   "scores": {k: [[None if np.isnan(x) else float(x) for x in r] for r in v]
-                              for k, v in ts.scores.items()}}
-            wp.write(row)
-            done[rid] = row
+
+    def lines() -> Any:  # streamed, a fresh pass each call
+        return itertools.islice(read_jsonl(traces), limit)
+
+    first: dict[str, int] = {}  # id -> line of its first occurrence (a later line with that id is a duplicate)
+    n_lines = 0
+    for item in lines():
+        n_lines += 1
+        if item.record is not None:
+            first.setdefault(record_id(item.record, item.lineno), item.lineno)
+
+    def order(row: dict[str, Any]) -> int | None:  # file order: the order in which one process writes the rows
+        return row.get("line") if "reason" in row else first.get(str(row.get("id")))
+
+    def load(item: Any) -> tuple[Trace | None, str | None]:
+        try:
+            trace = Trace.from_record(item.record, tokenizer, profile, text_field, max_chars=max_chars)
+            return trace, check_trace(trace, max_tokens)
+        except ThinklensError as err:
+            return None, str(err)
+
+    world = distributed.world()
+    with distributed.sharded_files(partial, skipped_path, order=order) as (my_partial, my_skipped):
+        done = {str(r["id"]) for r in _records(partial) if "id" in r}
+        skipped = {str(r.get("id")) for r in _records(skipped_path)}
+        view = _token_view_ids(lines(), first, load, token_view, done, skipped)
+        mine = (item for n, item in enumerate(lines()) if world.owns(n))
+        total = len(range(world.rank, n_lines, world.size))
+        with JsonlWriter(my_partial) as wp, JsonlWriter(my_skipped) as ws:
+            for item in bar(mine, desc="attention", unit="trace", total=total, disable=not progress):
+                if item.record is None:
+                    key = f"line:{item.lineno}"
+                    reason = f"{item.where}: {item.error}"
+                else:
+                    rid = record_id(item.record, item.lineno)
+                    key, reason = rid, None
+                    if first[rid] != item.lineno:  # the same id twice in one file: keep the first, record the second
+                        key = f"duplicate:{rid}:{item.lineno}"
+                        reason = f"{item.where} ({rid}): duplicate id (first at line {first[rid]})"
+                    elif rid in done or rid in skipped:
+                        continue
+                    else:
+                        trace, why = load(item)
+                        if why:
+                            reason = f"{traces}:{item.lineno} ({rid}): {why}"
+                if reason is not None:
+                    if key not in skipped:
+                        skipped.add(key)
+                        ws.write({"id": key, "line": item.lineno, "reason": reason})
+                    continue
+                wp.write(_score_row(model, trace, rid, reasoning_queries, rid in view, out))
+    settings = {"text_field": text_field, "max_tokens": max_tokens, "reasoning_queries": reasoning_queries,
+                "traces": str(traces), "answer_queries": "answer span after </think>, excluding the final EOS"}
+    hs = distributed.on_main(_consolidate, out, traces, model_name, settings, share=False)
+    return hs if hs is not None else HeadScores.load(out)
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    from thinklens.jsonl import read_jsonl
+
+    return [item.record for item in read_jsonl(path) if item.record is not None] if path.exists() else []
+
+
+def _token_view_ids(lines: Any, first: dict[str, int], load: Any, k: int, done: set[str],
+                    skipped: set[str]) -> set[str]:
+    """Ids of the first ``k`` scorable traces of the file: those that keep a token profile (the same on every rank,
+    whichever rank scores them)."""
+    from thinklens.traces import record_id
+
+    view: set[str] = set()
+    for item in lines:
+        if len(view) >= k:
+            break
+        if item.record is None:
+            continue
+        rid = record_id(item.record, item.lineno)
+        if first[rid] != item.lineno or rid in skipped:
+            continue
+        if rid not in done and load(item)[1]:
+            continue
+        view.add(rid)
+    return view
+
+
+def _score_row(model: Any, trace: Trace, rid: str, reasoning_queries: bool, keep_profile: bool,
+               out: Path) -> dict[str, Any]:
+    """One trace's ``scores_partial.jsonl`` row (and its token profile file when ``keep_profile``)."""
+    ts = trace_head_scores(model, trace, reasoning_queries=reasoning_queries, answer_profile=keep_profile)
+    if ts.answer_profile is not None:
+        save_token_profile(out, rid, trace, ts.answer_profile)
+    return {"id": rid, "token_len": ts.token_len, "think_start": ts.think_start, "think_end": ts.think_end,
+            "scores": {k: [[None if np.isnan(x) else float(x) for x in r] for r in v] for k, v in ts.scores.items()}}
+
+
+def _consolidate(out: Path, traces: str | Path, model_name: str, settings: dict[str, Any]) -> HeadScores:
+    """``head_scores.npz`` from every row of ``scores_partial.jsonl`` (file order; a repeated id keeps its first
+    place) and the skipped traces of ``skipped.jsonl``."""
+    done: dict[str, dict[str, Any]] = {}
+    for row in _records(out / PARTIAL):
+        if "id" in row:
+            done[str(row["id"])] = row
+    skipped = {str(r.get("id")): r for r in _records(out / SKIPPED)}
     if not done:
-        raise ThinklensError(f"{traces}: no trace could be scored ({len(skipped)} skipped; see {skipped_path})")
+        raise ThinklensError(f"{traces}: no trace could be scored ({len(skipped)} skipped; see {out / SKIPPED})")
     ids = list(done)
     rows = [TraceScores({k: np.array(v, dtype=np.float32) for k, v in done[i]["scores"].items()},
                         done[i]["token_len"], done[i]["think_start"], done[i]["think_end"]) for i in ids]
-    settings = {"text_field": text_field, "max_tokens": max_tokens, "reasoning_queries": reasoning_queries,
-                "traces": str(traces), "answer_queries": "answer span after </think>, excluding the final EOS"}
     hs = HeadScores.from_traces(ids, rows, model=model_name, settings=settings, skipped=list(skipped.values()))
     hs.save(out)
     return hs

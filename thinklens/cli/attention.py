@@ -37,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(ns: argparse.Namespace) -> int:
     import torch
 
+    from thinklens import distributed
     from thinklens.attention.segments import score_trace_file
     from thinklens.cli.flags import build
     from thinklens.models import ModelOptions
@@ -47,6 +48,8 @@ def run(ns: argparse.Namespace) -> int:
                               text_field=ns.text_field, limit=ns.limit, max_tokens=ns.max_tokens,
                               reasoning_queries=not ns.no_reasoning_queries, token_view=ns.token_view,
                               progress=not ns.quiet)
+    if not distributed.world().is_main:  # under torchrun rank 0 reports for all (the scores are merged)
+        return 0
     for s in hs.skipped:
         print(f"skipped {s['reason']}", file=sys.stderr)
     print_json({"output": f"{ns.output}/head_scores.npz", "n_traces": hs.n_traces, "n_skipped": len(hs.skipped),

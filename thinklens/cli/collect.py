@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(ns: argparse.Namespace) -> int:
+    from thinklens import distributed
     from thinklens.cli.flags import build
     from thinklens.empirical.backends.openai import ServerSettings
     from thinklens.empirical.collect import collect_dataset
@@ -41,13 +42,17 @@ def run(ns: argparse.Namespace) -> int:
     from thinklens.models import ModelOptions
 
     model, settings, server = build(ModelOptions, ns), build(GenerationSettings, ns), build(ServerSettings, ns)
-    if settings.backend == "openai":
+    if settings.backend == "vllm" and distributed.world().parallel:
+        raise ThinklensError("--backend vllm parallelizes by itself: run it without torchrun (vLLM's "
+                             "--tensor-parallel-size), or use the transformers backend under torchrun")
+    if settings.backend == "openai":  # the server does the parallel work: rank 0 alone sends the requests
         from thinklens.empirical.collect_server import collect_server_dataset
 
-        summary = collect_server_dataset(
-            ns.dataset, reasoning=ns.reasoning, output=ns.output, server=server.for_model(model.name),
-            settings=settings, dataset_file=ns.dataset_file, limit=ns.limit, profile=model.profile,
-            model_name=model.name, progress=not ns.quiet)
+        summary = distributed.on_main(
+            collect_server_dataset, ns.dataset, reasoning=ns.reasoning, output=ns.output,
+            server=server.for_model(model.name), settings=settings, dataset_file=ns.dataset_file, limit=ns.limit,
+            profile=model.profile, model_name=model.name, progress=not ns.quiet, share=False)
+        report = summary.to_dict() if summary is not None else None
     elif server.is_set:
         raise ThinklensError("--base-url and the other server options are for --backend openai")
     else:
@@ -55,12 +60,20 @@ def run(ns: argparse.Namespace) -> int:
             model.name, ns.dataset, reasoning=ns.reasoning, output=ns.output, settings=settings,
             dataset_file=ns.dataset_file, limit=ns.limit, device=model.device, dtype=model.dtype,
             profile=model.profile, device_map=model.device_map, progress=not ns.quiet)
-    for err in summary.errors:
+        # under torchrun rank 0 reports for all: counts summed, the slowest rank's time, every rank's messages
+        report = distributed.combine(summary.to_dict(), total=("n_written", "n_finished", "n_generated_tokens"),
+                                     longest=("seconds",), joined=("errors", "warnings"))
+        if report and report.get("ranks") and report["seconds"] > 0:
+            report["problems_per_s"] = round(report["n_written"] / report["seconds"], 3)
+            report["tokens_per_s"] = round(report["n_generated_tokens"] / report["seconds"], 1)
+    if report is None:  # another rank of a torchrun launch: rank 0 reports
+        return 0
+    for err in report["errors"]:
         print(err, file=sys.stderr)
-    for warning in summary.warnings:
+    for warning in report["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
-    if summary.n_failed:
-        print(f"{summary.n_failed} request(s) failed after their retries and were written as error records: rerun "
+    if report["n_failed"]:
+        print(f"{report['n_failed']} request(s) failed after their retries and were written as error records: rerun "
               "the same command to retry them", file=sys.stderr)
-    print_json(summary.to_dict())
+    print_json(report)
     return 0

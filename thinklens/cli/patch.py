@@ -52,6 +52,7 @@ def run(ns: argparse.Namespace) -> int:
 
     import numpy as np
 
+    from thinklens import distributed
     from thinklens.cli.flags import build
     from thinklens.errors import ThinklensError
     from thinklens.models import ModelOptions
@@ -61,7 +62,7 @@ def run(ns: argparse.Namespace) -> int:
     args = ns
     errors: list = []
     pairs = load_pairs(args.pairs, errors)
-    for e in errors:
+    for e in errors if distributed.launched().is_main else ():  # every rank reads the pairs: rank 0 reports
         print(f"{args.pairs}:{e['line']}: skipped: {e['error']}", file=sys.stderr)
     if args.limit is not None:
         pairs = pairs[: args.limit]
@@ -89,5 +90,6 @@ def run(ns: argparse.Namespace) -> int:
         if res.attribution_spearman is not None:
             entry["attribution_spearman_mean"] = float(np.nanmean(res.attribution_spearman))
         summary["sites"][site] = entry
-    print_json(summary)
+    if distributed.world().is_main:  # under torchrun rank 0 reports for all (the results are merged)
+        print_json(summary)
     return 0

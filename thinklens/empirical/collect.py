@@ -17,7 +17,8 @@ end with it; ``paper`` reproduces the paper's prompts exactly: ``BOS + problem +
 (no chat template; see the reference traces).
 
 Crash safety: each finished batch is appended to the output at once (:class:`thinklens.jsonl.JsonlWriter`); a
-rerun skips ids already written, so a killed run loses at most the batch in flight. Greedy decoding
+rerun skips ids already written, so a killed run loses at most the batch in flight. Under torchrun each rank
+generates its share of the problems (:class:`thinklens.distributed.ShardedOutput`). Greedy decoding
 (``temperature=0``, the default) is exactly reproducible; with sampling each batch is seeded from ``seed`` and its
 problem ids.
 """
@@ -29,10 +30,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from thinklens.distributed import ShardedOutput
 from thinklens.empirical.backends import Generation
 from thinklens.empirical.settings import PROMPT_STYLES, GenerationSettings
 from thinklens.errors import ThinklensError
-from thinklens.jsonl import ResumableOutput, ResumeReport
+from thinklens.jsonl import ResumeReport
 from thinklens.profiles import Profile
 
 REASONING_MODES = ("with", "without")
@@ -114,7 +116,9 @@ class TransformersBackend:
         import torch
 
         width = max(len(p) for p in prompts)
-        device = next(self.model.parameters()).device
+        from thinklens.modules import input_device
+
+        device = input_device(self.model)  # the embedding's device (a device_map spreads the layers)
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)  # [batch, width] left-padded
         mask = torch.zeros((len(prompts), width), dtype=torch.long)  # [batch, width]
         for i, p in enumerate(prompts):
@@ -194,18 +198,19 @@ def collect(
     from thinklens.progress import bar as progress_bar
 
     t0 = time.perf_counter()
-    with ResumableOutput(output) as out:
-        todo = list(out.pending_items(problems, key=lambda p: str(p["id"]), where="problems"))
-        # prompts, then sort by length so that each batch pads little
-        items = []
-        for p in todo:
-            prompt = build_prompt(p["problem"], tokenizer, profile, math_instruction=settings.math_instruction,
-                                  prompt_style=settings.prompt_style)
-            forced = forced_thinking(profile) if reasoning == "without" else ""
-            prompt_ids = tokenizer(prompt + forced, add_special_tokens=False)["input_ids"]
-            n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-            items.append((p, prompt, forced, list(prompt_ids), n_prompt))
-        items.sort(key=lambda it: len(it[3]))
+    def prepare(p: dict[str, Any]) -> tuple[dict[str, Any], str, str, list[int], int]:
+        prompt = build_prompt(p["problem"], tokenizer, profile, math_instruction=settings.math_instruction,
+                              prompt_style=settings.prompt_style)
+        forced = forced_thinking(profile) if reasoning == "without" else ""
+        prompt_ids = tokenizer(prompt + forced, add_special_tokens=False)["input_ids"]
+        n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        return (p, prompt, forced, list(prompt_ids), n_prompt)
+
+    with ShardedOutput(output) as out:
+        # prompts, sorted by length so that each batch pads little; under torchrun each rank takes every N-th of
+        # that order (its share) and the merged output keeps the order one process writes
+        items = list(out.pending_items(map(prepare, problems), key=lambda it: str(it[0]["id"]), where="problems",
+                                       order=lambda it: len(it[3])))
         summary = CollectSummary(str(output), len(problems), out.report.n_done_before, 0, 0, 0, 0.0,
                                  resume=out.report)
         bar = progress_bar(total=len(items), unit="problem", disable=not progress, desc=f"collect {reasoning}")

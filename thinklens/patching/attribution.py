@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from thinklens.errors import ThinklensError
-from thinklens.modules import attention_shape
+from thinklens.modules import attention_shape, input_device
 from thinklens.patching.engine import PairTensors, _forward
 from thinklens.patching.metrics import LogitDiff, Metric, normalize
 from thinklens.patching.targets import Site, SiteKind, capture
@@ -66,7 +66,7 @@ def attribution_patching(
     metric = metric or LogitDiff(pair.clean_answer, pair.corrupted_answer)
     n_layers = attention_shape(model)[0]
     sites = [Site(k, layer) for k in kinds for layer in range(n_layers)]
-    dev = next(model.parameters()).device
+    dev = input_device(model)
     clean_ids, corr_ids = pt.clean_ids.to(dev)[None], pt.corrupted_ids.to(dev)[None]  # [1, T]
     clean_mask, corr_mask = pt.clean_mask.to(dev)[None], pt.corrupted_mask.to(dev)[None]
     with torch.no_grad(), capture(model, profile, sites) as clean_acts:  # [1, T, d] each

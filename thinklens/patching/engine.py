@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from thinklens.errors import ThinklensError
+from thinklens.modules import input_device
 from thinklens.patching.metrics import Metric
 from thinklens.patching.targets import Patch, Site, capture, patching
 from thinklens.profiles import Profile
@@ -83,7 +84,8 @@ class EngineOutput:
 
 
 def _device(model: Any) -> torch.device:
-    return next(model.parameters()).device
+    """Where the inputs go: the embedding's device (with a device_map, layers and KV cache live on theirs)."""
+    return input_device(model)
 
 
 def _forward(model: Any, ids: torch.Tensor, mask: torch.Tensor, start: int, cache: Any = None,
@@ -221,7 +223,8 @@ def run_patches(
                        for q in patches_for([items[i] for i in chunk])]
             ids = torch.cat([corr_ids[0, p:] for p in starts])[None]  # [1, N]
             pos = torch.cat([torch.arange(p, T, device=dev) for p in starts])[None]  # [1, N]
-            last = torch.as_tensor(offsets[1:] - 1, device=dev)  # [b] the final token of every copy
+            # [b] the final token of every copy; on the CPU, so it can index hidden states on any device
+            last = torch.as_tensor(offsets[1:] - 1)
             with patching(model, profile, patches, offset=0):
                 out = model(input_ids=ids, attention_mask=_packed_mask(corr_mask[0], starts, dtype),
                             position_ids=pos, past_key_values=_prefix_cache(full_cache, T), use_cache=True,

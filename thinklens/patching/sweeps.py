@@ -21,6 +21,8 @@ that every pair has (:func:`sweep_grid`), here dropping the lone space of digit 
 
 :func:`patch_pairs` runs many pairs with resume: each finished pair is appended to ``pairs.jsonl`` in the output
 directory, a rerun skips the pair ids already there, and a failing pair goes to ``errors.jsonl`` with its reason.
+Under torchrun pair ``i`` is rank ``i % WORLD_SIZE``'s and rank 0 stacks the merged result
+(:mod:`thinklens.distributed`).
 """
 from __future__ import annotations
 
@@ -286,38 +288,47 @@ def patch_pairs(
     >>> res.pair_ids == [p.id for p in pairs], res.labels[-1]
     (True, 'a-1')
     """
+    from thinklens import distributed
     from thinklens.jsonl import JsonlWriter, done_ids, read_records
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     records_path, errors_path = out / "pairs.jsonl", out / "errors.jsonl"
-    done = done_ids(records_path, key="pair_id") if records_path.exists() else set()
-    todo = [p for p in pairs if p.id not in done]
     spec = kwargs.pop("positions", None)
     spec = default_positions(pairs) if spec is None else spec
     try:
         grid = sweep_grid(pairs, spec)
     except ThinklensError:  # no pair fits the spec: each pair's own error goes to errors.jsonl below
         grid = spec
-    n_layers, n_heads, _, _ = attention_shape(model)
-    bar = None
-    if progress and todo:
-        from thinklens.progress import bar as progress_bar
+    index = {p.id: i for i, p in reversed(list(enumerate(pairs)))}  # the order one process writes in
+    world = distributed.world()  # under torchrun, pair i is rank i % WORLD_SIZE's
+    with distributed.sharded_files(records_path, errors_path,
+                                   order=lambda r: index.get(r.get("pair_id", r.get("id")))) as (mine, my_errors):
+        done = done_ids(records_path, key="pair_id")
+        todo = [p for i, p in enumerate(pairs) if world.owns(i) and p.id not in done]
+        bar = None
+        if progress and todo:
+            from thinklens.progress import bar as progress_bar
 
-        bar = progress_bar(total=len(todo), desc="patching pairs", unit="pair")
-    with JsonlWriter(records_path) as w, JsonlWriter(errors_path) as errs:
-        for pair in todo:
-            try:
-                resolve_positions(pair, spec)  # a pair the spec does not fit fails with its own reason
-                w.write(patch_pair(model, profile, pair, grid, **kwargs).to_dict())
-            except ThinklensError as err:
-                errs.write({"id": pair.id, "error": str(err)})
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
-    wanted = {p.id for p in pairs}
-    items = [PairPatching.from_dict(r) for r in read_records(records_path) if r.get("pair_id") in wanted]
-    result = PatchingResult.from_pairs(items)
-    result.save(out)
-    return result
+            bar = progress_bar(total=len(todo), desc="patching pairs", unit="pair")
+        with JsonlWriter(mine) as w, JsonlWriter(my_errors) as errs:
+            for pair in todo:
+                try:
+                    resolve_positions(pair, spec)  # a pair the spec does not fit fails with its own reason
+                    w.write(patch_pair(model, profile, pair, grid, **kwargs).to_dict())
+                except ThinklensError as err:
+                    errs.write({"id": pair.id, "error": str(err)})
+                if bar is not None:
+                    bar.update(1)
+        if bar is not None:
+            bar.close()
+
+    def stack() -> PatchingResult:
+        wanted = {p.id for p in pairs}
+        items = [PairPatching.from_dict(r) for r in read_records(records_path) if r.get("pair_id") in wanted]
+        result = PatchingResult.from_pairs(items)
+        result.save(out)
+        return result
+
+    result = distributed.on_main(stack, share=False)
+    return result if result is not None else PatchingResult.load(out)

@@ -174,7 +174,7 @@ def capture(
                 if SiteKind.ATTN_OUT in _kinds:
                     store[Site(SiteKind.ATTN_OUT, _layer)] = take(a)
                 if SiteKind.RESID_MID in _kinds:
-                    store[Site(SiteKind.RESID_MID, _layer)] = take(stash[_layer] + a)
+                    store[Site(SiteKind.RESID_MID, _layer)] = take(stash[_layer].to(a.device) + a)
             handles.append(layer_attention(model, profile, layer).register_forward_hook(attn_hook))
         if SiteKind.RESID_POST in kinds:
             def post_hook(module, args, out, _layer=layer):
@@ -254,7 +254,7 @@ def patching(model: Any, profile: Profile, patches: Sequence[Patch], offset: int
             w = _writer(group, offset)
 
             def mid(m, a, o, _w=w, _layer=layer):
-                full = stash[_layer] + _first(o)  # [batch, seq, d_model]
+                full = stash[_layer].to(_first(o).device) + _first(o)  # [batch, seq, d_model]
                 # the difference is exactly 0 at unpatched positions, so they keep their attn_out bit for bit
                 return _replace_first(o, _first(o) + (_w(full) - full))
             handles.append(layer_attention(model, profile, layer).register_forward_hook(mid))

@@ -16,18 +16,20 @@ def _paths(paths: RunPaths, kind: str) -> dict[str, Any]:
 
 
 def collect(ctx: StageContext) -> dict[str, Any]:
+    """Both runs of every problem; under torchrun each rank generates its share (a server backend: rank 0 alone)."""
+    from thinklens import distributed
     from thinklens.empirical.collect import collect as collect_traces
     from thinklens.empirical.datasets import load_problems
 
     c = ctx.config
     errors: list[str] = []
     problems = load_problems(c.dataset, limit=c.limit, seed=c.seed, errors=errors)
-    for e in errors:
+    for e in errors if distributed.world().is_main else ():  # every rank reads the problems: rank 0 reports
         ctx.warn(f"skipped {e}")
     out: dict[str, Any] = {"n_problems": len(problems), "bad_problems": len(errors)}
     for mode, path in _paths(ctx.paths, "traces").items():
         if c.generation.backend == "openai":
-            s = _collect_on_server(c, problems, mode, path, ctx.show_progress)
+            s = distributed.on_main(_collect_on_server, c, problems, mode, path, ctx.show_progress)
         else:
             loaded = ctx.model()
             s = collect_traces(loaded, problems, reasoning=mode, output=path,
@@ -37,6 +39,9 @@ def collect(ctx: StageContext) -> dict[str, Any]:
             ctx.warn(line)
         out[mode] = {"n_written": s.n_written, "n_finished": s.n_finished, "n_failed": s.n_failed,
                      "seconds": round(s.seconds, 2), "resume": s.resume.to_dict() if s.resume else None}
+        if c.generation.backend != "openai":  # counts of all ranks (rank 0 keeps the run state)
+            out[mode] = distributed.combine(out[mode], total=("n_written", "n_finished", "n_failed"),
+                                            longest=("seconds",)) or out[mode]
         if s.n_failed:  # not finished: a rerun retries the failed requests
             raise ThinklensError(f"{s.n_failed} request(s) to {c.server.base_url} failed after their retries (written "
                                  f"to {path} as error records): rerun the same command to retry them")

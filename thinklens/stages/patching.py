@@ -19,6 +19,8 @@ def _spec(c: RunConfig) -> Any:
 
 
 def patching(ctx: StageContext) -> dict[str, Any]:
+    """Build the pairs (every rank builds the same; rank 0 writes them), then patch them, each rank its share."""
+    from thinklens import distributed
     from thinklens.patching.pairs import save_pairs
     from thinklens.patching.sweeps import patch_pairs
 
@@ -41,7 +43,7 @@ def patching(ctx: StageContext) -> dict[str, Any]:
     m = ctx.model()
     ctx.log(f"{len(pairs)} pairs x {m.model.config.num_hidden_layers} layers"
             + (f" ({len(rejects)} pairs rejected)" if rejects else ""))
-    save_pairs(p.pairs, pairs, rejects)
+    distributed.on_main(save_pairs, p.pairs, pairs, rejects, share=False)
     # positions: the default grid of the pairs' source (the paper's for CSV pairs, the organism's for its own)
     result = patch_pairs(m.model, m.profile, pairs, p.patching_dir, progress=ctx.show_progress)
     return {"n_pairs": len(result.pair_ids), "n_rejected": len(rejects)}
@@ -69,6 +71,7 @@ def _csv_pairs(ctx: StageContext) -> tuple[list[Any], list[dict[str, Any]]]:
     """The paper's workflow: the model answers both queries of each CSV row with reasoning (resumable), each
     response is cut and closed with the probe ``Final answer is X.``; rows whose responses are wrong or unfinished
     are rejected with a reason."""
+    from thinklens import distributed
     from thinklens.empirical.collect import collect
     from thinklens.jsonl import JsonlWriter
     from thinklens.patching.pairs import build_csv_pairs, prepare_queries, read_pair_csv, read_responses
@@ -76,8 +79,12 @@ def _csv_pairs(ctx: StageContext) -> tuple[list[Any], list[dict[str, Any]]]:
     c, p = ctx.config, ctx.paths
     rows = read_pair_csv(c.pairs_csv)[: c.n_pairs]
     queries = prepare_queries(rows)
-    with JsonlWriter(p.pair_queries, overwrite=True) as w:
-        w.write_all(queries)
+
+    def write_queries() -> None:
+        with JsonlWriter(p.pair_queries, overwrite=True) as w:
+            w.write_all(queries)
+
+    distributed.on_main(write_queries, share=False)
     m = ctx.model()
     ctx.log(f"answering {len(queries)} contrastive queries from {c.pairs_csv}")
     settings = c.generation.resolved(m.profile, str(p.pair_queries))

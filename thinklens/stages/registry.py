@@ -30,7 +30,8 @@ class Stage:
     ``inputs``/``outputs`` name files of :data:`thinklens.rundir.LAYOUT`; a stage is finished when its outputs exist
     and the settings it ``reads`` are those it ran with (otherwise it reruns: every option takes effect).
     ``run(ctx)`` returns ``{"status": "done"|"skipped", "note"?: str, **summary}``; ``command(config, paths)`` the
-    standalone commands that reproduce its files."""
+    standalone commands that reproduce its files. ``parallel`` stages run on every rank of a torchrun launch and
+    share their items (:mod:`thinklens.distributed`); the others run on rank 0 while the other ranks wait."""
 
     name: str
     run: Callable[[StageContext], dict[str, Any]]
@@ -39,6 +40,7 @@ class Stage:
     outputs: tuple[str, ...] = ()
     reads: tuple[str, ...] = ()  # RunConfig fields beyond its identity that change this stage's outputs
     doc: str = ""
+    parallel: bool = False  # under torchrun its items are shared among the ranks; otherwise rank 0 runs it alone
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.inputs + self.outputs if f not in LAYOUT]
@@ -70,17 +72,17 @@ def _report_command(c: RunConfig, p: RunPaths) -> list[str]:
 
 STAGES: tuple[Stage, ...] = (
     Stage("collect", empirical.collect, empirical.collect_command, (), ("traces_with", "traces_without"),
-          doc="generate every problem with and without reasoning"),
+          doc="generate every problem with and without reasoning", parallel=True),
     Stage("grade", empirical.grade, empirical.grade_command, ("traces_with", "traces_without"),
           ("graded_with", "graded_without"), doc="extract and grade the answers"),
     Stage("evaluate", empirical.evaluate, empirical.evaluate_command, ("graded_with", "graded_without"),
           ("evaluation",), doc="paired accuracy with vs without reasoning"),
     Stage("attention", attention.attention, attention.attention_command, ("traces_with",), ("head_scores",),
-          doc="answer→reasoning attention per (layer, head)"),
+          doc="answer→reasoning attention per (layer, head)", parallel=True),
     Stage("heads", attention.heads, attention.heads_command, ("head_scores",), ("heads",),
           reads=("top_k", "n_bootstrap"), doc="Reasoning-Focus Heads, cue statistics, induction overlap"),
     Stage("patching", patching.patching, patching.patching_command, (), ("patching_result",),
-          doc="activation patching on contrastive pairs"),
+          doc="activation patching on contrastive pairs", parallel=True),
     Stage("steps", steps.steps, steps.steps_command, ("traces_with", "heads"), ("steps",), reads=("steps", "top_k"),
           doc="which reasoning steps the answer uses (step attention, suppression, early answering, resampling)"),
     Stage("report", _report, _report_command, ("evaluation", "heads", "patching_result"), ("report",),
