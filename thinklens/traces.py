@@ -296,7 +296,7 @@ def _segment(
     body_end = eos.start if eos else n
 
     opens = _find_delimiter(ids, offsets, text, tokenizer, profile.think_open, body_start, flags)
-    think_open = opens[0] if opens else None
+    think_open = _opening(opens, offsets, text, profile, prompt_chars)
     if think_open is not None:
         prompt = Span(body_start, think_open.start)
         reasoning_start = think_open.end
@@ -333,6 +333,21 @@ def _segment(
         ids=ids, offsets=offsets, text=text, prompt=prompt, reasoning=reasoning, bos=bos, think_open=think_open,
         think_close=think_close, answer=answer, eos=eos, n_think_close=len(closes), flags=tuple(flags),
     )
+
+
+def _opening(opens: list[Span], offsets: list[tuple[int, int]], text: str, profile: Profile,
+             prompt_chars: int | None) -> Span | None:
+    """The think-open that starts the reasoning. Without a known prompt end: the first. With one (``prompt_chars``):
+    the last think-open of the prompt that the prompt does not close again (a prompt may *mention* the delimiters,
+    e.g. a prompted-thinking instruction "write your reasoning after <think>, close it with </think>", before the
+    prefilled one), else the first in the completion (the model opened it itself)."""
+    if not opens or prompt_chars is None:
+        return opens[0] if opens else None
+    for span in reversed(opens):
+        start, end = offsets[span.start][0], offsets[span.end - 1][1]
+        if start < prompt_chars and profile.think_close not in text[end:prompt_chars]:
+            return span
+    return next((s for s in opens if offsets[s.start][0] >= prompt_chars), None)
 
 
 def _chars(offsets: list[tuple[int, int]], span: Span, text: str) -> tuple[int, int]:
