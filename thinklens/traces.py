@@ -258,19 +258,20 @@ def _find_delimiter(
     """All token spans of ``delim`` at or after token ``start_tok``."""
     pattern = list(tokenizer(delim, add_special_tokens=False)["input_ids"])
     hits = [Span(i, i + len(pattern)) for i in _find_all(ids, pattern, start_tok)]
-    if hits:
-        return hits
-    # fallback: the tokenizer merged the delimiter with a neighbour; locate it in the original text
+    # fallback, per occurrence: where the tokenizer merged the delimiter with a neighbour (a multi-token "<think>"
+    # after "\n" in an instruct model's vocabulary), locate it in the original text and take the covering tokens
     char0 = offsets[start_tok][0] if start_tok < len(offsets) else len(text)
-    spans, pos = [], text.find(delim, char0)
+    found = {offsets[h.start][0] for h in hits}
+    merged, pos = [], text.find(delim, char0)
     while pos != -1:
-        toks = [i for i, (a, b) in enumerate(offsets) if a < pos + len(delim) and b > pos]
-        if toks:
-            spans.append(Span(toks[0], toks[-1] + 1))
+        if pos not in found:
+            toks = [i for i, (a, b) in enumerate(offsets) if a < pos + len(delim) and b > pos]
+            if toks and toks[0] >= start_tok:
+                merged.append(Span(toks[0], toks[-1] + 1))
         pos = text.find(delim, pos + len(delim))
-    if spans and "delimiter_by_offsets" not in flags:
+    if merged and "delimiter_by_offsets" not in flags:
         flags.append("delimiter_by_offsets")
-    return spans
+    return sorted(hits + merged, key=lambda s: s.start)
 
 
 def _segment(
