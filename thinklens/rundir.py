@@ -79,9 +79,9 @@ class RunConfig:
     n_pairs: int = opt(20, "contrastive pairs to patch (0: skip patching)")
     pairs_csv: str | None = opt(None, "the paper's contrastive QA pairs CSV (patching for models other than tiny-r1)",
                                 metavar="CSV")
-    min_usable: float = opt(MIN_USABLE, "stop after grading, with advice (which option, which budget), when fewer than this "
-                            "share of the problems have a usable with/without pair (0: evaluate whatever is left)",
-                            metavar="SHARE")
+    min_usable: float = opt(MIN_USABLE, "stop after grading, with advice (which option, which budget), when fewer "
+                            "than this share of the problems have a usable with/without pair (0: evaluate whatever is "
+                            "left)", metavar="SHARE")
     stages: tuple[str, ...] = opt((), "comma-separated subset of the stages to run (default: all)", metavar="A,B")
     top_k: int = opt(10, "Reasoning-Focus Heads to report")
     n_bootstrap: int = opt(1000, "bootstrap resamples of traces for the stability of the head ranking")

@@ -141,3 +141,44 @@ def test_budget_forcing_pieces():
     assert without_text(tiny, "forced") == "Okay, I think I have finished thinking.\n</think>"
     with pytest.raises(ThinklensError):
         without_text(tiny, "template-off")
+
+
+def _graded(pid, mode, ok=True, finished=True, **kw):
+    base = {"id": pid, "model": "m", "reasoning": mode, "is_correct": ok if finished else None, "finished": finished,
+            "reasoning_closed": finished, "stopped_at_eos": True, "thinking": "prompted",
+            "without_mode": "empty" if mode == "without" else None, "forced_close": False,
+            "generation": {"max_new_tokens": 64, "thinking": "prompted", "on_unfinished": "drop"}}
+    return {**base, **kw}
+
+
+def test_evaluate_reports_modes_and_forced_closes_and_refuses_a_nearly_empty_pairing(tmp_path):
+    from thinklens.empirical.evaluate import EvaluationResult, evaluate_records
+
+    recs = [_graded(f"p{i}", m, forced_close=(m == "with" and i < 3)) for i in range(6) for m in ("with", "without")]
+    e = evaluate_records(recs, n_resamples=20).models["m"]
+    assert (e.n, e.thinking, e.without_mode, e.n_forced_close) == (6, "prompted", "empty", {"with": 3, "without": 0})
+    res = evaluate_records(recs, n_resamples=20)
+    res.save(tmp_path)
+    assert EvaluationResult.load(tmp_path).models["m"].n_forced_close == {"with": 3, "without": 0}
+    # 4 of 6 with-traces stopped inside the reasoning: refused with the option that fixes it, not p = 1.0
+    bad = [_graded(f"p{i}", "with", finished=i >= 4, stopped_at_eos=True) for i in range(6)]
+    bad += [_graded(f"p{i}", "without") for i in range(6)]
+    with pytest.raises(ThinklensError, match=r"only 2 of 6 problems .*--on-unfinished force-close"):
+        evaluate_records(bad, n_resamples=20)
+    assert evaluate_records(bad, n_resamples=20, min_usable=0).models["m"].n == 2
+    # traces cut by the budget: the advice names a budget
+    cut = [_graded(f"p{i}", "with", finished=False, stopped_at_eos=False) for i in range(3)]
+    cut += [_graded(f"p{i}", "without") for i in range(3)]
+    with pytest.raises(ThinklensError, match=r"only 0 of 3 .*--max-new-tokens 128"):
+        evaluate_records(cut, n_resamples=20)
+
+
+def test_results_json_carries_the_modes(tmp_path):
+    from thinklens.empirical.evaluate import evaluate_records
+    from thinklens.results import evaluation_summary
+    from thinklens.rundir import RunPaths
+
+    recs = [_graded(f"p{i}", m) for i in range(3) for m in ("with", "without")]
+    evaluate_records(recs, n_resamples=20).save(tmp_path)
+    s = evaluation_summary(RunPaths(tmp_path))["m"]
+    assert (s["thinking"], s["without_mode"], s["n_forced_close"]) == ("prompted", "empty", {"with": 0, "without": 0})

@@ -209,7 +209,8 @@ def server_record(item: _Item, reply: ServerReply, *, model_name: str, reasoning
     return {**head, "prompt": item.prompt, "completion": completion, **tail,
             "finished": bool(reply.stopped_at_eos and closed), "stopped_at_eos": reply.stopped_at_eos,
             "reasoning_closed": closed, "thinking": settings.thinking,
-            "without_mode": settings.without_mode if reasoning == "without" else None, "forced_close": False, "n_prompt_tokens": n_prompt, "n_forced_tokens": n_forced,
+            "without_mode": settings.without_mode if reasoning == "without" else None, "forced_close": False,
+            "n_prompt_tokens": n_prompt, "n_forced_tokens": n_forced,
             "n_completion_tokens": n_completion, "usage": reply.usage, "metadata": meta}
 
 
