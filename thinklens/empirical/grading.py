@@ -82,10 +82,17 @@ def last_boxed(text: str) -> str | None:
 
 _FINAL_RE = re.compile(r"(?:final answer is|answer is|final answer:|answer:)\s*(.+)", re.IGNORECASE)
 _NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
+# an end-of-sequence marker a completion ends with (ChatML <|im_end|>, R1's <｜end▁of▁sentence｜>, </s>): not answer text
+_TRAILING_EOS = re.compile(r"(?:\s*(?:<\|[^<>|\s]+\|>|<｜[^<>｜]+｜>|</s>))+\s*$")
 
 
 def extract_answer(answer_text: str) -> tuple[str | None, str]:
-    """(extracted answer, method) from an answer segment; methods: boxed, final_answer, last_number, none."""
+    """(extracted answer, method) from an answer segment; methods: boxed, final_answer, last_number, none.
+
+    >>> extract_answer("The answer is 45.<|im_end|>")
+    ('45', 'final_answer')
+    """
+    answer_text = _TRAILING_EOS.sub("", answer_text)
     boxed = last_boxed(answer_text)
     if boxed is not None:
         return boxed, "boxed"
