@@ -47,6 +47,18 @@ def test_real_gguf_loads_with_its_tokenizer_and_profile(smollm2):
     assert tok.convert_tokens_to_ids("<think>") in (None, tok.unk_token_id)  # no think token in its vocabulary
     assert len(tok("<think>", add_special_tokens=False)["input_ids"]) >= 3
     assert tok.eos_token == "<|im_end|>" and tok.chat_template
+    # the prompted-thinking prompt mentions <think> and </think> in its instruction; the prefilled <think> (3 tokens
+    # in this vocabulary) opens the reasoning
+    from thinklens.empirical.collect import build_prompt
+    from thinklens.traces import Trace
+
+    prompt = build_prompt("Compute 2+3.", tok, profile, thinking="prompted")
+    assert prompt.count("<think>") == 2 and prompt.endswith("<|im_start|>assistant\n<think>\n")
+    trace = Trace.from_prompt_completion(prompt, "2+3=5.\n</think>\n\nThe final answer is \\boxed{5}.<|im_end|>",
+                                         tok, profile)
+    assert len(trace.think_open) == 3 and trace.span_text(trace.think_open).strip() == "<think>"
+    assert trace.span_text(trace.reasoning).strip() == "2+3=5." and "boxed{5}" in trace.span_text(trace.answer)
+    assert trace.eos is not None
 
 
 @pytest.mark.slow
