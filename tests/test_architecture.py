@@ -15,6 +15,7 @@ LAYERS: dict[str, int] = {
     "thinklens.errors": 0, "thinklens.progress": 0,
     "thinklens.options": 1, "thinklens.profiles": 1, "thinklens.jsonl": 1, "thinklens.stats": 1,
     "thinklens.distributed": 1,
+    "thinklens.gguf": 2,
     "thinklens.toy": 2, "thinklens.toy.tasks": 2, "thinklens.toy.tokenizer": 2, "thinklens.toy.config": 2,
     "thinklens.traces": 3, "thinklens.modules": 3, "thinklens.models": 3,
     "thinklens.empirical": 4,

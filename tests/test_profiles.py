@@ -31,7 +31,13 @@ def test_lookup(model, model_type, expected):
 def test_no_reasoning_completion_matches_the_paper():
     r1 = get_profile("deepseek-r1-distill-qwen")
     assert "<think>" + r1.no_reasoning_completion() == "<think>\nOkay, I think I have finished thinking.\n</think>"
-    assert get_profile("qwen3").no_reasoning_completion() == "<think>\n\n</think>"
+    # Qwen3 too: the paper's text is --without-mode forced; the empty block is --without-mode empty
+    assert get_profile("qwen3").no_reasoning_completion() == "<think>" + r1.no_reasoning_completion()
+    from thinklens.empirical.thinking import without_text
+
+    assert "<think>\n" + without_text(get_profile("qwen3"), "empty") == "<think>\n\n</think>"
+    assert "template-off" in get_profile("qwen3").without_modes
+    assert "template-off" not in get_profile("deepseek-r1-distill-qwen").without_modes
 
 
 def test_validation_and_overrides():

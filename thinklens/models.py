@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from thinklens.errors import ModelLoadError, ThinklensError
+from thinklens.gguf import gguf_identity, require_gguf, split_gguf
 from thinklens.options import opt
 from thinklens.profiles import Profile, get_profile, profile_names
 
@@ -39,8 +40,8 @@ class ModelOptions:
         'tiny-r1'
     """
 
-    name: str = opt("tiny-r1", "hub id, local directory or tiny-r1 (the shipped organism)", flag="--model",
-                    metavar="MODEL")
+    name: str = opt("tiny-r1", "hub id, local directory, a .gguf file (dequantized; needs the gguf extra) or tiny-r1 "
+                    "(the shipped organism)", flag="--model", metavar="MODEL")
     device: str | None = opt(None, "cpu, cuda, cuda:1 or mps (default: CUDA, then MPS, then CPU)")
     dtype: str | None = opt(None, "fp32, bf16 or fp16 (default: bf16 on CUDA, fp16 on MPS, fp32 on CPU)",
                             choices=DTYPES)
@@ -131,6 +132,13 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> Any:
     from transformers import AutoTokenizer
 
     name = resolve(name_or_path)
+    gguf = split_gguf(name)
+    if gguf is not None:  # the tokenizer is built from the same file
+        require_gguf()
+        try:
+            return AutoTokenizer.from_pretrained(gguf[0], gguf_file=gguf[1])
+        except (OSError, ValueError, KeyError) as err:
+            raise ModelLoadError(f"cannot build a tokenizer from {name}: {_first_line(err)}") from err
     if Path(name).expanduser().is_dir():
         try:
             return AutoTokenizer.from_pretrained(str(Path(name).expanduser()))
@@ -234,20 +242,27 @@ def load_model(
 
     name = resolve(name_or_path)
     local = Path(name).expanduser()
-    if name.startswith((".", "/", "~")) and not local.is_dir():
+    gguf = split_gguf(name)
+    if gguf is None and name.startswith((".", "/", "~")) and not local.is_dir():
         raise ModelLoadError(f"no such model directory: {name}")
     distributed.world()  # in a torchrun launch: join the process group before loading (bars on rank 0 only)
     device_map = parse_device_map(device_map)
     device = distributed.local_device(device or (None if device_map is not None else default_device()))
     torch_dtype = _dtype(dtype) or default_dtype(device or default_device())
-    kwargs = {**hub_kwargs(name), **from_pretrained_kwargs}
+    if gguf is not None:  # a GGUF file: transformers dequantizes it into an ordinary model
+        require_gguf()
+        name, local, kwargs = gguf[0], Path(gguf[0]), {"gguf_file": gguf[1], **from_pretrained_kwargs}
+    else:
+        kwargs = {**hub_kwargs(name), **from_pretrained_kwargs}
     placement = distributed.device_map_kwargs(device_map) if device_map is not None else {}
     try:
         config = AutoConfig.from_pretrained(name, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(
             name, dtype=torch_dtype, device_map=device_map, attn_implementation=attn_implementation,
             **{**placement, **kwargs})
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, KeyError) as err:
+        if gguf is not None:
+            raise ModelLoadError(f"cannot load the GGUF checkpoint {name_or_path}: {_first_line(err)}") from err
         if local.is_dir():
             raise ModelLoadError(f"cannot load the model in {name}: {_first_line(err)}; the directory must hold a "
                                  "transformers model (config.json + weights), e.g. from `huggingface-cli download "
@@ -258,7 +273,8 @@ def load_model(
     if device_map is None:
         model.to(device)
     model.eval()
-    tokenizer = load_tokenizer(name)
+    tokenizer = load_tokenizer(name_or_path if gguf is not None else name)
     if profile is None:
-        profile = get_profile(str(name_or_path), model_type=getattr(config, "model_type", None))
+        key = f"{name_or_path} {gguf_identity(str(name_or_path))}" if gguf is not None else str(name_or_path)
+        profile = get_profile(key, model_type=getattr(config, "model_type", None))
     return LoadedModel(model, tokenizer, profile)

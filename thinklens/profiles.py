@@ -21,6 +21,13 @@ from typing import Any
 
 from thinklens.errors import ThinklensError
 
+# how the with-reasoning run thinks: native (the model opens its own think block: R1 distills, QwQ, Qwen3) or
+# prompted (an instruct model asked to think: the profile's instruction as a system message, think-open prefilled)
+THINKING_MODES = ("native", "prompted")
+# how the without-reasoning run skips the reasoning: forced (the paper's finished-thinking text), template-off (the
+# chat template's own switch, e.g. Qwen3's enable_thinking=False), empty (an empty think block)
+WITHOUT_MODES = ("forced", "template-off", "empty")
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -49,6 +56,13 @@ class Profile:
     o_proj: str = "self_attn.o_proj"
     final_norm: str = "model.norm"
     unembed: str = "lm_head"
+    thinking: str = "native"  # the family's default --thinking (one of THINKING_MODES)
+    # --thinking prompted: the system instruction that asks an instruct model to think ({think_open}/{think_close}
+    # are replaced by the delimiters); the prompt then ends with a prefilled think-open
+    thinking_instruction: str = ("You are a careful assistant. Before you answer, think step by step: write your "
+                                 "reasoning after {think_open}, close it with {think_close}, then give the final "
+                                 "answer.")
+    without_modes: tuple[str, ...] = ("forced", "empty")  # the --without-mode values the family supports
     max_new_tokens: int = 2048  # generation budget: long enough for most answers, short enough for a CPU smoke run
     batch_size: int = 16  # sequences generated together (tiny models: per-step overhead dominates, so larger)
     match: tuple[str, ...] = field(default=(), compare=False)
@@ -61,6 +75,11 @@ class Profile:
             raise ThinklensError(f"profile {self.name!r}: think_open and think_close must differ")
         if self.add_bos and not self.bos_token:
             raise ThinklensError(f"profile {self.name!r}: add_bos is set but bos_token is empty")
+        if self.thinking not in THINKING_MODES:
+            raise ThinklensError(f"profile {self.name!r}: thinking must be one of {THINKING_MODES}")
+        bad = [m for m in self.without_modes if m not in WITHOUT_MODES]
+        if bad or not self.without_modes:
+            raise ThinklensError(f"profile {self.name!r}: without_modes must be a non-empty subset of {WITHOUT_MODES}")
         for k in ("max_new_tokens", "batch_size"):
             if not isinstance(getattr(self, k), int) or getattr(self, k) < 1:
                 raise ThinklensError(f"profile {self.name!r}: {k} must be a positive integer")
@@ -81,7 +100,8 @@ class Profile:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["match"], d["model_types"] = list(self.match), list(self.model_types)
+        for k in ("match", "model_types", "without_modes"):
+            d[k] = list(getattr(self, k))
         return d
 
     @classmethod
@@ -92,6 +112,8 @@ class Profile:
             raise ThinklensError(f"profile {d.get('name')!r}: unknown fields {sorted(unknown)}")
         d = dict(d)
         d["match"], d["model_types"] = tuple(d.get("match", ())), tuple(d.get("model_types", ()))
+        if "without_modes" in d:
+            d["without_modes"] = tuple(d["without_modes"])
         return cls(**d)
 
 

@@ -42,7 +42,9 @@ class Verdict:
 
 # ------------------------------------------------------------------------------------------------------- readers
 def evaluation_summary(paths: RunPaths, model: str = "") -> dict[str, Any]:
-    """``{MODEL: {n, accuracy_with_reasoning, accuracy_without_reasoning, difference_ci95, p_value}}``."""
+    """``{MODEL: {n, accuracy_with_reasoning, accuracy_without_reasoning, difference_ci95, p_value, thinking,
+    without_mode, n_forced_close}}`` (how the traces were made: ``thinking`` native|prompted, ``without_mode``
+    forced|template-off|empty, ``n_forced_close`` {with, without} kept traces closed by budget forcing)."""
     ev = read_json(paths.evaluation)
     if not isinstance(ev, dict):
         return {}
@@ -50,7 +52,8 @@ def evaluation_summary(paths: RunPaths, model: str = "") -> dict[str, Any]:
         ev = ev["models"]
     if "accuracy_with_reasoning" in ev:  # a single model's evaluation
         ev = {ev.get("model", model): ev}
-    keys = ("n", "accuracy_with_reasoning", "accuracy_without_reasoning", "difference_ci95", "p_value")
+    keys = ("n", "accuracy_with_reasoning", "accuracy_without_reasoning", "difference_ci95", "p_value", "thinking",
+            "without_mode", "n_forced_close")
     return {m: {k: e.get(k) for k in keys} for m, e in ev.items() if isinstance(e, dict)}
 
 

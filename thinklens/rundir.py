@@ -21,6 +21,7 @@ from typing import Any
 
 from thinklens.empirical.backends.openai import ServerSettings
 from thinklens.empirical.settings import GenerationSettings
+from thinklens.empirical.thinking import MIN_USABLE
 from thinklens.errors import ThinklensError
 from thinklens.models import ModelOptions
 from thinklens.options import opt
@@ -82,6 +83,9 @@ class RunConfig:
     n_pairs: int = opt(20, "contrastive pairs to patch (0: skip patching)")
     pairs_csv: str | None = opt(None, "the paper's contrastive QA pairs CSV (patching for models other than tiny-r1)",
                                 metavar="CSV")
+    min_usable: float = opt(MIN_USABLE, "stop after grading, with advice (which option, which budget), when fewer "
+                            "than this share of the problems have a usable with/without pair (0: evaluate whatever is "
+                            "left)", metavar="SHARE")
     stages: tuple[str, ...] = opt((), "comma-separated subset of the stages to run (default: all)", metavar="A,B")
     top_k: int = opt(10, "Reasoning-Focus Heads to report")
     n_bootstrap: int = opt(1000, "bootstrap resamples of traces for the stability of the head ranking")
@@ -112,6 +116,8 @@ class RunConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "n_pairs" else 1):
                 raise ThinklensError(f"RunConfig.{name} must be a positive integer, got {value!r}")
+        if not 0 <= self.min_usable <= 1:
+            raise ThinklensError(f"RunConfig.min_usable must be a share in [0, 1], got {self.min_usable!r}")
         if not self.dataset or not self.output:
             raise ThinklensError("RunConfig needs a dataset and an output directory")
         if self.pairs_csv is not None and not Path(self.pairs_csv).is_file():

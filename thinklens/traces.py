@@ -291,19 +291,20 @@ def _find_delimiter(
     """All token spans of ``delim`` at or after token ``start_tok``."""
     pattern = list(tokenizer(delim, add_special_tokens=False)["input_ids"])
     hits = [Span(i, i + len(pattern)) for i in _find_all(ids, pattern, start_tok)]
-    if hits:
-        return hits
-    # fallback: the tokenizer merged the delimiter with a neighbour; locate it in the original text
+    # fallback, per occurrence: where the tokenizer merged the delimiter with a neighbour (a multi-token "<think>"
+    # after "\n" in an instruct model's vocabulary), locate it in the original text and take the covering tokens
     char0 = offsets[start_tok][0] if start_tok < len(offsets) else len(text)
-    spans, pos = [], text.find(delim, char0)
+    found = {offsets[h.start][0] for h in hits}
+    merged, pos = [], text.find(delim, char0)
     while pos != -1:
-        toks = [i for i, (a, b) in enumerate(offsets) if a < pos + len(delim) and b > pos]
-        if toks:
-            spans.append(Span(toks[0], toks[-1] + 1))
+        if pos not in found:
+            toks = [i for i, (a, b) in enumerate(offsets) if a < pos + len(delim) and b > pos]
+            if toks and toks[0] >= start_tok:
+                merged.append(Span(toks[0], toks[-1] + 1))
         pos = text.find(delim, pos + len(delim))
-    if spans and "delimiter_by_offsets" not in flags:
+    if merged and "delimiter_by_offsets" not in flags:
         flags.append("delimiter_by_offsets")
-    return spans
+    return sorted(hits + merged, key=lambda s: s.start)
 
 
 def _segment(
@@ -329,7 +330,7 @@ def _segment(
     body_end = eos.start if eos else n
 
     opens = _find_delimiter(ids, offsets, text, tokenizer, profile.think_open, body_start, flags)
-    think_open = opens[0] if opens else None
+    think_open = _opening(opens, offsets, text, profile, prompt_chars)
     if think_open is not None:
         prompt = Span(body_start, think_open.start)
         reasoning_start = think_open.end
@@ -366,6 +367,21 @@ def _segment(
         ids=ids, offsets=offsets, text=text, prompt=prompt, reasoning=reasoning, bos=bos, think_open=think_open,
         think_close=think_close, answer=answer, eos=eos, n_think_close=len(closes), flags=tuple(flags),
     )
+
+
+def _opening(opens: list[Span], offsets: list[tuple[int, int]], text: str, profile: Profile,
+             prompt_chars: int | None) -> Span | None:
+    """The think-open that starts the reasoning. Without a known prompt end: the first. With one (``prompt_chars``):
+    the last think-open of the prompt that the prompt does not close again (a prompt may *mention* the delimiters,
+    e.g. a prompted-thinking instruction "write your reasoning after <think>, close it with </think>", before the
+    prefilled one), else the first in the completion (the model opened it itself)."""
+    if not opens or prompt_chars is None:
+        return opens[0] if opens else None
+    for span in reversed(opens):
+        start, end = offsets[span.start][0], offsets[span.end - 1][1]
+        if start < prompt_chars and profile.think_close not in text[end:prompt_chars]:
+            return span
+    return next((s for s in opens if offsets[s.start][0] >= prompt_chars), None)
 
 
 def _chars(offsets: list[tuple[int, int]], span: Span, text: str) -> tuple[int, int]:

@@ -93,3 +93,13 @@ def test_reference_agreement_with_paper_labels(reference_records, tmp_path):
     assert same / len(graded) >= 0.98
     # every disagreement is a paper false negative that math-verify accepts (none the other way)
     assert all(d[5] is False for d in disagreements)
+
+
+def test_a_trailing_end_of_sequence_marker_is_not_answer_text():
+    """ChatML models end their completion with <|im_end|>; 'The answer is 45.<|im_end|>' answers 45."""
+    from thinklens.empirical.grading import extract_answer, grade_record
+
+    assert extract_answer("The answer is 45.<|im_end|>") == ("45", "final_answer")
+    assert extract_answer("so 7 and 12<｜end▁of▁sentence｜>") == ("12", "last_number")
+    rec = {"completion": "x</think>\n\nThe answer is 45.<|im_end|>", "gold_answer": "45"}
+    assert grade_record(rec)["is_correct"] is True

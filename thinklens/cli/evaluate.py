@@ -9,6 +9,7 @@ from thinklens.cli.common import print_json
 
 def register(sub: argparse._SubParsersAction) -> None:
     from thinklens.empirical.evaluate import N_RESAMPLES
+    from thinklens.empirical.thinking import MIN_USABLE
 
     p = sub.add_parser(
         "evaluate", help="compare accuracy with vs without reasoning (paired, per model)",
@@ -22,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save", help="directory for evaluation.json + evaluation.npz")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--n-resamples", type=int, default=N_RESAMPLES, help="bootstrap resamples (default %(default)s)")
+    p.add_argument("--min-usable", type=float, default=MIN_USABLE, metavar="SHARE",
+                   help="fail with advice (which option, which budget) when fewer than this share of a model's "
+                   "problems have a usable pair, or none (default %(default)s; 0: evaluate whatever is left)")
     p.add_argument("--paper", metavar="JSON", help="put the paper's accuracies next to ours (a reference JSON with "
                    "math500_accuracy_percent, e.g. paper_reference.json); models matched by name "
                    "(deepseek-reasoner = DeepSeek-R1 (full))")
@@ -37,7 +41,8 @@ def run(ns: argparse.Namespace) -> int:
 
     args = ns
     errors: list[str] = []
-    result = evaluate_files(args.files, seed=args.seed, n_resamples=args.n_resamples, errors=errors)
+    result = evaluate_files(args.files, seed=args.seed, n_resamples=args.n_resamples, errors=errors,
+                            min_usable=args.min_usable)
     for e in errors:
         print(f"skipped {e}", file=sys.stderr)
     paper = None
@@ -64,6 +69,9 @@ def run(ns: argparse.Namespace) -> int:
         print(f"{m[-45:]:<45} {e.n:>4} {_pct(e.accuracy_with_reasoning):>6} {_pct(e.accuracy_without_reasoning):>6} "
               f"{diff:>22} {e.p_value:>12.3g}  {_pct(e.strict_accuracy_with_reasoning)}/"
               f"{_pct(e.strict_accuracy_without_reasoning).strip()}")
+        fc = e.n_forced_close or {}
+        print(f"    thinking: {e.thinking or 'n/a'}; without reasoning: {e.without_mode or 'n/a'}; forced close "
+              f"(budget forcing): {fc.get('with', 0)} with, {fc.get('without', 0)} without")
         if e.dropped:
             print(f"    dropped: {', '.join(f'{k}={v}' for k, v in sorted(e.dropped.items()))}")
         if paper and m in paper:

@@ -31,14 +31,16 @@ from pathlib import Path
 from typing import Any
 
 from thinklens.distributed import ShardedOutput
+from thinklens.empirical import thinking as thinking_lib
 from thinklens.empirical.backends import Generation
-from thinklens.empirical.settings import PROMPT_STYLES, GenerationSettings
+from thinklens.empirical.settings import PROMPT_STYLES, GenerationSettings, check_without_mode
 from thinklens.errors import ThinklensError
 from thinklens.jsonl import ResumeReport
 from thinklens.profiles import Profile
 
 REASONING_MODES = ("with", "without")
-__all__ = ["GenerationSettings", "collect", "collect_dataset", "build_prompt", "forced_thinking", "make_record"]
+__all__ = ["GenerationSettings", "collect", "collect_dataset", "build_prompt", "forced_thinking", "make_record",
+           "prompt_and_forced"]
 
 
 @dataclass
@@ -53,6 +55,7 @@ class CollectSummary:
     errors: list[str] = field(default_factory=list)
     resume: ResumeReport | None = None
     n_failed: int = 0  # error records written (server backend: requests that failed after their retries)
+    n_forced_close: int = 0  # traces whose reasoning was closed by budget forcing (--on-unfinished force-close)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -68,34 +71,55 @@ class CollectSummary:
 
 # ---------------------------------------------------------------------------------------------------- prompts
 def build_prompt(problem: str, tokenizer: Any, profile: Profile, *, math_instruction: bool = True,
-                 prompt_style: str = "chat") -> str:
-    """The exact prompt text (BOS included when the model uses one), ending in think-open + ``\\n``."""
+                 prompt_style: str = "chat", thinking: str = "native") -> str:
+    """The exact prompt text (BOS included when the model uses one), ending in think-open + ``\\n`` when the model
+    thinks natively with a prefilled think-open, and always with ``thinking="prompted"`` (the profile's instruction
+    as a system message, the think-open prefilled as text)."""
     question = problem + (profile.math_instruction if math_instruction else "")
     opener = profile.think_open + "\n"
+    prompted = thinking == "prompted"
     if prompt_style == "paper":
-        bos = profile.bos_token if profile.add_bos and profile.bos_token else ""
-        return f"{bos}{question} {opener}"
+        head = thinking_lib.instruction(profile) + "\n\n" if prompted else ""
+        return thinking_lib.with_bos(f"{head}{question} {opener}", profile)
     if prompt_style != "chat":
         raise ThinklensError(f"prompt_style must be one of {PROMPT_STYLES}, got {prompt_style!r}")
     if not getattr(tokenizer, "chat_template", None):
         raise ThinklensError("the tokenizer has no chat template; use --prompt-style paper")
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
-                                           add_generation_prompt=True)
+    prompt = thinking_lib.render_chat(tokenizer, thinking_lib.chat_messages(question, profile, thinking))
     if prompt.endswith(profile.think_open):
         prompt += "\n"
-    elif profile.prompt_opens_think and not prompt.endswith(opener):
+    elif (profile.prompt_opens_think or prompted) and not prompt.endswith(opener):
         prompt += opener
-    if profile.add_bos and profile.bos_token and not prompt.startswith(profile.bos_token):
-        prompt = profile.bos_token + prompt
-    return prompt
+    return thinking_lib.with_bos(prompt, profile)
 
 
-def forced_thinking(profile: Profile) -> str:
+def forced_thinking(profile: Profile, mode: str = "forced") -> str:
     """What the without-reasoning run appends to a prompt ending in think-open + ``\\n``: the rest of R1's finished
     thinking up to and including think-close (``Okay, I think I have finished thinking.\\n</think>``, so that
-    prompt + forced text ends in the paper's ``without_reasoning_prompt_suffix``)."""
-    body = profile.no_reasoning_text
-    return f"{body}\n{profile.think_close}" if body else f"\n{profile.think_close}"
+    prompt + forced text ends in the paper's ``without_reasoning_prompt_suffix``), or ``\\n</think>`` for
+    ``mode="empty"``."""
+    return thinking_lib.without_text(profile, mode)
+
+
+def prompt_and_forced(problem: str, tokenizer: Any, profile: Profile, settings: GenerationSettings,
+                      reasoning: str) -> tuple[str, str]:
+    """The record's ``prompt`` and the forced text the run appends to it (empty with reasoning): both runs share the
+    prompt; when it does not end in think-open (the model writes its own, as Qwen3 does) the forced text starts with
+    it. With ``without_mode="template-off"`` the forced text is what the chat template's own no-thinking prompt adds
+    (the prompt too, where the switch changes more than the end)."""
+    if reasoning == "without" and settings.without_mode == "template-off":
+        if settings.prompt_style != "chat":
+            raise ThinklensError("--without-mode template-off uses the chat template: drop --prompt-style paper")
+        question = problem + (profile.math_instruction if settings.math_instruction else "")
+        return thinking_lib.template_off(tokenizer, thinking_lib.chat_messages(question, profile, settings.thinking
+                                                                               or "native"), profile)
+    prompt = build_prompt(problem, tokenizer, profile, math_instruction=bool(settings.math_instruction),
+                          prompt_style=settings.prompt_style, thinking=settings.thinking or "native")
+    if reasoning != "without":
+        return prompt, ""
+    forced = forced_thinking(profile, settings.without_mode)
+    opener = profile.think_open + "\n"
+    return prompt, forced if prompt.endswith(opener) else opener + forced  # Qwen3: the model opens <think> itself
 
 
 # ------------------------------------------------------------------------------------------ transformers backend
@@ -153,19 +177,27 @@ def _batch_seed(seed: int, ids: list[str]) -> int:
 def make_record(problem: dict[str, Any], *, model_name: str, reasoning: str, prompt: str, forced: str,
                 gen: Generation, n_prompt_tokens: int, settings: GenerationSettings, tokenizer: Any,
                 profile: Profile) -> dict[str, Any]:
-    """One trace record (the stage-1 schema: see the README)."""
+    """One trace record (the stage-1 schema: see the README). ``thinking`` and ``without_mode`` (without-reasoning
+    records) say how the trace was made; ``forced_close`` that budget forcing closed its reasoning (then it counts as
+    finished once its forced answer is complete, see :func:`thinklens.empirical.thinking.answer_complete`)."""
     eos = tokenizer.eos_token if gen.stopped_at_eos else ""
     completion = forced + gen.text + (eos or "")
     closed = profile.think_close in forced + gen.text
+    meta = dict(gen.meta)
+    fc = meta.pop("forced_close", None)
     extra = {k: v for k, v in problem.items() if k not in ("id", "problem", "answer", "dataset")}
+    if fc:
+        extra["forced_close"] = fc
     return {
         "id": str(problem["id"]), "model": model_name, "reasoning": reasoning, "prompt": prompt,
         "completion": completion, "gold_answer": problem.get("answer"), "problem": problem["problem"],
-        "dataset": problem.get("dataset"), "finished": bool(gen.stopped_at_eos and closed),
-        "stopped_at_eos": gen.stopped_at_eos, "reasoning_closed": closed,
+        "dataset": problem.get("dataset"),
+        "finished": bool(closed and (gen.stopped_at_eos or (fc or {}).get("answer_complete", False))),
+        "stopped_at_eos": gen.stopped_at_eos, "reasoning_closed": closed, "thinking": settings.thinking,
+        "without_mode": settings.without_mode if reasoning == "without" else None, "forced_close": bool(fc),
         "n_prompt_tokens": n_prompt_tokens, "n_forced_tokens": len(tokenizer(forced, add_special_tokens=False)[
             "input_ids"]) if forced else 0, "n_completion_tokens": len(gen.token_ids) + int(gen.stopped_at_eos),
-        "generation": settings.to_dict(), "metadata": {**extra, **gen.meta},
+        "generation": settings.to_dict(), "metadata": {**extra, **meta},
     }
 
 
@@ -193,15 +225,14 @@ def collect(
     settings = settings or GenerationSettings()
     if not settings.is_resolved:
         settings = settings.resolved(profile, problems[0].get("dataset") if problems else None)
+    check_without_mode(settings.without_mode, profile)
     model_name = model_name or str(getattr(getattr(hf_model, "config", None), "_name_or_path", "") or "model")
     backend = backend or TransformersBackend(hf_model, tokenizer)
     from thinklens.progress import bar as progress_bar
 
     t0 = time.perf_counter()
     def prepare(p: dict[str, Any]) -> tuple[dict[str, Any], str, str, list[int], int]:
-        prompt = build_prompt(p["problem"], tokenizer, profile, math_instruction=settings.math_instruction,
-                              prompt_style=settings.prompt_style)
-        forced = forced_thinking(profile) if reasoning == "without" else ""
+        prompt, forced = prompt_and_forced(p["problem"], tokenizer, profile, settings, reasoning)
         prompt_ids = tokenizer(prompt + forced, add_special_tokens=False)["input_ids"]
         n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
         return (p, prompt, forced, list(prompt_ids), n_prompt)
@@ -216,8 +247,11 @@ def collect(
         bar = progress_bar(total=len(items), unit="problem", disable=not progress, desc=f"collect {reasoning}")
         for b in range(0, len(items), settings.batch_size):
             batch = items[b: b + settings.batch_size]
-            gens = backend.generate([it[3] for it in batch], settings, _batch_seed(settings.seed,
-                                                                                  [str(it[0]["id"]) for it in batch]))
+            seed = _batch_seed(settings.seed, [str(it[0]["id"]) for it in batch])
+            gens = backend.generate([it[3] for it in batch], settings, seed)
+            if settings.on_unfinished == "force-close":  # budget forcing: close unclosed reasoning, let it answer
+                gens = thinking_lib.force_close(backend, [it[1] for it in batch], [it[2] for it in batch], gens,
+                                                settings, tokenizer, profile, seed)
             for (p, prompt, forced, _ids, n_prompt), gen in zip(batch, gens):
                 rec = make_record(p, model_name=model_name, reasoning=reasoning, prompt=prompt, forced=forced,
                                   gen=gen, n_prompt_tokens=n_prompt, settings=settings, tokenizer=tokenizer,
@@ -225,6 +259,7 @@ def collect(
                 out.write(rec)
                 summary.n_written += 1
                 summary.n_finished += int(rec["finished"])
+                summary.n_forced_close += int(rec["forced_close"])
                 summary.n_generated_tokens += len(gen.token_ids)
             dt = time.perf_counter() - t0
             bar.update(len(batch))

@@ -33,6 +33,7 @@ from thinklens.empirical.collect import (
     build_prompt,
     forced_thinking,
 )
+from thinklens.empirical.thinking import check_server_settings
 from thinklens.errors import ThinklensError
 from thinklens.jsonl import ResumableOutput, repair_torn_tail
 from thinklens.profiles import Profile
@@ -207,7 +208,9 @@ def server_record(item: _Item, reply: ServerReply, *, model_name: str, reasoning
         meta["prompt_tokens_mismatch"] = {"local": item.expected_prompt_tokens, "server": server_n}
     return {**head, "prompt": item.prompt, "completion": completion, **tail,
             "finished": bool(reply.stopped_at_eos and closed), "stopped_at_eos": reply.stopped_at_eos,
-            "reasoning_closed": closed, "n_prompt_tokens": n_prompt, "n_forced_tokens": n_forced,
+            "reasoning_closed": closed, "thinking": settings.thinking,
+            "without_mode": settings.without_mode if reasoning == "without" else None, "forced_close": False,
+            "n_prompt_tokens": n_prompt, "n_forced_tokens": n_forced,
             "n_completion_tokens": n_completion, "usage": reply.usage, "metadata": meta}
 
 
@@ -253,6 +256,7 @@ def collect_server(problems: list[dict[str, Any]], *, reasoning: str, output: st
     profile = profile or get_profile(server.tokenizer or server.model)
     if not settings.is_resolved:
         settings = settings.resolved(profile, problems[0].get("dataset") if problems else None)
+    check_server_settings(settings)
     model_name = model_name or server.model
     route = resolve_route(reasoning, server, settings.prompt_style, tokenizer is not None)
     eos = (getattr(tokenizer, "eos_token", None) if tokenizer is not None else None) or profile.eos_token

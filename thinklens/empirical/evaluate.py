@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from thinklens.empirical.thinking import MIN_USABLE, advice
 from thinklens.errors import ThinklensError
 from thinklens.jsonl import read_jsonl
 from thinklens.stats import mcnemar_exact, paired_bootstrap_diff_ci
@@ -45,6 +46,9 @@ class ModelEvaluation:
     strict_accuracy_without_reasoning: float | None
     strict_p_value: float | None
     dropped: dict[str, int] = field(default_factory=dict)
+    thinking: str | None = None  # how the with-reasoning traces thought: native | prompted (None: not recorded)
+    without_mode: str | None = None  # how the without-reasoning run skipped it: forced | template-off | empty
+    n_forced_close: dict[str, int] = field(default_factory=dict)  # kept traces closed by budget forcing, per run
     ids: list[str] = field(default_factory=list)
     correct_with: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # [n]
     correct_without: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # [n]
@@ -125,10 +129,29 @@ def _acc(x: np.ndarray) -> float | None:
     return float(x.mean()) if len(x) else None
 
 
-def evaluate_records(records: list[dict[str, Any]], *, seed: int = 0, n_resamples: int = N_RESAMPLES,
-                     sources: list[str] | None = None) -> EvaluationResult:
-    """Pair graded records by (model, problem id) and compare with vs without reasoning, per model.
+def _mode(records: list[dict[str, Any]], key: str) -> str | None:
+    """The value of ``key`` the records were made with (from the record, else its generation settings)."""
+    vals = {r.get(key) or (r.get("generation") or {}).get(key) for r in records}
+    vals.discard(None)
+    return ",".join(sorted(vals)) if vals else None
 
+
+def check_usable(model: str, n_kept: int, n_problems: int, with_records: list[dict[str, Any]],
+                 without_records: list[dict[str, Any]], dropped: dict[str, int], min_usable: float) -> None:
+    """Refuse an empty or nearly empty pairing (fewer than ``min_usable`` of the problems usable, or none) with
+    advice on what to change, instead of an accuracy over nothing and p = 1.0. ``min_usable=0`` never refuses."""
+    if min_usable <= 0 or (n_kept > 0 and n_kept >= min_usable * n_problems):
+        return
+    why = ", ".join(f"{k}={v}" for k, v in sorted(dropped.items())) or "none dropped"
+    raise ThinklensError(f"{model}: only {n_kept} of {n_problems} problems have a usable with/without pair (dropped: "
+                         f"{why}): {advice(with_records, without_records)}; or pass --min-usable 0 to evaluate what "
+                         "is left")
+
+
+def evaluate_records(records: list[dict[str, Any]], *, seed: int = 0, n_resamples: int = N_RESAMPLES,
+                     sources: list[str] | None = None, min_usable: float = MIN_USABLE) -> EvaluationResult:
+    """Pair graded records by (model, problem id) and compare with vs without reasoning, per model. A model with
+    fewer than ``min_usable`` of its problems usable is refused with advice (:func:`check_usable`).
     >>> import thinklens as tl
     >>> recs = [{"id": str(i), "model": "m", "reasoning": mode, "is_correct": mode == "with" or i < 2}
     ...         for i in range(8) for mode in ("with", "without")]
@@ -169,6 +192,9 @@ def evaluate_records(records: list[dict[str, Any]], *, seed: int = 0, n_resample
             cwo.append(bool(wo[pid]["is_correct"]))
             sw.append(bool(w[pid].get("is_correct_strict")))
             swo.append(bool(wo[pid].get("is_correct_strict")))
+        check_usable(model, len(ids), len(set(w) | set(wo)), list(w.values()), list(wo.values()), dropped[model],
+                     min_usable)
+        kept_w, kept_wo = [w[i] for i in ids], [wo[i] for i in ids]
         a, b_ = np.array(cw, bool), np.array(cwo, bool)  # [n]
         sa, sb = np.array(sw, bool), np.array(swo, bool)  # [n]
         n_b, n_c = int(np.sum(a & ~b_)), int(np.sum(~a & b_))
@@ -179,15 +205,18 @@ def evaluate_records(records: list[dict[str, Any]], *, seed: int = 0, n_resample
             p_value=mcnemar_exact(n_b, n_c), n_with_only_correct=n_b, n_without_only_correct=n_c,
             strict_accuracy_with_reasoning=_acc(sa), strict_accuracy_without_reasoning=_acc(sb),
             strict_p_value=mcnemar_exact(int(np.sum(sa & ~sb)), int(np.sum(~sa & sb))) if len(sa) else None,
-            dropped=dict(dropped[model]), ids=ids, correct_with=a, correct_without=b_,
+            dropped=dict(dropped[model]), thinking=_mode(kept_w or list(w.values()), "thinking"),
+            without_mode=_mode(kept_wo or list(wo.values()), "without_mode"),
+            n_forced_close={"with": sum(bool(r.get("forced_close")) for r in kept_w),
+                            "without": sum(bool(r.get("forced_close")) for r in kept_wo)},
+            ids=ids, correct_with=a, correct_without=b_,
         )
     return EvaluationResult(result, sources or [], seed, n_resamples)
 
 
 def evaluate_files(paths: list[str | Path], *, seed: int = 0, n_resamples: int = N_RESAMPLES,
-                   errors: list[str] | None = None) -> EvaluationResult:
+                   errors: list[str] | None = None, min_usable: float = MIN_USABLE) -> EvaluationResult:
     """:func:`evaluate_records` over graded JSONL files (bad lines are reported in ``errors`` and skipped).
-
     >>> import json, tempfile, thinklens as tl
     >>> path = tempfile.mktemp(suffix=".jsonl")
     >>> _ = open(path, "w").write("".join(json.dumps({"id": str(i), "model": "m", "reasoning": mode,
@@ -209,7 +238,8 @@ def evaluate_files(paths: list[str | Path], *, seed: int = 0, n_resamples: int =
         raise ThinklensError(f"no records in {', '.join(map(str, paths))}")
     if not any("is_correct" in r for r in records):
         raise ThinklensError("no record has 'is_correct': run `thinklens grade` first")
-    return evaluate_records(records, seed=seed, n_resamples=n_resamples, sources=[str(p) for p in paths])
+    return evaluate_records(records, seed=seed, n_resamples=n_resamples, sources=[str(p) for p in paths],
+                            min_usable=min_usable)
 
 
 # ------------------------------------------------------------------------------------------ the paper's table

@@ -82,6 +82,8 @@ def last_boxed(text: str) -> str | None:
 
 _FINAL_RE = re.compile(r"(?:final answer is|answer is|final answer:|answer:)\s*(.+)", re.IGNORECASE)
 _NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
+# an end-of-sequence marker a completion ends with (ChatML <|im_end|>, R1's, </s>): not answer text
+_TRAILING_EOS = re.compile(r"(?:\s*(?:<\|[^<>|\s]+\|>|<｜[^<>｜]+｜>|</s>))+\s*$")
 
 
 def extract_answer(answer_text: str) -> tuple[str | None, str]:
@@ -90,7 +92,10 @@ def extract_answer(answer_text: str) -> tuple[str | None, str]:
     >>> import thinklens as tl
     >>> tl.extract_answer("So the result is 12. The answer is \\\\boxed{\\\\frac{3}{4}}.")
     ('\\\\frac{3}{4}', 'boxed')
+    >>> tl.extract_answer("The answer is 45.<|im_end|>")
+    ('45', 'final_answer')
     """
+    answer_text = _TRAILING_EOS.sub("", answer_text)
     boxed = last_boxed(answer_text)
     if boxed is not None:
         return boxed, "boxed"

@@ -38,6 +38,7 @@ def collect(ctx: StageContext) -> dict[str, Any]:
         for line in s.errors + [f"warning: {w}" for w in s.warnings]:
             ctx.warn(line)
         out[mode] = {"n_written": s.n_written, "n_finished": s.n_finished, "n_failed": s.n_failed,
+                     "n_forced_close": s.n_forced_close,
                      "seconds": round(s.seconds, 2), "resume": s.resume.to_dict() if s.resume else None}
         if c.generation.backend != "openai":  # counts of all ranks (rank 0 keeps the run state)
             out[mode] = distributed.combine(out[mode], total=("n_written", "n_finished", "n_failed"),
@@ -90,7 +91,14 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
 
     c, p = ctx.config, ctx.paths
     errors: list[str] = []
-    result = evaluate_files(list(_paths(p, "graded").values()), seed=c.seed, errors=errors)
+    try:
+        result = evaluate_files(list(_paths(p, "graded").values()), seed=c.seed, errors=errors,
+                                min_usable=c.min_usable)
+    except ThinklensError as err:  # too few usable pairs: the advice names generation options, fixed at collect
+        if "usable with/without pair" not in str(err):
+            raise
+        raise ThinklensError(f"{err} (with other generation options, use a new --output: a run directory keeps the "
+                             "settings its traces were generated with)") from None
     for e in errors:
         ctx.warn(f"skipped {e}")
     result.save(p.evaluation_dir)  # evaluation.json + evaluation.npz
@@ -99,7 +107,7 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
 
 def evaluate_command(c: RunConfig, p: RunPaths) -> list[str]:
     return [command("evaluate", *map(str, _paths(p, "graded").values()), "--save", str(p.evaluation_dir),
-                    "--seed", str(c.seed))]
+                    "--seed", str(c.seed), "--min-usable", str(c.min_usable))]
 
 
 def _model_argv(c: RunConfig) -> list[str]:

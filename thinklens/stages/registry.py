@@ -76,7 +76,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("grade", empirical.grade, empirical.grade_command, ("traces_with", "traces_without"),
           ("graded_with", "graded_without"), doc="extract and grade the answers"),
     Stage("evaluate", empirical.evaluate, empirical.evaluate_command, ("graded_with", "graded_without"),
-          ("evaluation",), doc="paired accuracy with vs without reasoning"),
+          ("evaluation",), reads=("min_usable",), doc="paired accuracy with vs without reasoning"),
     Stage("attention", attention.attention, attention.attention_command, ("traces_with",), ("head_scores",),
           doc="answer→reasoning attention per (layer, head)", parallel=True),
     Stage("heads", attention.heads, attention.heads_command, ("head_scores",), ("heads",),
