@@ -53,6 +53,7 @@ class HaystackFormat:
     value: Callable[[random.Random], str]
     sep: str = " "
     lengths: tuple[int, ...] = (500, 1000, 2000)  # default context lengths in tokens
+    n_needles: int = 2  # default needles per (length, depth)
     prompt_bos: bool = True  # prepend the profile's BOS
 
 
@@ -80,7 +81,7 @@ FORMATS: dict[str, Callable[[], HaystackFormat]] = {
         "\nWhat is the pass key? The pass key is", lambda rng: str(rng.randrange(10_000, 100_000))),
     "arithmetic": lambda: HaystackFormat(
         "arithmetic", _toy_prefix(), _toy_lines, "Final answer is {value}.", "\n</think>\n\nThe answer is \\boxed{",
-        lambda rng: str(rng.randrange(1, 100)), sep="\n", lengths=(60, 120, 240)),
+        lambda rng: str(rng.randrange(1, 100)), sep="\n", lengths=(60, 120, 240), n_needles=8),
 }
 
 
@@ -100,20 +101,20 @@ class NeedleTest:
 
 
 def build_tests(tokenizer: Any, fmt: HaystackFormat | str, *, lengths: tuple[int, ...] | None = None,
-                depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0), n_needles: int = 2, seed: int = 0,
-                bos: str | None = None) -> list[NeedleTest]:
+                depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0), n_needles: int | None = None,
+                seed: int = 0, bos: str | None = None) -> list[NeedleTest]:
     """Seeded needle tests for every (length, depth, needle) with ``tokenizer``. Example::
 
         from thinklens.models import load_tokenizer
         tests = build_tests(load_tokenizer("tiny-r1"), "arithmetic", lengths=(60,), n_needles=1)
-        len(tests)  # 5 depths
+        len(tests)  # 5 depths x 1 needle
     """
     fmt = FORMATS[fmt]() if isinstance(fmt, str) else fmt
     rng = random.Random(seed)
     tests = []
     for n_ctx in lengths or fmt.lengths:
         for depth in depths:
-            for _ in range(n_needles):
+            for _ in range(n_needles or fmt.n_needles):
                 tests.append(_one_test(tokenizer, fmt, int(n_ctx), float(depth), rng, bos))
     return tests
 
@@ -243,7 +244,7 @@ class RetrievalScores:
 
 def retrieval_scores(model: Any, tokenizer: Any, *, fmt: str | None = None, model_name: str = "",
                      lengths: tuple[int, ...] | None = None, depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0),
-                     n_needles: int = 2, seed: int = 0, bos: str | None = None, progress: bool = False
+                     n_needles: int | None = None, seed: int = 0, bos: str | None = None, progress: bool = False
                      ) -> RetrievalScores:
     """Retrieval score of every head from seeded needle tests. Example (tiny-r1, ~2 s)::
 
@@ -274,7 +275,8 @@ def retrieval_scores(model: Any, tokenizer: Any, *, fmt: str | None = None, mode
                      "copied": round(share, 4), "passed": bool(passed)})
     scores = hit_sum / n_pass if n_pass else np.full((L, H), np.nan)
     mass = mass_sum / n_pass if n_pass else np.full((L, H), np.nan)
-    settings = {"format": name, "lengths": list(lengths or FORMATS[name]().lengths), "depths": list(depths),
-                "n_needles": n_needles, "seed": seed, "success_share": SUCCESS_SHARE,
+    fmt_obj = FORMATS[name]()
+    settings = {"format": name, "lengths": list(lengths or fmt_obj.lengths), "depths": list(depths),
+                "n_needles": n_needles or fmt_obj.n_needles, "seed": seed, "success_share": SUCCESS_SHARE,
                 "criterion": "teacher-forced copy-paste (Wu et al. 2024, retrieval_head_detection.py)"}
     return RetrievalScores(scores, mass, rows, model_name, settings)
