@@ -142,7 +142,8 @@ def ablate_heads(model: Any, profile: Any, rows: Sequence[Sequence[Head]], mode:
 
 class MeanOutputs:
     """Accumulates each head's output (its slice of the ``o_proj`` input) over the positions of the forwards run
-    inside :meth:`recording`: ``sums [n_layers, n_heads, head_dim]``."""
+    inside :meth:`recording`: ``sums [n_layers, n_heads, head_dim]``. ``weights [b, seq]`` (set before a forward)
+    keeps finished or padded rows out of the mean."""
 
     def __init__(self, model: Any, profile: Any) -> None:
         from thinklens.modules import attention_shape
@@ -150,7 +151,8 @@ class MeanOutputs:
         self.model, self.profile = model, profile
         self.n_layers, self.n_heads, _, self.hd = attention_shape(model)
         self.sums = np.zeros((self.n_layers, self.n_heads, self.hd), dtype=np.float64)
-        self.counts = np.zeros(self.n_layers, dtype=np.int64)
+        self.counts = np.zeros(self.n_layers, dtype=np.float64)
+        self.weights: torch.Tensor | None = None  # [b, seq] 0/1, None = every position counts
 
     @contextlib.contextmanager
     def recording(self) -> Iterator[None]:
@@ -159,8 +161,11 @@ class MeanOutputs:
         def make_hook(layer: int) -> Any:
             def hook(module: Any, args: tuple) -> None:
                 z = args[0].detach().float()  # [b, seq, n_heads * head_dim]
-                self.sums[layer] += z.reshape(-1, self.n_heads, self.hd).sum(0).double().cpu().numpy()
-                self.counts[layer] += z.shape[0] * z.shape[1]
+                w = torch.ones(z.shape[:2], device=z.device) if self.weights is None else \
+                    self.weights.to(z.device, torch.float32)  # [b, seq]
+                zs = (z * w[..., None]).reshape(-1, self.n_heads, self.hd).sum(0)  # [n_heads, head_dim]
+                self.sums[layer] += zs.double().cpu().numpy()
+                self.counts[layer] += float(w.sum())
             return hook
 
         handles = [layer_o_proj(self.model, self.profile, layer).register_forward_pre_hook(make_hook(layer))
@@ -176,56 +181,96 @@ class MeanOutputs:
         return (self.sums / np.maximum(self.counts, 1)[:, None, None]).astype(np.float32)
 
 
-# -- one trace: shared prefix cache, greedy answers and teacher-forced log-probs per row ------------------------
-def _prefix_cache(model: Any, prefix: list[int]) -> Any:
+# -- a group of traces x conditions: one shared prefix cache, greedy answers, teacher-forced log-probs ----------
+@dataclass
+class _Prefix:
+    """Left-padded prefixes without their last token, and their KV cache (per layer ``[G, n_kv, W, hd]``)."""
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+    mask: torch.Tensor  # [G, W] 1 on real tokens
+    last: torch.Tensor  # [G] the last prefix token (``</think>``): the first ablated position
+    length: torch.Tensor  # [G] real prefix tokens before ``last`` (= ``last``'s position)
+
+
+def _prefill(model: Any, prefixes: list[list[int]], pad_id: int) -> _Prefix:
     device = next(model.parameters()).device
+    W = max(len(p) - 1 for p in prefixes)
+    ids = torch.full((len(prefixes), W), pad_id, dtype=torch.long)  # [G, W]
+    mask = torch.zeros((len(prefixes), W), dtype=torch.long)  # [G, W]
+    for i, p in enumerate(prefixes):
+        ids[i, W - len(p) + 1:] = torch.tensor(p[:-1])
+        mask[i, W - len(p) + 1:] = 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)  # [G, W]
     with torch.no_grad():
-        out = model(input_ids=torch.tensor([prefix], device=device), use_cache=True, logits_to_keep=1)
-    return out.past_key_values
+        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
+                    use_cache=True, logits_to_keep=1)
+    kv = [(la.keys, la.values) for la in out.past_key_values.layers]
+    return _Prefix(kv, mask.to(device), torch.tensor([p[-1] for p in prefixes], device=device),
+                   mask.sum(-1).to(device))
 
 
-def _rows_cache(full: Any, batch: int) -> Any:
-    """A new DynamicCache viewing ``full`` (batch 1) as ``batch`` rows (no copy; updates allocate new tensors)."""
+def _rows_cache(pre: _Prefix, repeats: int) -> Any:
+    """A new DynamicCache with every prefix repeated ``repeats`` times (row = trace * repeats + condition)."""
     from transformers import DynamicCache
 
-    return DynamicCache(ddp_cache_data=[(la.keys.expand(batch, -1, -1, -1), la.values.expand(batch, -1, -1, -1))
-                                        for la in full.layers])
+    return DynamicCache(ddp_cache_data=[(k.repeat_interleave(repeats, 0), v.repeat_interleave(repeats, 0))
+                                        for k, v in pre.kv])
 
 
-def greedy_rows(model: Any, cache: Any, last: int, n_rows: int, max_new: int, eos_id: int) -> list[list[int]]:
-    """Greedy continuation of every row from token ``last`` (not yet in ``cache``); each row stops at EOS
-    (included in its tokens) or after ``max_new`` tokens."""
-    device = next(model.parameters()).device
-    cache = _rows_cache(cache, n_rows)
-    x = torch.full((n_rows, 1), last, dtype=torch.long, device=device)  # [rows, 1]
-    out: list[list[int]] = [[] for _ in range(n_rows)]
-    done = [False] * n_rows
+def greedy_rows(model: Any, pre: _Prefix, repeats: int, max_new: list[int], eos_id: int,
+                acc: MeanOutputs | None = None) -> list[list[int]]:
+    """Greedy answers of every row (trace-major), from the last prefix token on; a row stops at EOS (included)
+    or after ``max_new[trace]`` tokens. ``acc`` (if given) only counts positions of unfinished rows."""
+    cache = _rows_cache(pre, repeats)
+    B = pre.mask.shape[0] * repeats
+    mask = pre.mask.repeat_interleave(repeats, 0)  # [B, W]
+    pos = pre.length.repeat_interleave(repeats, 0)  # [B]
+    x = pre.last.repeat_interleave(repeats, 0)[:, None]  # [B, 1]
+    caps = [max_new[r // repeats] for r in range(B)]
+    out: list[list[int]] = [[] for _ in range(B)]
+    done = [False] * B
     with torch.no_grad():
-        for _ in range(max_new):
-            o = model(input_ids=x, past_key_values=cache, use_cache=True)
+        for _ in range(max(caps)):
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)  # [B, W + steps so far + 1]
+            if acc is not None:
+                acc.weights = torch.tensor([[0.0 if d else 1.0] for d in done])  # [B, 1]
+            o = model(input_ids=x, attention_mask=mask, position_ids=pos[:, None], past_key_values=cache,
+                      use_cache=True)
             cache = o.past_key_values
-            nxt = o.logits[:, -1].argmax(-1)  # [rows]
+            nxt = o.logits[:, -1].argmax(-1)  # [B]
             for r, t in enumerate(nxt.tolist()):
                 if not done[r]:
                     out[r].append(t)
-                    done[r] = t == eos_id
+                    done[r] = t == eos_id or len(out[r]) >= caps[r]
             if all(done):
                 break
-            x = nxt[:, None]
+            x, pos = nxt[:, None], pos + 1
+    if acc is not None:
+        acc.weights = None
     return out
 
 
-def answer_logprob(model: Any, cache: Any, last: int, answer: list[int], n_rows: int) -> np.ndarray:
-    """[rows] summed log-probability of ``answer`` after ``last`` (teacher-forced, one forward for all rows)."""
-    if not answer:
-        return np.zeros(n_rows)
-    device = next(model.parameters()).device
-    ids = torch.tensor([[last] + answer[:-1]] * n_rows, device=device)  # [rows, n]
+def answer_logprob(model: Any, pre: _Prefix, repeats: int, answers: list[list[int]]) -> np.ndarray:
+    """[rows] summed log-probability of ``answers[trace]`` after the last prefix token (teacher-forced, one forward
+    for all rows; answers right-padded, which causal attention never lets earlier tokens see)."""
+    device = pre.mask.device
+    B, A = pre.mask.shape[0] * repeats, max(1, max(len(a) for a in answers))
+    ids = torch.zeros((B, A), dtype=torch.long, device=device)  # [B, A]: last token + answer[:-1]
+    tgt = torch.zeros((B, A), dtype=torch.long, device=device)  # [B, A]
+    real = torch.zeros((B, A), dtype=torch.bool, device=device)
+    for r in range(B):
+        a = answers[r // repeats]
+        if a:
+            ids[r, : len(a)] = torch.tensor([int(pre.last[r // repeats])] + a[:-1], device=device)
+            tgt[r, : len(a)] = torch.tensor(a, device=device)
+            real[r, : len(a)] = True
+    mask = torch.cat([pre.mask.repeat_interleave(repeats, 0), torch.ones_like(ids)], dim=1)  # [B, W + A]
+    pos = pre.length.repeat_interleave(repeats, 0)[:, None] + torch.arange(A, device=device)[None]  # [B, A]
     with torch.no_grad():
-        logits = model(input_ids=ids, past_key_values=_rows_cache(cache, n_rows), use_cache=True).logits
-    lp = torch.log_softmax(logits.float(), dim=-1)  # [rows, n, vocab]
-    tgt = torch.tensor(answer, device=device)[None, :, None].expand(n_rows, -1, 1)
-    return lp.gather(-1, tgt)[..., 0].sum(-1).double().cpu().numpy()
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=_rows_cache(pre, repeats),
+                       use_cache=True).logits  # [B, A, vocab]
+    lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, tgt[..., None])[..., 0]  # [B, A]
+    return (lp * real).sum(-1).double().cpu().numpy()
 
 
 def grade_answer(tokenizer: Any, tokens: list[int], gold: str) -> tuple[str | None, bool, str]:
@@ -288,11 +333,20 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
 
 
 def _max_new(trace: Any, settings: AblationSettings) -> int:
+    """The answer cap of one trace (EOS counted)."""
     return settings.max_new_tokens or 2 * (len(trace.answer) + (trace.eos is not None)) + ANSWER_MARGIN
 
 
+def _groups(items: list, size: int) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _pad_id(tokenizer: Any) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 def _base_pass(model: Any, tokenizer: Any, profile: Any, items: list, settings: AblationSettings, out: Path,
-               progress: bool) -> tuple[dict[str, dict[str, Any]], np.ndarray]:
+               batch_size: int, progress: bool) -> tuple[dict[str, dict[str, Any]], np.ndarray]:
     """Unablated answers, their log-probs and the heads' mean answer outputs (saved when complete)."""
     from thinklens.progress import bar
 
@@ -302,15 +356,19 @@ def _base_pass(model: Any, tokenizer: Any, profile: Any, items: list, settings: 
             return base, np.load(out / MEANS_FILE)["means"]
     acc = MeanOutputs(model, profile)
     base: dict[str, dict[str, Any]] = {}
-    for rid, trace, gold in bar(items, desc="ablation base", unit="trace", disable=not progress):
-        prefix = trace.ids[: trace.think_close.end]
-        cache = _prefix_cache(model, prefix[:-1])
+    pbar = bar(total=len(items), desc="ablation base", unit="trace", disable=not progress)
+    for group in _groups(items, batch_size):
+        pre = _prefill(model, [tr.ids[: tr.think_close.end] for _, tr, _ in group], _pad_id(tokenizer))
         with acc.recording():
-            toks = greedy_rows(model, cache, prefix[-1], 1, _max_new(trace, settings), tokenizer.eos_token_id)[0]
-        lp = float(answer_logprob(model, cache, prefix[-1], toks, 1)[0])
-        pred, ok, text = grade_answer(tokenizer, toks, gold)
-        base[rid] = {"tokens": toks, "answer": pred, "correct": ok, "logprob": lp, "text": text, "gold": gold,
-                     "matches_trace": text.strip() == trace.span_text(trace.answer).strip()}
+            gens = greedy_rows(model, pre, 1, [_max_new(tr, settings) for _, tr, _ in group],
+                               tokenizer.eos_token_id, acc)
+        lps = answer_logprob(model, pre, 1, gens)
+        for (rid, trace, gold), toks, lp in zip(group, gens, lps):
+            pred, ok, text = grade_answer(tokenizer, toks, gold)
+            base[rid] = {"tokens": toks, "answer": pred, "correct": ok, "logprob": float(lp), "text": text,
+                         "gold": gold, "matches_trace": text.strip() == trace.span_text(trace.answer).strip()}
+        pbar.update(len(group))
+    pbar.close()
     means = acc.means()
     np.savez(out / MEANS_FILE, means=means)
     (out / BASE_FILE).write_text(json.dumps(base, ensure_ascii=False) + "\n")
@@ -319,10 +377,11 @@ def _base_pass(model: Any, tokenizer: Any, profile: Any, items: list, settings: 
 
 def run_ablation(model: Any, tokenizer: Any, profile: Any, scores: str | Path, output: str | Path, *,
                  top_k: int = 3, random_draws: int = 5, mode: str = "mean", seed: int = 0, limit: int | None = None,
-                 traces: str | None = None, max_new_tokens: int | None = None, model_name: str = "",
-                 progress: bool = True) -> AblationResult:
+                 traces: str | None = None, max_new_tokens: int | None = None, batch_size: int = 16,
+                 model_name: str = "", progress: bool = True) -> AblationResult:
     """Ablate the top-k RFHs of ``scores`` (a ``thinklens attention`` directory) vs ``random_draws`` matched random
-    head sets, on the scored with-reasoning traces; resumable in ``output``. Example (tiny-r1, a few seconds)::
+    head sets, on the scored with-reasoning traces; resumable in ``output``. ``batch_size`` traces run together
+    (each with its 1 + R conditions as rows). Example (tiny-r1, a few seconds)::
 
         res = run_ablation(model, tok, profile, "runs/t/attention", "runs/t/ablation", limit=10)
         res.summary()["accuracy_rfh_ablated"]
@@ -344,27 +403,32 @@ def run_ablation(model: Any, tokenizer: Any, profile: Any, scores: str | Path, o
                           "random_heads": [[list(h) for h in d] for d in draws]})
     skipped: list[dict[str, Any]] = []
     items = _load_items(hs, settings, tokenizer, profile, skipped)
-    base, means = _base_pass(model, tokenizer, profile, items, settings, out, progress)
-    rows = [rfh] + draws
+    base, means = _base_pass(model, tokenizer, profile, items, settings, out, batch_size, progress)
+    conds = [rfh] + draws
     done: dict[str, dict[str, Any]] = {}
     if (out / PARTIAL_FILE).exists():
         done = {str(it.record["id"]): it.record for it in read_jsonl(out / PARTIAL_FILE) if it.record is not None}
+    todo = [it for it in items if it[0] not in done]
+    pbar = bar(total=len(items), initial=len(items) - len(todo), desc="ablation", unit="trace",
+               disable=not progress)
     with JsonlWriter(out / PARTIAL_FILE) as w:
-        for rid, trace, gold in bar(items, desc="ablation", unit="trace", disable=not progress):
-            if rid in done:
-                continue
-            prefix = trace.ids[: trace.think_close.end]
-            cache = _prefix_cache(model, prefix[:-1])
+        for group in _groups(todo, batch_size):
+            pre = _prefill(model, [tr.ids[: tr.think_close.end] for _, tr, _ in group], _pad_id(tokenizer))
+            rows = [c for _ in group for c in conds]  # row = trace * len(conds) + condition
             with ablate_heads(model, profile, rows, mode, means):
-                lps = answer_logprob(model, cache, prefix[-1], base[rid]["tokens"], len(rows))
-                gens = greedy_rows(model, cache, prefix[-1], len(rows), _max_new(trace, settings),
+                gens = greedy_rows(model, pre, len(conds), [_max_new(tr, settings) for _, tr, _ in group],
                                    tokenizer.eos_token_id)
-            graded = [grade_answer(tokenizer, g, gold) for g in gens]
-            rec = {"id": rid, "answers": [g[0] for g in graded], "correct": [g[1] for g in graded],
-                   "texts": [g[2] for g in graded], "logprob": [float(x) for x in lps],
-                   "n_answer_tokens": len(base[rid]["tokens"])}
-            w.write(rec)
-            done[rid] = rec
+                lps = answer_logprob(model, pre, len(conds), [base[rid]["tokens"] for rid, _, _ in group])
+            for g, (rid, _, gold) in enumerate(group):
+                mine = range(g * len(conds), (g + 1) * len(conds))
+                graded = [grade_answer(tokenizer, gens[r], gold) for r in mine]
+                rec = {"id": rid, "answers": [x[0] for x in graded], "correct": [x[1] for x in graded],
+                       "texts": [x[2] for x in graded], "logprob": [float(lps[r]) for r in mine],
+                       "n_answer_tokens": len(base[rid]["tokens"])}
+                w.write(rec)
+                done[rid] = rec
+            pbar.update(len(group))
+    pbar.close()
     ids = [rid for rid, _, _ in items]
     b = [base[i] for i in ids]
     d = [done[i] for i in ids]

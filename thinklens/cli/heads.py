@@ -77,6 +77,7 @@ class AblateArgs:
     seed: int = 0
     traces: str | None = None
     max_new_tokens: int | None = None
+    batch_size: int = 16
     output: str | None = None
     json: bool = False
     device: str | None = None
@@ -195,6 +196,9 @@ def _register_ablate(hs: argparse._SubParsersAction) -> None:
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--traces", help="trace JSONL (default: the one recorded in the scores' settings)")
     a.add_argument("--max-new-tokens", type=int, help="answer cap (default: 2 x the trace's answer + 16)")
+    a.add_argument("--batch-size", type=int, default=16,
+                   help="traces per batch, each with 1 + R condition rows sharing its prefix (default 16; lower it "
+                   "for long traces on a small GPU: the KV cache holds batch x (1 + R) rows)")
     a.add_argument("--output", help="output directory (default: SCORES/ablation)")
     a.add_argument("--json", action="store_true", help="print one JSON object")
     _model_args(a)
@@ -366,7 +370,8 @@ def run_ablate(ns: argparse.Namespace) -> int:
     out = args.output or str(Path(args.scores) / "ablation")
     res = run_ablation(model, tokenizer, profile, args.scores, out, top_k=args.top, random_draws=args.random_draws,
                        mode=args.mode, seed=args.seed, limit=args.limit, traces=args.traces,
-                       max_new_tokens=args.max_new_tokens, model_name=args.model, progress=not args.json)
+                       max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, model_name=args.model,
+                       progress=not args.json)
     s = res.summary()
     if args.json:
         print_json({"output": out, **s})

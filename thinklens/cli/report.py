@@ -11,6 +11,7 @@ from thinklens.cli.common import print_json, to_dataclass
 class ReportArgs:
     directory: str
     out: str | None = None
+    animations: bool = False
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("directory", help="run directory written by `thinklens run`")
     p.add_argument("--out", help="where to write the HTML (default: DIRECTORY/report.html)")
+    p.add_argument("--animations", action="store_true",
+                   help="also write the layer-by-layer view as DIRECTORY/animations/layers.gif (and .mp4 when ffmpeg "
+                   "is on PATH), one frame per layer, for slides")
     p.set_defaults(func=run)
 
 
@@ -28,5 +32,10 @@ def run(ns: argparse.Namespace) -> int:
     from thinklens.report.html import build_report
 
     args = to_dataclass(ReportArgs, ns)
-    print_json({"report": str(build_report(args.directory, args.out))})
+    out = {"report": str(build_report(args.directory, args.out))}
+    if args.animations:
+        from thinklens.report.animation import layer_animation
+
+        out["animations"] = layer_animation(args.directory)
+    print_json(out)
     return 0
