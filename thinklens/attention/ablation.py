@@ -97,7 +97,8 @@ def matched_random_heads(rfhs: Sequence[Head], n_heads: int, n_draws: int, seed:
 def ablate_heads(model: Any, profile: Any, rows: Sequence[Sequence[Head]], mode: str = "zero",
                  means: np.ndarray | None = None) -> Iterator[None]:
     """Ablate heads during every forward inside the block, per batch row: ``rows[r]`` lists the (layer, head)
-    pairs silenced in row ``r`` at *all* positions of the forward (``[]`` = unablated row). ``means
+    pairs silenced in row ``r`` at *all* positions of the forward (``[]`` = unablated row; the batch must have
+    ``len(rows)`` rows). ``means
     [n_layers, n_heads, head_dim]`` is required for ``mode="mean"``. Example (tiny-r1)::
 
         with ablate_heads(model, profile, [[(1, 2)]], "zero"):
@@ -121,9 +122,9 @@ def ablate_heads(model: Any, profile: Any, rows: Sequence[Sequence[Head]], mode:
     def make_hook(items: list[tuple[int, int]], layer: int) -> Any:
         def hook(module: Any, args: tuple) -> tuple:
             z = args[0].clone()  # [b, seq, n_heads * head_dim]
+            if z.shape[0] != len(rows):
+                raise ThinklensError(f"ablation: {len(rows)} row head sets for a batch of {z.shape[0]}")
             for r, h in items:
-                if r >= z.shape[0]:
-                    continue
                 if mode == "zero":
                     z[r, :, h * hd:(h + 1) * hd] = 0
                 else:
