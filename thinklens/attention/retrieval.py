@@ -52,7 +52,7 @@ class HaystackFormat:
     question: str
     value: Callable[[random.Random], str]
     sep: str = " "
-    lengths: tuple[int, ...] = (500, 1000, 2000)  # default context lengths in tokens
+    lengths: tuple[int, ...] = (500, 1000, 2000)  # default context lengths (tokens before the answer)
     n_needles: int = 2  # default needles per (length, depth)
     prompt_bos: bool = True  # prepend the profile's BOS
 
@@ -81,7 +81,7 @@ FORMATS: dict[str, Callable[[], HaystackFormat]] = {
         "\nWhat is the pass key? The pass key is", lambda rng: str(rng.randrange(10_000, 100_000))),
     "arithmetic": lambda: HaystackFormat(
         "arithmetic", _toy_prefix(), _toy_lines, "Final answer is {value}.", "\n</think>\n\nThe answer is \\boxed{",
-        lambda rng: str(rng.randrange(1, 100)), sep="\n", lengths=(60, 120, 240), n_needles=8),
+        lambda rng: str(rng.randrange(1, 100)), sep="\n", lengths=(100, 160, 280), n_needles=8),
 }
 
 
@@ -106,7 +106,7 @@ def build_tests(tokenizer: Any, fmt: HaystackFormat | str, *, lengths: tuple[int
     """Seeded needle tests for every (length, depth, needle) with ``tokenizer``. Example::
 
         from thinklens.models import load_tokenizer
-        tests = build_tests(load_tokenizer("tiny-r1"), "arithmetic", lengths=(60,), n_needles=1)
+        tests = build_tests(load_tokenizer("tiny-r1"), "arithmetic", lengths=(150,), n_needles=1)
         len(tests)  # 5 depths x 1 needle
     """
     fmt = FORMATS[fmt]() if isinstance(fmt, str) else fmt
@@ -126,19 +126,24 @@ def _n_tokens(tokenizer: Any, text: str) -> int:
 def _one_test(tokenizer: Any, fmt: HaystackFormat, n_ctx: int, depth: float, rng: random.Random,
               bos: str | None) -> NeedleTest:
     value = fmt.value(rng)
-    sentences, n = [], 0
-    while n < n_ctx:
-        s = fmt.filler(rng)
-        sentences.append(s)
-        n += _n_tokens(tokenizer, s + fmt.sep)
-    k = int(round(depth * len(sentences)))
     needle = fmt.needle.format(value=value)
     head = (bos if fmt.prompt_bos and bos else "") + fmt.prefix
-    before = fmt.sep.join(sentences[:k])
-    context = head + before + (fmt.sep if before else "")
-    v0 = len(context) + needle.index(value)  # char span of the value inside the needle
-    context += needle + (fmt.sep if k < len(sentences) else "") + fmt.sep.join(sentences[k:]) + fmt.question
-    enc = tokenizer(context, add_special_tokens=False, return_offsets_mapping=True)
+    fixed = _n_tokens(tokenizer, head + needle + fmt.question)
+    sentences: list[str] = []
+    n, target = fixed, n_ctx
+    while True:  # grow the haystack until the whole context (before the answer) has n_ctx tokens
+        while n < target:
+            sentences.append(fmt.filler(rng))
+            n += _n_tokens(tokenizer, sentences[-1] + fmt.sep)
+        k = int(round(depth * len(sentences)))  # the needle goes in at a sentence break
+        before = fmt.sep.join(sentences[:k])
+        context = head + before + (fmt.sep if before else "")
+        v0 = len(context) + needle.index(value)  # char span of the value inside the needle
+        context += needle + (fmt.sep if k < len(sentences) else "") + fmt.sep.join(sentences[k:]) + fmt.question
+        enc = tokenizer(context, add_special_tokens=False, return_offsets_mapping=True)
+        if len(enc["input_ids"]) >= n_ctx:
+            break
+        target += n_ctx - len(enc["input_ids"])  # tokens merged across sentences: ask for that many more
     ids, offs = list(enc["input_ids"]), enc["offset_mapping"]
     toks = [i for i, (a, b) in enumerate(offs) if a < v0 + len(value) and b > v0]
     if not toks:
