@@ -56,9 +56,14 @@ def retrieval_heatmap(retrieval: RetrievalScores | str | Path, rfh: list[Head] |
     above = rs.heads_above()
     if above:
         ax.scatter([h for _, h, _ in above], [layer for layer, _, _ in above], s=8, c="white", marker="o")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
-    ax.set_title(f"Retrieval heads ({rs.model or 'model'}): red = RFHs, dots = score > {rs.threshold():g}")
+    ax.set_title(f"Retrieval heads ({rs.model or 'model'}): red = RFHs, dots = score > {rs.threshold():g}",
+                 fontsize=9)
     save_figure(fig, path)
     return fig
 
