@@ -53,7 +53,12 @@ Head = tuple[int, int]
 
 @dataclass
 class AblationSettings:
-    """What a run is; a rerun into the same directory must have the same settings."""
+    """What a run is; a rerun into the same directory must have the same settings.
+
+    Example::
+
+        AblationSettings(top_k=3, random_draws=5, mode="zero").mode  # "zero"
+    """
 
     top_k: int = 3
     random_draws: int = 5
@@ -144,7 +149,15 @@ def ablate_heads(model: Any, profile: Any, rows: Sequence[Sequence[Head]], mode:
 class MeanOutputs:
     """Accumulates each head's output (its slice of the ``o_proj`` input) over the positions of the forwards run
     inside :meth:`recording`: ``sums [n_layers, n_heads, head_dim]``. ``weights [b, seq]`` (set before a forward)
-    keeps finished or padded rows out of the mean."""
+    keeps finished or padded rows out of the mean.
+
+    Example::
+
+        acc = MeanOutputs(model, profile)
+        with acc.recording():
+            model(ids)
+        acc.means().shape  # (n_layers, n_heads, head_dim)
+    """
 
     def __init__(self, model: Any, profile: Any) -> None:
         from thinklens.modules import attention_shape
@@ -221,7 +234,13 @@ def _rows_cache(pre: _Prefix, repeats: int) -> Any:
 def greedy_rows(model: Any, pre: _Prefix, repeats: int, max_new: list[int], eos_id: int,
                 acc: MeanOutputs | None = None) -> list[list[int]]:
     """Greedy answers of every row (trace-major), from the last prefix token on; a row stops at EOS (included)
-    or after ``max_new[trace]`` tokens. ``acc`` (if given) only counts positions of unfinished rows."""
+    or after ``max_new[trace]`` tokens. ``acc`` (if given) only counts positions of unfinished rows.
+
+    Example::
+
+        pre = _prefill(model, [trace.ids[: trace.think_close.end]], tok.eos_token_id)
+        greedy_rows(model, pre, 1, [40], tok.eos_token_id)[0]  # the answer tokens + EOS
+    """
     cache = _rows_cache(pre, repeats)
     B = pre.mask.shape[0] * repeats
     mask = pre.mask.repeat_interleave(repeats, 0)  # [B, W]
@@ -253,7 +272,12 @@ def greedy_rows(model: Any, pre: _Prefix, repeats: int, max_new: list[int], eos_
 
 def answer_logprob(model: Any, pre: _Prefix, repeats: int, answers: list[list[int]]) -> np.ndarray:
     """[rows] summed log-probability of ``answers[trace]`` after the last prefix token (teacher-forced, one forward
-    for all rows; answers right-padded, which causal attention never lets earlier tokens see)."""
+    for all rows; answers right-padded, which causal attention never lets earlier tokens see).
+
+    Example::
+
+        answer_logprob(model, pre, 1, [trace.ids[trace.think_close.end:]])  # array([-0.002])
+    """
     device = pre.mask.device
     B, A = pre.mask.shape[0] * repeats, max(1, max(len(a) for a in answers))
     ids = torch.zeros((B, A), dtype=torch.long, device=device)  # [B, A]: last token + answer[:-1]
@@ -275,7 +299,12 @@ def answer_logprob(model: Any, pre: _Prefix, repeats: int, answers: list[list[in
 
 
 def grade_answer(tokenizer: Any, tokens: list[int], gold: str) -> tuple[str | None, bool, str]:
-    """(extracted answer, correct, answer text) of generated answer tokens (EOS dropped), graded like stage 1."""
+    """(extracted answer, correct, answer text) of generated answer tokens (EOS dropped), graded like stage 1.
+
+    Example::
+
+        grade_answer(tok, tok("\n\nThe answer is \\boxed{12}.")["input_ids"], "12")  # ("12", True, ...)
+    """
     from thinklens.empirical.grading import extract_answer, is_equiv_math_verify
 
     eos = tokenizer.eos_token_id

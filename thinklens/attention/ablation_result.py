@@ -37,6 +37,13 @@ def _mcnemar(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
 
 @dataclass
 class AblationResult:
+    """Per trace x condition correctness and answer log-probs of one ablation run (``DIR/ablation.{json,npz}``).
+
+    Example::
+
+        AblationResult.load("runs/t/attention/ablation").summary()["accuracy_rfh_ablated"]
+    """
+
     ids: list[str]
     rfh: list[tuple[int, int]]
     random_heads: list[list[tuple[int, int]]]

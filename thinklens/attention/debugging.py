@@ -36,7 +36,12 @@ DEBUG_JSON, DEBUG_NPZ = "debug.json", "debug.npz"
 
 
 def line_steps(trace: Trace) -> list[tuple[int, int]]:
-    """The reasoning's non-empty lines as absolute token spans ``[(start, end), ...]``."""
+    """The reasoning's non-empty lines as absolute token spans ``[(start, end), ...]``.
+
+    Example::
+
+        line_steps(trace)  # [(36, 40), (41, 50), ...] one span per reasoning line
+    """
     a, b = trace.char_span(trace.reasoning)
     spans = []
     for m in re.finditer(r"[^\n]+", trace.text[a:b]):
@@ -53,7 +58,12 @@ def _clean_value(value: str) -> str:
 
 def value_spans(text: str, value: str | None) -> list[tuple[int, int]]:
     """Character spans of ``value`` in ``text``: numbers match as whole numbers (``1`` not inside ``12``), other
-    values literally."""
+    values literally.
+
+    Example::
+
+        value_spans("12+1=13", "1")  # [(3, 4)]: not inside 12 or 13
+    """
     if value is None or not _clean_value(value):
         return []
     v = _clean_value(value)
@@ -66,7 +76,12 @@ def value_spans(text: str, value: str | None) -> list[tuple[int, int]]:
 
 @dataclass
 class TraceDebug:
-    """One trace: per-step RFH attention and where the answered and gold values sit in the reasoning."""
+    """One trace: per-step RFH attention and where the answered and gold values sit in the reasoning.
+
+    Example::
+
+        DebugResult.load("runs/t/debug").traces[0].top_step
+    """
 
     id: str
     is_correct: bool
@@ -112,6 +127,13 @@ class TraceDebug:
 
 @dataclass
 class DebugResult:
+    """Debugging of every graded trace plus the summary; saved as ``DIR/debug.{json,npz}``.
+
+    Example::
+
+        DebugResult.load("runs/t/debug").summary()["incorrect_top_step_has_wrong_value"]
+    """
+
     traces: list[TraceDebug]
     rfh: list[tuple[int, int]]
     model: str = ""
@@ -167,7 +189,12 @@ class DebugResult:
 
 
 def answer_token_attention(model: Any, trace: Trace, heads: list[tuple[int, int]]) -> np.ndarray:
-    """``[T]`` attention each token receives from the answer queries (EOS excluded), mean over ``heads``."""
+    """``[T]`` attention each token receives from the answer queries (EOS excluded), mean over ``heads``.
+
+    Example::
+
+        answer_token_attention(model, trace, [(1, 2)])[trace.reasoning.start:trace.reasoning.end].sum()
+    """
     from thinklens.modules import attention_shape
 
     if trace.answer is None or len(trace.answer) == 0:
@@ -183,7 +210,12 @@ def answer_token_attention(model: Any, trace: Trace, heads: list[tuple[int, int]
 
 def debug_trace(model: Any, trace: Trace, heads: list[tuple[int, int]], *, rid: str, is_correct: bool, gold: str,
                 extracted: str | None, segment: Segmenter = line_steps) -> TraceDebug:
-    """Per-step RFH attention and value positions of one graded trace."""
+    """Per-step RFH attention and value positions of one graded trace.
+
+    Example::
+
+        debug_trace(model, trace, [(1, 2)], rid="t0", is_correct=False, gold="12", extracted="13").top_step
+    """
     steps = segment(trace)
     att = answer_token_attention(model, trace, heads)
     texts = [trace.text[trace.offsets[a][0]:trace.offsets[b - 1][1]] if b > a else "" for a, b in steps]

@@ -58,7 +58,12 @@ def head_overlaps(ranking_pairs: list[Head], induction: InductionScores | None, 
 def compare_with_reference(path: str, model: str, found: dict[str, list[Head]], n_total: int) -> dict[str, Any]:
     """Overlap of our lists (``found``: keys ``rfh``, ``retrieval``, ``induction``) with the paper's lists for
     ``model``, and the paper's own RFH/retrieval and RFH/induction overlaps (hypergeometric p over ``n_total``
-    heads). Families missing from the file are left out."""
+    heads). Families missing from the file are left out.
+
+    Example::
+
+        compare_with_reference("paper_reference.json", "DeepSeek-R1-Distill-Qwen-1.5B", {}, 28 * 12)["paper"]
+    """
     ref: dict[str, list[Head]] = {}
     name = model
     for fam, key in REFERENCE_KEYS.items():

@@ -43,7 +43,12 @@ SUCCESS_SHARE = 0.5
 
 @dataclass(frozen=True)
 class HaystackFormat:
-    """How a needle test reads: ``prefix + sentences (needle among them) + question + value``."""
+    """How a needle test reads: ``prefix + sentences (needle among them) + question + value``.
+
+    Example::
+
+        FORMATS["passkey"]().needle.format(value="12345")  # "The pass key is 12345. Remember it."
+    """
 
     name: str
     prefix: str
@@ -86,12 +91,25 @@ FORMATS: dict[str, Callable[[], HaystackFormat]] = {
 
 
 def default_format(model_name: str) -> str:
-    """``arithmetic`` for the organism tiny-r1 (it knows no English), ``passkey`` for every other model."""
+    """``arithmetic`` for the organism tiny-r1 (it knows no English), ``passkey`` for every other model.
+
+    Example::
+
+        default_format("tiny-r1")  # "arithmetic"
+    """
     return "arithmetic" if str(model_name) == "tiny-r1" else "passkey"
 
 
 @dataclass
 class NeedleTest:
+    """One teacher-forced needle test: ``ids`` = context + answer, the answer a copy of the needle's tokens.
+
+    Example::
+
+        t = build_tests(tok, "arithmetic", lengths=(100,), depths=(1.0,), n_needles=1)[0]
+        t.ids[t.needle.start:t.needle.end] == t.ids[t.answer.start:]  # True
+    """
+
     ids: list[int]
     needle: Span  # the value's tokens inside the context
     answer: Span  # the answer at the end: a copy of ids[needle]
@@ -169,7 +187,12 @@ class _ArgmaxReducer:
 
 def score_test(model: Any, test: NeedleTest) -> tuple[np.ndarray, np.ndarray, float]:
     """(hits [L, H] = retrieval score of this test, needle mass [L, H] at copy steps, share of needle tokens the
-    model predicts). One forward; rows are the positions predicting each answer token."""
+    model predicts). One forward; rows are the positions predicting each answer token.
+
+    Example::
+
+        hits, mass, share = score_test(model, t)  # hits [n_layers, n_heads]
+    """
     from thinklens.modules import attention_shape
 
     L, H, _, _ = attention_shape(model)
@@ -195,6 +218,13 @@ def score_test(model: Any, test: NeedleTest) -> tuple[np.ndarray, np.ndarray, fl
 
 @dataclass
 class RetrievalScores:
+    """Retrieval score of every head and the tests behind it; saved as one JSON file.
+
+    Example::
+
+        RetrievalScores.load("runs/t/retrieval.json").heads_above()  # [(1, 2, 1.0), ...]
+    """
+
     scores: np.ndarray  # [n_layers, n_heads] mean retrieval score over the passed tests (NaN: none passed)
     needle_attention: np.ndarray  # [n_layers, n_heads] mean attention mass on the needle at copy steps
     tests: list[dict[str, Any]] = field(default_factory=list)  # per test: depth, n_context, value, copied, passed

@@ -187,7 +187,12 @@ def _token_offsets(tokens: list[str]) -> tuple[str, np.ndarray, np.ndarray]:
 def cue_occurrences(tokens: list[str], cues: tuple[str, ...] | list[str] = DEFAULT_CUES, ignore_case: bool = False
                     ) -> list[tuple[str, int, int]]:
     """``(cue word, tok_start, tok_end)`` of every cue occurrence in a token sequence (same matching as
-    :func:`cue_token_mask`: word boundaries, every token overlapping the match)."""
+    :func:`cue_token_mask`: word boundaries, every token overlapping the match).
+
+    Example::
+
+        cue_occurrences(list("12\nWait, 12"))  # [("Wait", 3, 7)]
+    """
     if not cues or not tokens:
         return []
     text, starts, ends = _token_offsets(tokens)
@@ -207,7 +212,12 @@ def sentence_offsets(tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """``(sentence index [n], token offset within its sentence [n])``. A sentence starts at the first token, at
     the first token with text after a newline, and after ``.``/``!``/``?`` followed by whitespace (a token that
     merges a newline with the next word, as BPE may, starts the new sentence itself). Whitespace-only tokens before
-    a sentence's first word share its offset 0."""
+    a sentence's first word share its offset 0.
+
+    Example::
+
+        sentence_offsets(list("a.\nWait"))[1]  # array([0, 1, 2, 0, 1, 2, 3])
+    """
     sent, off = np.zeros(len(tokens), dtype=np.int64), np.zeros(len(tokens), dtype=np.int64)
     s, k, boundary = 0, 0, False
     for i, t in enumerate(tokens):
@@ -228,6 +238,8 @@ def sentence_offsets(tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class CueControlRow:
+    """One (control, head, cue word) comparison; values are normalized attention (1 = the trace's mean token)."""
+
     head: str  # "L{l}H{h}" or "mean" (mean over the chosen heads)
     cue: str  # a cue word or "all"
     control: str
@@ -243,6 +255,13 @@ class CueControlRow:
 
 @dataclass
 class CueControl:
+    """Cue-vs-control rows (per control, head and cue word) and per-trace differences; ``DIR/cue_control.*``.
+
+    Example::
+
+        CueControl.load("runs/t/attention").rows[0].diff
+    """
+
     rows: list[CueControlRow]
     heads: list[tuple[int, int]]
     cues: list[str]
@@ -299,7 +318,13 @@ def cue_window_control(items: list[TokenAttention], cues: tuple[str, ...] | list
                        ignore_case: bool = False, n_bootstrap: int = 2000, seed: int = 0) -> CueControl:
     """Cue occurrences vs matched non-cue tokens, per chosen head (and their mean) and per cue word (and all), with
     bootstrap 95% CIs over traces; each row also carries the old contrast (cue vs all other reasoning tokens) on the
-    same traces."""
+    same traces.
+
+    Example::
+
+        items, _ = analyze_tokens("runs/t/attention", [(1, 2)])
+        cue_window_control(items, window=3).rows[0].diff
+    """
     from thinklens.stats import bootstrap_ci
 
     for c in controls:

@@ -140,7 +140,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--output", help="HTML path (default: SCORES_DIR/token_view.html)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--window", type=int, metavar="W",
-                   help="±W tokens of the window-matched cue control (default: DEFAULT_CUE_WINDOW, 5)")
+                   help="±W tokens of the window-matched cue control (default: tokens.DEFAULT_CUE_WINDOW)")
     t.add_argument("--controls", default="window,sentence_start",
                    help="matched cue controls, comma-separated: window, sentence_start (default both)")
     t.set_defaults(func=run_tokens)
@@ -167,8 +167,7 @@ def _register_retrieval(hs: argparse._SubParsersAction) -> None:
                    "by model")
     r.add_argument("--lengths", help="context lengths in tokens, comma-separated (default: the format's)")
     r.add_argument("--depths", default="0,0.25,0.5,0.75,1", help="needle depths in [0, 1], comma-separated")
-    r.add_argument("--n-needles", type=int, help="needles per (length, depth) (default: the format's, 2 for "
-                   "passkey, 8 for arithmetic)")
+    r.add_argument("--n-needles", type=int, help="needles per (length, depth) (default: the format's)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--top", type=int, default=10, help="k of the top lists and of the RFHs (default 10)")
     r.add_argument("--scores", help="attention output directory: report the RFH overlaps")
@@ -195,10 +194,11 @@ def _register_ablate(hs: argparse._SubParsersAction) -> None:
                    help="mean: each head's mean answer output in the unablated runs (default); zero")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--traces", help="trace JSONL (default: the one recorded in the scores' settings)")
-    a.add_argument("--max-new-tokens", type=int, help="answer cap (default: 2 x the trace's answer + 16)")
+    a.add_argument("--max-new-tokens", type=int,
+                   help="answer cap (default: 2 x the trace's answer + ablation.ANSWER_MARGIN)")
     a.add_argument("--batch-size", type=int, default=16,
-                   help="traces per batch, each with 1 + R condition rows sharing its prefix (default 16; lower it "
-                   "for long traces on a small GPU: the KV cache holds batch x (1 + R) rows)")
+                   help="traces per batch, each with 1 + R condition rows sharing its prefix (default %(default)s; "
+                   "lower it for long traces on a small GPU: the KV cache holds batch x (1 + R) rows)")
     a.add_argument("--output", help="output directory (default: SCORES/ablation)")
     a.add_argument("--json", action="store_true", help="print one JSON object")
     _model_args(a)

@@ -43,7 +43,12 @@ def _rfh_of(rfh: list[Head] | str | Path | None, top_k: int) -> list[Head]:
 def retrieval_heatmap(retrieval: RetrievalScores | str | Path, rfh: list[Head] | str | Path | None = None,
                       top_k: int = 10, path: str | Path | None = None) -> Any:
     """Retrieval scores (``retrieval.json``) with RFHs (a list, or a scores directory: its top-k by a2r) boxed in
-    red and retrieval heads (score above the threshold) dotted in white."""
+    red and retrieval heads (score above the threshold) dotted in white.
+
+    Example::
+
+        retrieval_heatmap("runs/t/retrieval.json", "runs/t/attention", path="retrieval.png")
+    """
     rs = retrieval if isinstance(retrieval, RetrievalScores) else RetrievalScores.load(retrieval)
     L, H = rs.scores.shape
     fig, ax = new_figure(figsize=(max(4.0, 0.35 * H + 2), max(3.0, 0.25 * L + 1.5)))
@@ -70,7 +75,12 @@ def retrieval_heatmap(retrieval: RetrievalScores | str | Path, rfh: list[Head] |
 
 def ablation_bars(ablation: AblationResult | str | Path, path: str | Path | None = None) -> Any:
     """Accuracy per condition (random draws: mean bar, min–max line, one point per draw) and the mean log-prob
-    change of the unablated answer."""
+    change of the unablated answer.
+
+    Example::
+
+        ablation_bars("runs/t/attention/ablation", "ablation.png")
+    """
     res = ablation if isinstance(ablation, AblationResult) else AblationResult.load(ablation)
     s = res.summary()
     import matplotlib
@@ -110,7 +120,12 @@ def _mark(text: str, value: str | None, cls: str) -> list[tuple[int, int, str]]:
 def debug_html(debug: DebugResult | str | Path, path: str | Path | None = None, max_traces: int = 20,
                include_correct: bool = False) -> str:
     """HTML fragment (no scripts): per incorrect trace, its steps shaded by RFH attention (share of the trace's
-    step total), the answered value in red, the gold value in green; returns it and writes it to ``path``."""
+    step total), the answered value in red, the gold value in green; returns it and writes it to ``path``.
+
+    Example::
+
+        debug_html("runs/t/debug", "debug.html")
+    """
     res = debug if isinstance(debug, DebugResult) else DebugResult.load(debug)
     s = res.summary()
     heads = ", ".join(f"L{layer}H{head}" for layer, head in res.rfh)
@@ -154,7 +169,12 @@ def _pct(x: float | None) -> str:
 
 def cue_control_bars(control: CueControl | str | Path, head: str = "mean", path: str | Path | None = None) -> Any:
     """Per cue word (and all): cue minus window control, minus sentence-position control, and minus the trace
-    mean (the old contrast), for one head row (``"mean"`` or ``"L1H2"``), with bootstrap 95% CIs."""
+    mean (the old contrast), for one head row (``"mean"`` or ``"L1H2"``), with bootstrap 95% CIs.
+
+    Example::
+
+        cue_control_bars("runs/t/attention", "mean", "cues.png")
+    """
     cc = control if isinstance(control, CueControl) else CueControl.load(control)
     rows = [r for r in cc.rows if r.head == head]
     words = list(dict.fromkeys(r.cue for r in rows))
@@ -198,6 +218,10 @@ def _find(run_dir: str | Path, *names: str) -> Path:
 
 
 def plot_retrieval(run_dir: str | Path, out: str | Path | None = None) -> Any:
+    """:func:`retrieval_heatmap` from a run directory's files. Example::
+
+        plot_retrieval("runs/tiny", "figures/retrieval.png")
+    """
     scores = None
     try:
         scores = _find(run_dir, "head_scores.npz").parent
@@ -207,12 +231,24 @@ def plot_retrieval(run_dir: str | Path, out: str | Path | None = None) -> Any:
 
 
 def plot_ablation(run_dir: str | Path, out: str | Path | None = None) -> Any:
+    """:func:`ablation_bars` from a run directory's files. Example::
+
+        plot_ablation("runs/tiny", "figures/ablation.png")
+    """
     return ablation_bars(_find(run_dir, "ablation/ablation.json").parent, out)
 
 
 def plot_cue_control(run_dir: str | Path, out: str | Path | None = None) -> Any:
+    """:func:`cue_control_bars` from a run directory's files. Example::
+
+        plot_cue_control("runs/tiny", "figures/cue_control.png")
+    """
     return cue_control_bars(_find(run_dir, "reference/cue_control.json", "cue_control.json").parent, path=out)
 
 
 def debug_fragment(run_dir: str | Path, out: str | Path | None = None) -> str:
+    """:func:`debug_html` from a run directory's ``attention/debug/``. Example::
+
+        debug_fragment("runs/tiny")  # "<div class='rfh-debug'>..."
+    """
     return debug_html(_find(run_dir, "debug/debug.json").parent, out)
