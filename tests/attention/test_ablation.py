@@ -157,6 +157,13 @@ def test_tiny_r1_rfh_ablation_breaks_answers_random_heads_do_not(tiny_r1, tiny_s
                          progress=False)
     assert (tmp_path / "abl" / "partial.jsonl").read_text().count("\n") == lines
     assert np.array_equal(again.correct, res.correct)
+    # an interrupted pass 2 (the last records lost, a torn line) continues where it stopped
+    partial = tmp_path / "abl" / "partial.jsonl"
+    kept = partial.read_text().splitlines(keepends=True)[:10]
+    partial.write_text("".join(kept) + '{"id": "torn')
+    again = run_ablation(model, tok, profile, scores, tmp_path / "abl", top_k=3, random_draws=3, limit=16,
+                         progress=False)
+    assert np.array_equal(again.correct, res.correct) and np.allclose(again.logprob, res.logprob, atol=1e-4)
     with pytest.raises(ThinklensError, match="other settings"):
         run_ablation(model, tok, profile, scores, tmp_path / "abl", top_k=2, random_draws=3, limit=16,
                      progress=False)
