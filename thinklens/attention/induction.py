@@ -22,6 +22,9 @@ import torch
 from thinklens.attention.capture import capture_attention
 from thinklens.errors import ThinklensError
 
+SEQ_LEN = 64  # random tokens per copy: long enough that a uniform head scores ~1/100
+N_SEQS = 8  # sequences averaged over
+
 # A head counts as an induction head only when its score is at least this many times the score of a head that
 # attends uniformly over its causal keys (:meth:`InductionScores.uniform_baseline`, ~0.011 for the default
 # seq_len 64 with BOS, so the bar is ~0.11 — close to Wu et al.'s 0.1 for retrieval heads). Without a bar the
@@ -44,7 +47,7 @@ class InductionScores:
     def uniform_baseline(self) -> float:
         """The score of a head that attends uniformly over its causal keys: mean of ``1 / n_keys`` over the
         second-copy queries (query ``j`` of the copy sits at ``bos + seq_len + j`` and sees that many keys + 1)."""
-        n = int(self.settings.get("seq_len", 64))
+        n = int(self.settings.get("seq_len", SEQ_LEN))
         first = n + (1 if self.settings.get("bos", True) else 0)
         return float(np.mean(1.0 / (first + 1 + np.arange(n))))
 
@@ -106,8 +109,8 @@ def _token_pool(model: Any, tokenizer: Any | None) -> np.ndarray:
     return pool
 
 
-def induction_scores(model: Any, tokenizer: Any | None = None, *, seq_len: int = 64, n_seqs: int = 8, seed: int = 0,
-                     bos_id: int | None = None, model_name: str = "") -> InductionScores:
+def induction_scores(model: Any, tokenizer: Any | None = None, *, seq_len: int = SEQ_LEN, n_seqs: int = N_SEQS,
+                     seed: int = 0, bos_id: int | None = None, model_name: str = "") -> InductionScores:
     """Mean attention from every second-copy token of ``[BOS] + r + r`` to the token after its first occurrence."""
     from thinklens.modules import attention_shape
 

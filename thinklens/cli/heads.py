@@ -3,101 +3,17 @@ debugging, token view and cue statistics."""
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from thinklens.cli.common import print_json, to_dataclass
-
-
-@dataclass
-class RankArgs:
-    scores: str
-    score: str = "a2r"
-    top: int = 10
-    json: bool = False
-    compare: str | None = None
-    compare_model: str | None = None
-    bootstrap: int = 1000
-    seed: int = 0
-    plots: str | None = None
-
-
-@dataclass
-class InductionArgs:
-    model: str
-    output: str
-    seq_len: int = 64
-    n_seqs: int = 8
-    seed: int = 0
-    top: int = 10
-    device: str | None = None
-    dtype: str | None = None
-
-
-@dataclass
-class TokensArgs:
-    scores_dir: str
-    heads: list[str] = field(default_factory=list)
-    top: int = 5
-    id: str | None = None
-    cues: str | None = None
-    ignore_case: bool = False
-    output: str | None = None
-    seed: int = 0
-    window: int | None = None
-    controls: str = "window,sentence_start"
-
-
-@dataclass
-class RetrievalArgs:
-    model: str
-    output: str
-    format: str | None = None
-    lengths: str | None = None
-    depths: str = "0,0.25,0.5,0.75,1"
-    n_needles: int | None = None
-    seed: int = 0
-    top: int = 10
-    scores: str | None = None
-    induction: str | None = None
-    compare: str | None = None
-    compare_model: str | None = None
-    device: str | None = None
-    dtype: str | None = None
-
-
-@dataclass
-class AblateArgs:
-    model: str
-    scores: str
-    top: int = 3
-    random_draws: int = 5
-    limit: int | None = None
-    mode: str = "mean"
-    seed: int = 0
-    traces: str | None = None
-    max_new_tokens: int | None = None
-    batch_size: int = 16
-    output: str | None = None
-    json: bool = False
-    device: str | None = None
-    dtype: str | None = None
-
-
-@dataclass
-class DebugArgs:
-    model: str
-    scores: str
-    graded: str
-    output: str
-    top: int = 5
-    limit: int | None = None
-    json: bool = False
-    device: str | None = None
-    dtype: str | None = None
+from thinklens.cli.common import print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from thinklens.attention.heads import N_BOOTSTRAP
+    from thinklens.attention.induction import N_SEQS, SEQ_LEN
+    from thinklens.cli.flags import parent
+    from thinklens.models import ModelOptions
+
     p = sub.add_parser("heads", help="rank heads (RFHs), induction heads, token view",
                        description="Work with per-head attention scores.")
     hs = p.add_subparsers(dest="heads_command", metavar="ACTION", required=True)
@@ -110,21 +26,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--json", action="store_true", help="print one JSON object")
     r.add_argument("--compare", help="reference heads JSON (a [[layer, head], ...] list or paper_reference.json)")
     r.add_argument("--compare-model", help="model key inside the reference file")
-    r.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples over traces (0 = off)")
+    r.add_argument("--bootstrap", type=int, default=N_BOOTSTRAP,
+                   help="bootstrap resamples over traces (0 = off; default %(default)s)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--plots", metavar="DIR", help="also save heatmap, layer profile and decomposition PNGs here")
     r.set_defaults(func=run_rank)
     i = hs.add_parser("induction", help="induction-head score of every head",
+                      parents=[parent(ModelOptions, required=("name",))],
                       description="Mean attention from each token of the second copy of [BOS]+r+r (r random, seeded) "
                       "to the token after its first occurrence; saves a JSON with all scores and the top heads.")
-    i.add_argument("--model", required=True)
     i.add_argument("--output", required=True, help="output JSON file")
-    i.add_argument("--seq-len", type=int, default=64)
-    i.add_argument("--n-seqs", type=int, default=8)
+    i.add_argument("--seq-len", type=int, default=SEQ_LEN, help="length of the repeated random sequence")
+    i.add_argument("--n-seqs", type=int, default=N_SEQS, help="random sequences averaged over")
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--top", type=int, default=10)
-    i.add_argument("--device")
-    i.add_argument("--dtype")
     i.set_defaults(func=run_induction)
     t = hs.add_parser("tokens", help="token view (HTML) and self-reflection cue statistics",
                       description="From DIR/tokens/ (written by `thinklens attention --token-view N`): attention each "
@@ -149,19 +64,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     _register_debug(hs)
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", help="cpu, cuda, mps (default: best available)")
-    p.add_argument("--dtype", help="fp32, bf16, fp16 (default: bf16 on CUDA, fp32 on CPU)")
+def _model_parent() -> list[argparse.ArgumentParser]:
+    """``--model`` (required) and the other model flags, shared with every model-loading command."""
+    from thinklens.cli.flags import parent
+    from thinklens.models import ModelOptions
+
+    return [parent(ModelOptions, required=("name",))]
+
+
+def _load(ns: argparse.Namespace) -> tuple:
+    from thinklens.cli.flags import build
+    from thinklens.models import ModelOptions
+
+    return build(ModelOptions, ns).load()
 
 
 def _register_retrieval(hs: argparse._SubParsersAction) -> None:
     r = hs.add_parser("retrieval", help="retrieval-head score of every head (needle-in-a-haystack copy test)",
+                      parents=_model_parent(),
                       description="Wu et al. (2024) retrieval score: at the steps where the model copies a needle "
                       "token (teacher-forced: haystack + needle + question + the needle as the answer), how often a "
                       "head's top attention lands on that token in the needle. Seeded haystacks built with the model's "
                       "tokenizer. With --scores, the overlap of the RFHs with retrieval and induction heads, before "
                       "and after each family's threshold; with --compare, the paper's lists.")
-    r.add_argument("--model", required=True)
     r.add_argument("--output", required=True, help="output JSON file")
     r.add_argument("--format", help="haystack format: passkey (natural language) or arithmetic (tiny-r1); default "
                    "by model")
@@ -174,18 +99,17 @@ def _register_retrieval(hs: argparse._SubParsersAction) -> None:
     r.add_argument("--induction", help="induction JSON of `heads induction` (default: computed with --scores)")
     r.add_argument("--compare", help="paper_reference.json: compare with the paper's head lists")
     r.add_argument("--compare-model", help="model key inside the reference file (default: --model)")
-    _model_args(r)
     r.set_defaults(func=run_retrieval)
 
 
 def _register_ablate(hs: argparse._SubParsersAction) -> None:
     a = hs.add_parser("ablate", help="causal test: ablate the top RFHs during answering vs random heads",
+                      parents=_model_parent(),
                       description="Keep each scored trace's prompt + reasoning + </think>, regenerate the answer "
                       "greedily with the top-k RFHs ablated (their slice of the o_proj input at every answer "
                       "position; mean or zero) and with k random heads from the same layers (several seeded draws); "
                       "grade against gold_answer, score the log-prob of the unablated answer, and test RFH vs random "
                       "(exact McNemar per draw, permutation over draws). Resumable in --output.")
-    a.add_argument("--model", required=True)
     a.add_argument("--scores", required=True, help="output directory of `thinklens attention`")
     a.add_argument("--top", type=int, default=3, help="k RFHs to ablate (default 3)")
     a.add_argument("--random-draws", type=int, default=5, help="seeded random head sets (default 5)")
@@ -201,24 +125,22 @@ def _register_ablate(hs: argparse._SubParsersAction) -> None:
                    "lower it for long traces on a small GPU: the KV cache holds batch x (1 + R) rows)")
     a.add_argument("--output", help="output directory (default: SCORES/ablation)")
     a.add_argument("--json", action="store_true", help="print one JSON object")
-    _model_args(a)
     a.set_defaults(func=run_ablate)
 
 
 def _register_debug(hs: argparse._SubParsersAction) -> None:
     d = hs.add_parser("debug", help="failure debugging: which reasoning steps the RFHs read, where values sit",
+                      parents=_model_parent(),
                       description="For every graded trace: answer→step attention through the top RFHs (steps = "
                       "reasoning lines), where the answered value first appears in the reasoning, whether the gold "
                       "value appears; summary: how often the RFHs' top step holds the wrong value (incorrect traces) "
                       "vs the correct value (correct traces). Writes OUTPUT/debug.json and OUTPUT/debug.npz.")
-    d.add_argument("--model", required=True)
     d.add_argument("--scores", required=True, help="output directory of `thinklens attention` (for the RFHs)")
     d.add_argument("--graded", required=True, help="graded JSONL (`thinklens grade`)")
     d.add_argument("--output", required=True, help="output directory")
     d.add_argument("--top", type=int, default=5, help="number of RFHs (default 5)")
     d.add_argument("--limit", type=int, help="only the first N gradable traces")
     d.add_argument("--json", action="store_true", help="print the summary and every incorrect trace as JSON")
-    _model_args(d)
     d.set_defaults(func=run_debug)
 
 
@@ -226,7 +148,7 @@ def run_rank(ns: argparse.Namespace) -> int:
     from thinklens.attention.heads import compare_heads, load_reference_heads, rank_heads
     from thinklens.attention.segments import HeadScores
 
-    args = to_dataclass(RankArgs, ns)
+    args = ns
     hs = HeadScores.load(args.scores)
     ranking = rank_heads(hs, args.score, args.top, args.bootstrap, args.seed)
     out = ranking.to_json()
@@ -262,13 +184,14 @@ def run_induction(ns: argparse.Namespace) -> int:
     import torch
 
     from thinklens.attention.induction import induction_scores
-    from thinklens.models import load_model
+    from thinklens.cli.flags import build
+    from thinklens.models import ModelOptions
 
-    args = to_dataclass(InductionArgs, ns)
-    model, tokenizer, profile = load_model(args.model, args.device, args.dtype)
+    args = ns
+    model, tokenizer, profile = build(ModelOptions, ns).load()
     with torch.no_grad():
         res = induction_scores(model, tokenizer, seq_len=args.seq_len, n_seqs=args.n_seqs, seed=args.seed,
-                               model_name=args.model)
+                               model_name=ns.name)
     res.save(args.output)
     print_json({"output": args.output, "top": [list(t) for t in res.top(args.top)]})
     return 0
@@ -289,7 +212,7 @@ def run_tokens(ns: argparse.Namespace) -> int:
     from thinklens.errors import ThinklensError
     from thinklens.report.token_view import render_token_view
 
-    args = to_dataclass(TokensArgs, ns)
+    args = ns
     heads = [_parse_head(h) for h in args.heads] or None
     cues = tuple(c.strip() for c in args.cues.split(",") if c.strip()) if args.cues else DEFAULT_CUES
     items, stats = analyze_tokens(args.scores_dir, heads, top_k=args.top, cues=cues, ignore_case=args.ignore_case,
@@ -322,13 +245,12 @@ def run_retrieval(ns: argparse.Namespace) -> int:
     import torch
 
     from thinklens.attention.retrieval import retrieval_scores
-    from thinklens.models import load_model
 
-    args = to_dataclass(RetrievalArgs, ns)
-    model, tokenizer, profile = load_model(args.model, args.device, args.dtype)
+    args = ns
+    model, tokenizer, profile = _load(ns)
     lengths = tuple(int(x) for x in _floats(args.lengths)) if args.lengths else None
     with torch.no_grad():
-        res = retrieval_scores(model, tokenizer, fmt=args.format, model_name=args.model, lengths=lengths,
+        res = retrieval_scores(model, tokenizer, fmt=args.format, model_name=args.name, lengths=lengths,
                                depths=_floats(args.depths), n_needles=args.n_needles, seed=args.seed)
     out = res.to_json(args.top)
     L, H = res.scores.shape
@@ -342,13 +264,13 @@ def run_retrieval(ns: argparse.Namespace) -> int:
         rfh = rank_heads(HeadScores.load(args.scores), "a2r", args.top, n_bootstrap=0).pairs()
         with torch.no_grad():
             ind = (InductionScores.load(args.induction) if args.induction
-                   else induction_scores(model, tokenizer, seed=args.seed, model_name=args.model))
+                   else induction_scores(model, tokenizer, seed=args.seed, model_name=args.name))
         out["overlaps"] = head_overlaps(rfh, ind, res, L * H)
     if args.compare:
         from thinklens.attention.overlaps import compare_with_reference
 
         found = {"retrieval": [(t[0], t[1]) for t in res.top(args.top)], **({"rfh": rfh} if rfh else {})}
-        out["reference"] = compare_with_reference(args.compare, args.compare_model or args.model, found, L * H)
+        out["reference"] = compare_with_reference(args.compare, args.compare_model or args.name, found, L * H)
     import json
 
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
@@ -363,14 +285,13 @@ def run_retrieval(ns: argparse.Namespace) -> int:
 
 def run_ablate(ns: argparse.Namespace) -> int:
     from thinklens.attention.ablation import run_ablation
-    from thinklens.models import load_model
 
-    args = to_dataclass(AblateArgs, ns)
-    model, tokenizer, profile = load_model(args.model, args.device, args.dtype)
+    args = ns
+    model, tokenizer, profile = _load(ns)
     out = args.output or str(Path(args.scores) / "ablation")
     res = run_ablation(model, tokenizer, profile, args.scores, out, top_k=args.top, random_draws=args.random_draws,
                        mode=args.mode, seed=args.seed, limit=args.limit, traces=args.traces,
-                       max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, model_name=args.model,
+                       max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, model_name=args.name,
                        progress=not args.json)
     s = res.summary()
     if args.json:
@@ -392,12 +313,11 @@ def run_debug(ns: argparse.Namespace) -> int:
     from thinklens.attention.debugging import debug_graded_file
     from thinklens.attention.heads import rank_heads
     from thinklens.attention.segments import HeadScores
-    from thinklens.models import load_model
 
-    args = to_dataclass(DebugArgs, ns)
+    args = ns
     rfh = rank_heads(HeadScores.load(args.scores), "a2r", args.top, n_bootstrap=0).pairs()
-    model, tokenizer, profile = load_model(args.model, args.device, args.dtype)
-    res = debug_graded_file(model, tokenizer, profile, args.graded, rfh, limit=args.limit, model_name=args.model,
+    model, tokenizer, profile = _load(ns)
+    res = debug_graded_file(model, tokenizer, profile, args.graded, rfh, limit=args.limit, model_name=args.name,
                             progress=not args.json)
     path = res.save(args.output)
     summary = res.summary()
