@@ -12,7 +12,6 @@ from thinklens.attention.retrieval import (
     RETRIEVAL_THRESHOLD,
     RetrievalScores,
     build_tests,
-    default_format,
     retrieval_scores,
     score_test,
 )
@@ -48,7 +47,10 @@ def test_passkey_tests_with_the_real_r1_tokenizer():
         assert t.ids[t.needle.start:t.needle.end] == t.ids[t.answer.start:]
         assert t.ids[0] == tok.bos_token_id and t.ids[1] != tok.bos_token_id
         assert 300 <= t.n_context < 330
-    assert default_format("tiny-r1") == "arithmetic" and default_format("deepseek-ai/x") == "passkey"
+    from thinklens.profiles import get_profile
+
+    assert get_profile("tiny-r1").needle_haystack == "arithmetic"
+    assert get_profile("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B").needle_haystack == "passkey"
 
 
 def test_score_matches_the_criterion_on_raw_rows(qwen2_model, toy_tokenizer):
@@ -77,8 +79,8 @@ def test_score_matches_the_criterion_on_raw_rows(qwen2_model, toy_tokenizer):
 
 
 def test_tiny_r1_retrieval_heads_are_its_copy_heads(tiny_r1, tmp_path):
-    model, tok, _ = tiny_r1
-    rs = retrieval_scores(model, tok, model_name="tiny-r1", depths=(1.0,), n_needles=3)
+    model, tok, profile = tiny_r1
+    rs = retrieval_scores(model, tok, profile=profile, model_name="tiny-r1", depths=(1.0,), n_needles=3)
     assert rs.n_passed >= 5 and rs.settings["format"] == "arithmetic"
     top3 = {(layer, head) for layer, head, _ in rs.top(3)}
     assert top3 == {(1, 2), (1, 3), (1, 1)}, rs.top(5)

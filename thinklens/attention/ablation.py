@@ -103,11 +103,16 @@ def ablate_heads(model: Any, profile: Any, rows: Sequence[Sequence[Head]], mode:
                  means: np.ndarray | None = None) -> Iterator[None]:
     """Ablate heads during every forward inside the block, per batch row: ``rows[r]`` lists the (layer, head)
     pairs silenced in row ``r`` at *all* positions of the forward (``[]`` = unablated row; the batch must have
-    ``len(rows)`` rows). ``means
-    [n_layers, n_heads, head_dim]`` is required for ``mode="mean"``. Example (tiny-r1)::
+    ``len(rows)`` rows). ``means [n_layers, n_heads, head_dim]`` is required for ``mode="mean"``.
 
-        with ablate_heads(model, profile, [[(1, 2)]], "zero"):
-            model(ids)
+    >>> import torch
+    >>> from thinklens.models import load_model
+    >>> model, tok, profile = load_model("tiny-r1", device="cpu", dtype="fp32")
+    >>> ids = torch.tensor([tok("Final answer is 42.")["input_ids"]] * 2)
+    >>> with torch.no_grad(), ablate_heads(model, profile, [[], [(1, 2)]], "zero"):
+    ...     logits = model(ids).logits  # row 0 unablated, row 1 without L1H2
+    >>> bool(torch.equal(logits[0], model(ids).logits[0])), bool(torch.equal(logits[1], logits[0]))
+    (True, False)
     """
     from thinklens.modules import attention_shape, layer_o_proj
 
@@ -411,10 +416,21 @@ def run_ablation(model: Any, tokenizer: Any, profile: Any, scores: str | Path, o
                  model_name: str = "", progress: bool = True) -> AblationResult:
     """Ablate the top-k RFHs of ``scores`` (a ``thinklens attention`` directory) vs ``random_draws`` matched random
     head sets, on the scored with-reasoning traces; resumable in ``output``. ``batch_size`` traces run together
-    (each with its 1 + R conditions as rows). Example (tiny-r1, a few seconds)::
+    (each with its 1 + R conditions as rows). On tiny-r1's reference traces (a few seconds):
 
-        res = run_ablation(model, tok, profile, "runs/t/attention", "runs/t/ablation", limit=10)
-        res.summary()["accuracy_rfh_ablated"]
+    >>> import json
+    >>> from thinklens.attention.segments import score_trace_file
+    >>> from thinklens.models import load_model
+    >>> from thinklens.toy import full_text, generate_problems
+    >>> model, tok, profile = load_model("tiny-r1", device="cpu", dtype="fp32")
+    >>> with open("ablation_traces.jsonl", "w") as f:
+    ...     for p in generate_problems(8, seed=5):
+    ...         _ = f.write(json.dumps({"id": p.id, "text": full_text(p), "gold_answer": p.answer}) + "\\n")
+    >>> _ = score_trace_file(model, tok, "ablation_traces.jsonl", "ablation_scores", profile=profile, progress=False)
+    >>> res = run_ablation(model, tok, profile, "ablation_scores", "ablation_out", random_draws=2, progress=False)
+    >>> s = res.summary()
+    >>> s["rfh"], s["accuracy_base"], s["accuracy_rfh_ablated"], s["accuracy_random_ablated"]
+    ([[1, 2], [1, 7], [2, 6]], 1.0, 0.125, [1.0, 0.875])
     """
     from thinklens.attention.heads import rank_heads
     from thinklens.attention.segments import HeadScores

@@ -38,9 +38,12 @@ DEBUG_JSON, DEBUG_NPZ = "debug.json", "debug.npz"
 def line_steps(trace: Trace) -> list[tuple[int, int]]:
     """The reasoning's non-empty lines as absolute token spans ``[(start, end), ...]``.
 
-    Example::
-
-        line_steps(trace)  # [(36, 40), (41, 50), ...] one span per reasoning line
+    >>> from thinklens.models import load_tokenizer
+    >>> from thinklens.toy import full_text, generate_problems
+    >>> from thinklens.traces import Span
+    >>> trace = Trace.from_text(full_text(generate_problems(1, seed=2)[0]), load_tokenizer("tiny-r1"))
+    >>> [trace.span_text(Span(a, b)) for a, b in line_steps(trace)]
+    ['7*4=28', '28-12=23', 'Wait, 28-12=16', 'Final answer is 16.']
     """
     a, b = trace.char_span(trace.reasoning)
     spans = []
@@ -60,9 +63,10 @@ def value_spans(text: str, value: str | None) -> list[tuple[int, int]]:
     """Character spans of ``value`` in ``text``: numbers match as whole numbers (``1`` not inside ``12``), other
     values literally.
 
-    Example::
-
-        value_spans("12+1=13", "1")  # [(3, 4)]: not inside 12 or 13
+    >>> value_spans("12+1=13", "1")  # not inside 12 or 13
+    [(3, 4)]
+    >>> value_spans("x = 1/2", "$1/2$")  # not a plain number: matched literally
+    [(4, 7)]
     """
     if value is None or not _clean_value(value):
         return []
@@ -229,10 +233,21 @@ def debug_graded_file(model: Any, tokenizer: Any, profile: Any, graded: str | Pa
                       segment: Segmenter = line_steps, limit: int | None = None, text_field: str | None = None,
                       model_name: str = "", progress: bool = True) -> DebugResult:
     """Debug every gradable record of a graded JSONL file (``is_correct``, ``extracted_answer``, ``gold_answer``).
-    Bad records are skipped with their reason. Example (tiny-r1)::
+    Bad records are skipped with their reason. A constructed failure on tiny-r1: the final line states 99.
 
-        res = debug_graded_file(model, tok, profile, "runs/t/graded/with.jsonl", [(1, 2), (2, 6), (1, 7)])
-        res.summary()["n_incorrect"]
+    >>> import json
+    >>> from thinklens.models import load_model
+    >>> from thinklens.toy import full_text, generate_problems
+    >>> model, tok, profile = load_model("tiny-r1", device="cpu", dtype="fp32")
+    >>> p = generate_problems(1, seed=2)[0]
+    >>> text = full_text(p).replace(f"is {p.answer}.", "is 99.").replace(f"{{{p.answer}}}", "{99}")
+    >>> with open("debug_graded.jsonl", "w") as f:
+    ...     _ = f.write(json.dumps({"id": "x", "text": text, "gold_answer": p.answer, "extracted_answer": "99",
+    ...                             "is_correct": False}) + "\\n")
+    >>> t = debug_graded_file(model, tok, profile, "debug_graded.jsonl", [(1, 2), (2, 6), (1, 7)],
+    ...                       progress=False).traces[0]
+    >>> t.step_text[t.top_step], t.first_extracted_step, t.gold_in_reasoning
+    ('Final answer is 99.', 3, True)
     """
     from thinklens.jsonl import read_jsonl
     from thinklens.progress import bar

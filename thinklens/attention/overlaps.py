@@ -30,12 +30,15 @@ REFERENCE_KEYS = {"rfh": "reasoning_focus_heads_top10", "retrieval": "retrieval_
 def head_overlaps(ranking_pairs: list[Head], induction: InductionScores | None, retrieval: RetrievalScores | None,
                   n_total: int, thresholds: dict[str, float] | None = None) -> dict[str, Any]:
     """RFH overlap with induction and retrieval heads, ``before`` and ``after`` the bar (keys present only for the
-    families given). ``thresholds`` overrides the bars, e.g. ``{"induction": 0.2}``. Example::
+    families given). ``thresholds`` overrides the bars, e.g. ``{"induction": 0.2}``.
 
-        from thinklens.attention.induction import InductionScores
-        import numpy as np
-        ind = InductionScores(np.full((4, 8), 0.02, dtype=np.float32), settings={"seq_len": 64, "bos": True})
-        head_overlaps([(1, 2), (2, 6)], ind, None, 32)["induction"]["after"]["overlap"]  # 0: none passes
+    >>> import numpy as np
+    >>> scores = np.full((4, 8), 0.011, dtype=np.float32)  # ~uniform attention
+    >>> scores[1, 2] = scores[2, 6] = 0.025  # the best heads of a model without induction heads: 2.4x uniform
+    >>> ind = InductionScores(scores, settings={"seq_len": 64, "bos": True})
+    >>> o = head_overlaps([(1, 2), (2, 6)], ind, None, 32)["induction"]
+    >>> o["before"]["overlap"], o["after"]["overlap"], o["n_above"], round(o["threshold"], 3)
+    (2, 0, 0, 0.107)
     """
     k = len(ranking_pairs)
     thresholds = thresholds or {}

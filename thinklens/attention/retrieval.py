@@ -11,9 +11,10 @@ answer``; a step counts when the model's own greedy prediction at that position 
 have copied it), and a test counts when more than half the needle tokens are predicted (:data:`SUCCESS_SHARE`).
 
 Tests are seeded and built with the model's own tokenizer: haystack sentences, a needle carrying a random value at
-a depth in [0, 1], context lengths in tokens. Two formats (:data:`FORMATS`): ``passkey`` (the pass-key retrieval
-text of Mohtashami & Jaggi 2023, natural language, for real models) and ``arithmetic`` (tiny-r1's own format: the
-haystack is reasoning lines, the needle ``Final answer is N.``, the question the answer template).
+a depth in [0, 1], context lengths in tokens. Two formats (:data:`FORMATS`; the model profile's
+``needle_haystack`` picks the default): ``passkey`` (the pass-key retrieval text of Mohtashami & Jaggi 2023,
+natural language, for real models) and ``arithmetic`` (the organism's own format: the haystack is reasoning lines,
+the needle ``Final answer is N.``, the question the answer template).
 
 Only the argmax key and the attention mass on the needle of the answer rows are kept (a reducer of
 :func:`thinklens.attention.capture.capture_attention`), never a T x T pattern.
@@ -90,16 +91,6 @@ FORMATS: dict[str, Callable[[], HaystackFormat]] = {
 }
 
 
-def default_format(model_name: str) -> str:
-    """``arithmetic`` for the organism tiny-r1 (it knows no English), ``passkey`` for every other model.
-
-    Example::
-
-        default_format("tiny-r1")  # "arithmetic"
-    """
-    return "arithmetic" if str(model_name) == "tiny-r1" else "passkey"
-
-
 @dataclass
 class NeedleTest:
     """One teacher-forced needle test: ``ids`` = context + answer, the answer a copy of the needle's tokens.
@@ -121,11 +112,16 @@ class NeedleTest:
 def build_tests(tokenizer: Any, fmt: HaystackFormat | str, *, lengths: tuple[int, ...] | None = None,
                 depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0), n_needles: int | None = None,
                 seed: int = 0, bos: str | None = None) -> list[NeedleTest]:
-    """Seeded needle tests for every (length, depth, needle) with ``tokenizer``. Example::
+    """Seeded needle tests for every (length, depth, needle) with ``tokenizer``.
 
-        from thinklens.models import load_tokenizer
-        tests = build_tests(load_tokenizer("tiny-r1"), "arithmetic", lengths=(150,), n_needles=1)
-        len(tests)  # 5 depths x 1 needle
+    >>> from thinklens.models import load_tokenizer
+    >>> tok = load_tokenizer("tiny-r1")
+    >>> tests = build_tests(tok, "arithmetic", lengths=(150,), n_needles=1)
+    >>> len(tests), [t.n_context >= 150 for t in tests] == [True] * 5  # 5 depths x 1 needle
+    (5, True)
+    >>> t = tests[-1]  # depth 1: the needle is the last line; the answer copies its value
+    >>> tok.decode(t.ids[t.needle.start:t.needle.end]) == tok.decode(t.ids[t.answer.start:]) == t.value
+    True
     """
     fmt = FORMATS[fmt]() if isinstance(fmt, str) else fmt
     rng = random.Random(seed)
@@ -277,21 +273,23 @@ class RetrievalScores:
             raise ThinklensError(f"{path}: not a retrieval-scores file ({err})") from err
 
 
-def retrieval_scores(model: Any, tokenizer: Any, *, fmt: str | None = None, model_name: str = "",
+def retrieval_scores(model: Any, tokenizer: Any, *, fmt: str | None = None, profile: Any = None,
+                     model_name: str = "",
                      lengths: tuple[int, ...] | None = None, depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0),
                      n_needles: int | None = None, seed: int = 0, bos: str | None = None, progress: bool = False
                      ) -> RetrievalScores:
-    """Retrieval score of every head from seeded needle tests. Example (tiny-r1, ~2 s)::
+    """Retrieval score of every head from seeded needle tests (tiny-r1: its copy heads, ~2 s).
 
-        from thinklens.models import load_model
-        model, tok, profile = load_model("tiny-r1")
-        rs = retrieval_scores(model, tok, model_name="tiny-r1", n_needles=1)
-        rs.top(3)
+    >>> from thinklens.models import load_model
+    >>> model, tok, profile = load_model("tiny-r1", device="cpu", dtype="fp32")
+    >>> rs = retrieval_scores(model, tok, profile=profile, lengths=(100,), depths=(1.0,), n_needles=4)
+    >>> rs.n_passed > 0, sorted((layer, head) for layer, head, _ in rs.top(3))
+    (True, [(1, 1), (1, 2), (1, 3)])
     """
     from thinklens.modules import attention_shape
     from thinklens.progress import bar
 
-    name = fmt or default_format(model_name)
+    name = fmt or (profile.needle_haystack if profile is not None else "passkey")
     if name not in FORMATS:
         raise ThinklensError(f"unknown haystack format {name!r}; choose from {sorted(FORMATS)}")
     if bos is None:

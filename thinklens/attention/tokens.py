@@ -189,9 +189,8 @@ def cue_occurrences(tokens: list[str], cues: tuple[str, ...] | list[str] = DEFAU
     """``(cue word, tok_start, tok_end)`` of every cue occurrence in a token sequence (same matching as
     :func:`cue_token_mask`: word boundaries, every token overlapping the match).
 
-    Example::
-
-        cue_occurrences(list("12\nWait, 12"))  # [("Wait", 3, 7)]
+    >>> cue_occurrences(list("12\\nWait, 12"))  # one token per character
+    [('Wait', 3, 7)]
     """
     if not cues or not tokens:
         return []
@@ -214,9 +213,8 @@ def sentence_offsets(tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
     merges a newline with the next word, as BPE may, starts the new sentence itself). Whitespace-only tokens before
     a sentence's first word share its offset 0.
 
-    Example::
-
-        sentence_offsets(list("a.\nWait"))[1]  # array([0, 1, 2, 0, 1, 2, 3])
+    >>> sentence_offsets(["So", " x", ".", " Wait", ",", " no"])
+    (array([0, 0, 0, 1, 1, 1]), array([0, 1, 2, 0, 1, 2]))
     """
     sent, off = np.zeros(len(tokens), dtype=np.int64), np.zeros(len(tokens), dtype=np.int64)
     s, k, boundary = 0, 0, False
@@ -320,10 +318,15 @@ def cue_window_control(items: list[TokenAttention], cues: tuple[str, ...] | list
     bootstrap 95% CIs over traces; each row also carries the old contrast (cue vs all other reasoning tokens) on the
     same traces.
 
-    Example::
+    A planted sentence-start effect (3x attention on every sentence's first word) is no cue effect:
 
-        items, _ = analyze_tokens("runs/t/attention", [(1, 2)])
-        cue_window_control(items, window=3).rows[0].diff
+    >>> toks = ["7+5=12", "\\n", "Wait", ",", " 7+5=13", "\\n", "Final", " answer", " is", " 13", "."]
+    >>> v = np.array([3.0, 1, 3, 1, 1, 1, 3, 1, 1, 1, 1])
+    >>> items = [TokenAttention("t", [(1, 2)], toks, v[None], np.zeros(len(toks), bool))] * 3
+    >>> cc = cue_window_control(items, ("Wait",), window=2, n_bootstrap=100)
+    >>> [(r.control, round(r.diff, 2), round(r.diff_vs_trace_mean, 2)) for r in cc.rows if r.head == "mean"
+    ...  and r.cue == "all"]  # vs trace mean and vs a ±2 window: "Wait" looks special; vs sentence starts: not
+    [('window', 0.97, 1.04), ('sentence_start', 0.0, 1.04)]
     """
     from thinklens.stats import bootstrap_ci
 

@@ -88,8 +88,8 @@ def _register_retrieval(hs: argparse._SubParsersAction) -> None:
                       "tokenizer. With --scores, the overlap of the RFHs with retrieval and induction heads, before "
                       "and after each family's threshold; with --compare, the paper's lists.")
     r.add_argument("--output", required=True, help="output JSON file")
-    r.add_argument("--format", help="haystack format: passkey (natural language) or arithmetic (tiny-r1); default "
-                   "by model")
+    r.add_argument("--format", help="haystack format: passkey (natural language) or arithmetic (the organism's "
+                   "reasoning lines); default: the model profile's needle_haystack")
     r.add_argument("--lengths", help="context lengths in tokens, comma-separated (default: the format's)")
     r.add_argument("--depths", default="0,0.25,0.5,0.75,1", help="needle depths in [0, 1], comma-separated")
     r.add_argument("--n-needles", type=int, help="needles per (length, depth) (default: the format's)")
@@ -250,8 +250,8 @@ def run_retrieval(ns: argparse.Namespace) -> int:
     model, tokenizer, profile = _load(ns)
     lengths = tuple(int(x) for x in _floats(args.lengths)) if args.lengths else None
     with torch.no_grad():
-        res = retrieval_scores(model, tokenizer, fmt=args.format, model_name=args.name, lengths=lengths,
-                               depths=_floats(args.depths), n_needles=args.n_needles, seed=args.seed)
+        res = retrieval_scores(model, tokenizer, fmt=args.format, profile=profile, model_name=args.name,
+                               lengths=lengths, depths=_floats(args.depths), n_needles=args.n_needles, seed=args.seed)
     out = res.to_json(args.top)
     L, H = res.scores.shape
     rfh = None

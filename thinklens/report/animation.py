@@ -71,9 +71,16 @@ def layer_animation(run_dir: str | Path, out_dir: str | Path | None = None, *, p
                     fps: float = 1.0, formats: tuple[str, ...] = ("gif", "mp4")) -> dict[str, Any]:
     """Write ``layers.gif`` (and ``layers.mp4`` when ffmpeg is on PATH) under ``out_dir`` (default
     ``RUN/animations``). Returns ``{"gif": path, "mp4": path | None, "frames": n_layers, "notes": [...]}``.
-    Example (a run directory of ``thinklens run``)::
+    From a run directory (here only its attention scores: 4 layers x 8 heads):
 
-        layer_animation("runs/tiny", formats=("gif",))["frames"]  # one frame per layer
+    >>> import numpy as np
+    >>> from pathlib import Path
+    >>> Path("anim_run/attention").mkdir(parents=True, exist_ok=True)
+    >>> np.savez("anim_run/attention/head_scores.npz", ids=np.array(["a", "b"]),
+    ...          a2r=np.random.default_rng(0).uniform(size=(2, 4, 8)))
+    >>> res = layer_animation("anim_run", formats=("gif",))
+    >>> res["frames"], res["gif"]
+    (4, 'anim_run/animations/layers.gif')
     """
     import matplotlib
 
