@@ -65,6 +65,9 @@ class Profile:
     without_modes: tuple[str, ...] = ("forced", "empty")  # the --without-mode values the family supports
     max_new_tokens: int = 2048  # generation budget: long enough for most answers, short enough for a CPU smoke run
     batch_size: int = 16  # sequences generated together (tiny models: per-step overhead dominates, so larger)
+    # haystack of the retrieval-head needle tests (thinklens.attention.retrieval.FORMATS): natural language, or the
+    # organism's own reasoning lines for a model that knows no English
+    needle_haystack: str = "passkey"
     match: tuple[str, ...] = field(default=(), compare=False)
     model_types: tuple[str, ...] = field(default=(), compare=False)
 

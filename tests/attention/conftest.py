@@ -69,3 +69,24 @@ def tiny_r1():
     assert tok(text, add_special_tokens=False)["input_ids"] == build_tokenizer()(text, add_special_tokens=False)[
         "input_ids"]
     return model, tok, profile
+
+
+@pytest.fixture(scope="session")
+def tiny_scored(tmp_path_factory, tiny_r1):
+    """tiny-r1's reference traces of 16 seeded problems (a share slip and correct with 'Wait,'), with gold answers,
+    scored by the attention stage (token profiles kept): ``(scores_dir, traces_path, problems)``."""
+    import json
+
+    from thinklens.attention.segments import score_trace_file
+    from thinklens.toy import full_text, generate_problems
+
+    model, tok, profile = tiny_r1
+    d = tmp_path_factory.mktemp("tiny_scored")
+    probs = generate_problems(16, seed=5)
+    path = d / "traces.jsonl"
+    with path.open("w") as f:
+        for p in probs:
+            f.write(json.dumps({"id": p.id, "reasoning": "with", "text": full_text(p), "gold_answer": p.answer}) + "\n")
+    score_trace_file(model, tok, path, d / "attention", profile=profile, model_name="tiny-r1", token_view=16,
+                     reasoning_queries=False, progress=False)
+    return d / "attention", path, probs

@@ -14,11 +14,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("directory", help="run directory written by `thinklens run`")
     p.add_argument("--out", help="where to write the HTML (default: DIRECTORY/report.html)")
+    p.add_argument("--animations", action="store_true",
+                   help="also write the layer-by-layer view as DIRECTORY/animations/layers.gif (and .mp4 when ffmpeg "
+                   "is on PATH), one frame per layer, for slides")
     p.set_defaults(func=run)
 
 
 def run(ns: argparse.Namespace) -> int:
     from thinklens.pipeline import build_report
 
-    print_json({"report": str(build_report(ns.directory, ns.out))})
+    out = {"report": str(build_report(ns.directory, ns.out))}
+    if ns.animations:
+        from thinklens.report.animation import layer_animation
+
+        out["animations"] = layer_animation(ns.directory)
+    print_json(out)
     return 0
