@@ -1,0 +1,1 @@
+"""Step-level attribution: which reasoning steps does the answer use?"""
