@@ -195,9 +195,9 @@ def sample_tokens(logits: torch.Tensor, generators: Sequence[torch.Generator], t
 
 def _rollouts_transformers(model: Any, tokenizer: Any, jobs: list[tuple[Any, int, str]], n_rollouts: int,
                            seed: int, temperature: float, top_p: float, max_new: int, max_cache_tokens: int,
-                           on_point: Callable[[int, list[tuple[list[int], bool]]], None]) -> None:
+                           on_point: Callable[[int, list[tuple[str, int, bool]]], None]) -> None:
     """Sample ``n_rollouts`` continuations of ``trace.ids[:cut]`` for every job ``(trace, cut, key)``; calls
-    ``on_point(job, [(tokens, stopped_at_eos)] * N)`` as soon as a job's rollouts are all finished."""
+    ``on_point(job, [(text, n_tokens, stopped_at_eos)] * N)`` as soon as a job's rollouts are all finished."""
     from thinklens.steps._decode import Source, decode_rows, row_chunks, trace_caches
 
     eos = tokenizer.eos_token_id
@@ -213,7 +213,7 @@ def _rollouts_transformers(model: Any, tokenizer: Any, jobs: list[tuple[Any, int
         srcs.append(Source(cache, b, c - 1))  # the last prefix token is fed again: its logits start the rollout
     forced = [[int(jobs[j][0].ids[jobs[j][1] - 1])] for j, _ in rows]
     gens = [torch.Generator().manual_seed(_seed(seed, jobs[j][2], jobs[j][1], r)) for j, r in rows]
-    results: dict[int, dict[int, tuple[list[int], bool]]] = {}
+    results: dict[int, dict[int, tuple[str, int, bool]]] = {}
     for chunk in row_chunks([s.cut for s in srcs], max_cache_tokens):
 
         def pick(logits: torch.Tensor, active: list[int], ch: list[int] = chunk) -> torch.Tensor:
@@ -222,7 +222,8 @@ def _rollouts_transformers(model: Any, tokenizer: Any, jobs: list[tuple[Any, int
         def done(a: int, toks: list[int], ch: list[int] = chunk) -> None:
             j, r = rows[ch[a]]
             eos_hit = bool(toks) and toks[-1] == eos
-            results.setdefault(j, {})[r] = (toks[:-1] if eos_hit else list(toks), eos_hit)
+            toks = toks[:-1] if eos_hit else toks
+            results.setdefault(j, {})[r] = (tokenizer.decode(toks, skip_special_tokens=False), len(toks), eos_hit)
             if len(results[j]) == n_rollouts:
                 on_point(j, [results[j][k] for k in range(n_rollouts)])
 
@@ -232,7 +233,7 @@ def _rollouts_transformers(model: Any, tokenizer: Any, jobs: list[tuple[Any, int
 
 def _rollouts_backend(backend: Any, jobs: list[tuple[Any, int, str]], n_rollouts: int, seed: int,
                       temperature: float, top_p: float, max_new: int, batch_size: int,
-                      on_point: Callable[[int, list[tuple[list[int], bool]]], None]) -> None:
+                      on_point: Callable[[int, list[tuple[str, int, bool]]], None]) -> None:
     """The same through a generation backend: rollout ``r`` of a chunk of prompts is one ``generate`` call."""
     from thinklens.empirical.collect import GenerationSettings
 
@@ -240,10 +241,10 @@ def _rollouts_backend(backend: Any, jobs: list[tuple[Any, int, str]], n_rollouts
     for c in range(0, len(jobs), batch_size):
         chunk = list(range(c, min(len(jobs), c + batch_size)))
         prompts = [list(jobs[j][0].ids[:jobs[j][1]]) for j in chunk]
-        per_job: dict[int, list[tuple[list[int], bool]]] = {j: [] for j in chunk}
+        per_job: dict[int, list[tuple[str, int, bool]]] = {j: [] for j in chunk}
         for r in range(n_rollouts):
             for j, g in zip(chunk, backend.generate(prompts, settings, _seed(seed, "rollout", r) % (1 << 31))):
-                per_job[j].append((list(g.token_ids), bool(g.stopped_at_eos)))
+                per_job[j].append((g.text, len(g.token_ids), bool(g.stopped_at_eos)))
         for j in chunk:
             on_point(j, per_job[j])
 
@@ -372,11 +373,10 @@ def resampling_importance_many(
 
         writer = JsonlWriter(path)
 
-    def on_point(jx: int, rolls: list[tuple[list[int], bool]]) -> None:
+    def on_point(jx: int, rolls: list[tuple[str, int, bool]]) -> None:
         t, j = where[jx]
         rec = {"id": keys[t], "step": j, "cut": jobs[jx][1], "settings": settings, "rollouts": [
-            {"text": tokenizer.decode(toks, skip_special_tokens=False), "n_tokens": len(toks),
-             "stopped_at_eos": eos} for toks, eos in rolls]}
+            {"text": text, "n_tokens": n, "stopped_at_eos": eos} for text, n, eos in rolls]}
         records[(keys[t], j)] = rec
         if writer is not None:
             writer.write(rec)
