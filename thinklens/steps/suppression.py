@@ -25,8 +25,9 @@ Engines (:data:`ENGINES`):
   ``[b, answer.end - 1)`` on top of the cached prefix. The suffixes of several steps are *packed* end to end into
   one sequence (at most ``max_tokens`` query tokens per forward) over the single shared cache, with a custom 4D
   mask (copy ``i`` sees the cached tokens before its ``b_i`` and its own earlier tokens) and position ids
-  ``b_i ... `` per copy, exactly as :mod:`thinklens.patching.engine` packs patched runs. Only the answer-predicting
-  positions are unembedded (``logits_to_keep``). Memory per forward: the ``[packed, T + packed]`` boolean mask.
+  ``b_i ... `` per copy, exactly as :mod:`thinklens.patching.engine` packs patched runs; the cache is viewed up to
+  the chunk's last step end only (no copy sees further). Only the answer-predicting positions are unembedded
+  (``logits_to_keep``). Memory per forward: the ``[packed, T + packed]`` boolean mask.
 
 What the fast engine saves is every token before each step: with ``n`` steps spread evenly over a reasoning of
 ``R`` tokens it computes about ``n R / 2`` query tokens instead of ``n T`` (~2x at long reasoning), plus the packing
@@ -246,21 +247,22 @@ def _fast(model: Any, ids: torch.Tensor, spans: list[tuple[int, int]], keep: tor
         idx = [order[j] for j in chunk]
         starts = [spans[i][1] for i in idx]
         offsets = np.cumsum([0] + [E - b for b in starts])  # copy r occupies packed rows [o_r, o_r+1)
-        N = int(offsets[-1])
-        kpos = torch.arange(E, device=dev)
-        allowed = torch.zeros(N, E + N, dtype=torch.bool, device=dev)  # [N, E + N]
-        hidden = torch.zeros(N, E + N, dtype=torch.bool, device=dev)  # [N, E + N]
+        N, P = int(offsets[-1]), max(starts)  # no copy of the chunk sees cached positions >= P
+        kpos = torch.arange(P, device=dev)
+        allowed = torch.zeros(N, P + N, dtype=torch.bool, device=dev)  # [N, P + N]
+        hidden = torch.zeros(N, P + N, dtype=torch.bool, device=dev)  # [N, P + N]
         for r, i in enumerate(idx):
             a, b = spans[i]
             o0, o1 = int(offsets[r]), int(offsets[r + 1])
-            allowed[o0:o1, :E] = kpos < b
-            allowed[o0:o1, E + o0:E + o1] = torch.ones(o1 - o0, o1 - o0, dtype=torch.bool, device=dev).tril()
+            allowed[o0:o1, :P] = kpos < b
+            allowed[o0:o1, P + o0:P + o1] = torch.ones(o1 - o0, o1 - o0, dtype=torch.bool, device=dev).tril()
             hidden[o0:o1, a:b] = True
         packed = torch.cat([ids[0, b:] for b in starts])[None]  # [1, N]
         pos = torch.cat([torch.arange(b, E, device=dev) for b in starts])[None]  # [1, N]
         rows = torch.cat([torch.as_tensor(offsets[r] - b, device=dev) + keep
                           for r, b in enumerate(starts)])  # [c * n_ans] answer-predicting packed rows
-        cache = DynamicCache(ddp_cache_data=[(la.keys, la.values) for la in full.layers])  # shared, never mutated
+        cache = DynamicCache(ddp_cache_data=[(la.keys[:, :, :P], la.values[:, :, :P])
+                                             for la in full.layers])  # views of the shared cache, never mutated
         with _blocking(model, _Block(hidden, heads)):
             logits = model(input_ids=packed, attention_mask=allowed[None, None], position_ids=pos,
                            past_key_values=cache, use_cache=True, logits_to_keep=rows).logits[0]  # [c*n_ans, V]
