@@ -80,8 +80,9 @@ def build(args: argparse.Namespace):
     tok = CharTokenizer()
     g = torch.Generator().manual_seed(args.seed)
     n_prompt, n_answer = 60, 20
-    body = args.tokens - n_prompt - n_answer - 3  # BOS | prompt | <think> | reasoning | </think> | answer | EOS
+    body = args.tokens - n_prompt - n_answer - 5  # BOS | prompt | <think> | reasoning | </think> | answer | EOS
     step_len = body // args.steps
+    n_prompt += body - step_len * args.steps  # the rounding remainder goes to the prompt: exactly --tokens tokens
     ids = [0] + torch.randint(1000, 1090, (n_prompt,), generator=g).tolist() + [3]
     spans = []
     for _ in range(args.steps):
@@ -103,6 +104,10 @@ def build(args: argparse.Namespace):
     return model, tok, get_profile("default"), trace, spans
 
 
+def report(name: str, fw: float, fc: float, nw: float, nc: float) -> None:
+    print(f"{name}: fast {fw:.2f} s wall, {fc:.2f} s cpu; naive {nw:.2f} s wall, {nc:.2f} s cpu", file=sys.stderr)
+
+
 def timed(fn):
     t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
@@ -119,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--answer-tokens", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=4096, help="packed query tokens per suppression forward")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", choices=("suppression", "truncation"), default=None, help="run one method only")
     args = ap.parse_args(argv)
     args.tokens = args.tokens or (300 if args.quick else 2000)
     args.steps = args.steps or (8 if args.quick else 40)
@@ -129,38 +135,39 @@ def main(argv: list[str] | None = None) -> int:
     model, tok, profile, trace, spans = build(args)
     E = trace.answer.end - 1
     bound = len(spans) * E / sum(E - b for _, b in spans)
-    # warm-up (allocator, thread pools, kernels) on a 2-step copy of the problem
-    suppression_effects(model, profile, trace, spans[-2:], max_tokens=args.max_tokens)
-    suppression_effects(model, profile, trace, spans[-1:], engine="naive")
-    early_answering(model, tok, profile, trace, spans[-2:], max_answer_tokens=2)
-    early_answering(model, tok, profile, trace, spans[-1:], max_answer_tokens=2, engine="naive")
-
-    sf, sf_w, sf_c = timed(lambda: suppression_effects(model, profile, trace, spans, max_tokens=args.max_tokens))
-    sn, sn_w, sn_c = timed(lambda: suppression_effects(model, profile, trace, spans, engine="naive"))
-    tf, tf_w, tf_c = timed(lambda: early_answering(model, tok, profile, trace, spans,
-                                                   max_answer_tokens=args.answer_tokens))
-    tn, tn_w, tn_c = timed(lambda: early_answering(model, tok, profile, trace, spans,
-                                                   max_answer_tokens=args.answer_tokens, engine="naive"))
-    for name, w, c in (("suppression fast", sf_w, sf_c), ("suppression naive", sn_w, sn_c),
-                       ("truncation fast", tf_w, tf_c), ("truncation naive", tn_w, tn_c)):
-        print(f"{name}: {w:.2f} s wall, {c:.2f} s cpu", file=sys.stderr)
-    diff = max(float(np.abs(sf.kl - sn.kl).max()), float(np.abs(sf.logprob_delta - sn.logprob_delta).max()))
-    out = {
-        "suppression_speedup_vs_naive": round(sn_c / sf_c, 2),
-        "truncation_speedup_vs_naive": round(tn_c / tf_c, 2),
-        "max_abs_diff": diff,
-        "suppression_speedup_wall": round(sn_w / sf_w, 2),
-        "truncation_speedup_wall": round(tn_w / tf_w, 2),
-        "suppression_token_bound": round(bound, 2),
-        "truncation_answers_equal": tf.answers == tn.answers,
-        "suppression_kl_range": [float(sn.kl.min()), float(sn.kl.max())],
-        "suppression_fast_cpu_seconds": round(sf_c, 3), "suppression_naive_cpu_seconds": round(sn_c, 3),
-        "truncation_fast_cpu_seconds": round(tf_c, 3), "truncation_naive_cpu_seconds": round(tn_c, 3),
+    out: dict = {}
+    if args.only in (None, "suppression"):
+        # warm-up (allocator, thread pools, kernels) on the last steps only
+        suppression_effects(model, profile, trace, spans[-2:], max_tokens=args.max_tokens)
+        suppression_effects(model, profile, trace, spans[-1:], engine="naive")
+        sf, sf_w, sf_c = timed(lambda: suppression_effects(model, profile, trace, spans, max_tokens=args.max_tokens))
+        sn, sn_w, sn_c = timed(lambda: suppression_effects(model, profile, trace, spans, engine="naive"))
+        report("suppression", sf_w, sf_c, sn_w, sn_c)
+        out.update({
+            "suppression_speedup_vs_naive": round(sn_c / sf_c, 2),
+            "max_abs_diff": max(float(np.abs(sf.kl - sn.kl).max()),
+                                float(np.abs(sf.logprob_delta - sn.logprob_delta).max())),
+            "suppression_speedup_wall": round(sn_w / sf_w, 2), "suppression_token_bound": round(bound, 2),
+            "suppression_kl_range": [float(sn.kl.min()), float(sn.kl.max())],
+            "suppression_fast_cpu_seconds": round(sf_c, 3), "suppression_naive_cpu_seconds": round(sn_c, 3)})
+    if args.only in (None, "truncation"):
+        early_answering(model, tok, profile, trace, spans[-2:], max_answer_tokens=2)
+        early_answering(model, tok, profile, trace, spans[-1:], max_answer_tokens=2, engine="naive")
+        tf, tf_w, tf_c = timed(lambda: early_answering(model, tok, profile, trace, spans,
+                                                       max_answer_tokens=args.answer_tokens))
+        tn, tn_w, tn_c = timed(lambda: early_answering(model, tok, profile, trace, spans,
+                                                       max_answer_tokens=args.answer_tokens, engine="naive"))
+        report("truncation", tf_w, tf_c, tn_w, tn_c)
+        out.update({
+            "truncation_speedup_vs_naive": round(tn_c / tf_c, 2), "truncation_speedup_wall": round(tn_w / tf_w, 2),
+            "truncation_answers_equal": tf.answers == tn.answers,
+            "truncation_fast_cpu_seconds": round(tf_c, 3), "truncation_naive_cpu_seconds": round(tn_c, 3)})
+    out.update({
         "n_tokens": len(trace), "n_steps": len(spans), "n_answer_tokens": len(trace.answer),
         "answer_budget": args.answer_tokens, "n_layers": model.config.num_hidden_layers,
         "hidden": model.config.hidden_size, "vocab": model.config.vocab_size, "max_tokens": args.max_tokens,
         "threads": args.threads, "quick": args.quick,
-    }
+    })
     print(json.dumps(out))
     return 0
 

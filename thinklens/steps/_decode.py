@@ -35,14 +35,18 @@ class Source:
 
 def trace_caches(model: Any, seqs: Sequence[Sequence[int]], max_tokens: int = 1 << 16) -> list[tuple[Any, int]]:
     """``(cache, batch row)`` of every sequence: right-padded batched forwards (at most ``max_tokens`` padded
-    tokens each) that keep the KV cache. Right padding leaves every real token's keys/values unchanged."""
+    tokens each, and no sequence under half the batch's longest, so padding wastes little) that keep the KV cache.
+    Right padding leaves every real token's keys/values unchanged."""
     dev = next(model.parameters()).device
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     out: list[tuple[Any, int] | None] = [None] * len(seqs)
     i = 0
     while i < len(order):
         width = len(seqs[order[i]])
-        group = order[i:i + max(1, max_tokens // max(1, width))]
+        group = [order[i]]
+        while (i + len(group) < len(order) and (len(group) + 1) * width <= max_tokens
+               and 2 * len(seqs[order[i + len(group)]]) >= width):
+            group.append(order[i + len(group)])
         x = torch.zeros((len(group), width), dtype=torch.long, device=dev)  # [g, width]
         m = torch.zeros((len(group), width), dtype=torch.long, device=dev)  # [g, width]
         for r, s in enumerate(group):
@@ -134,17 +138,34 @@ def decode_rows(model: Any, sources: Sequence[Source], forced: Sequence[Sequence
     return gen
 
 
-def row_chunks(cuts: Sequence[int], max_cache_tokens: int) -> list[list[int]]:
-    """Row indices (by increasing cut) in groups whose left-padded caches (``rows x longest cut``) stay within
-    ``max_cache_tokens`` (at least one row per group)."""
+def row_chunks(cuts: Sequence[int], max_cache_tokens: int, extra: int = 0) -> list[list[int]]:
+    """Row indices (by increasing cut) in groups whose left-padded caches (``rows x (longest cut + extra)``, extra =
+    the tokens each row may add) stay within ``max_cache_tokens`` (at least one row per group)."""
     order = sorted(range(len(cuts)), key=lambda r: cuts[r])
     chunks: list[list[int]] = []
     cur: list[int] = []
     for r in order:
-        if cur and (len(cur) + 1) * cuts[r] > max_cache_tokens:
+        if cur and (len(cur) + 1) * (cuts[r] + extra) > max_cache_tokens:
             chunks.append(cur)
             cur = []
         cur.append(r)
     if cur:
         chunks.append(cur)
     return chunks
+
+
+def trace_groups(needs: Sequence[int], max_cache_tokens: int) -> list[list[int]]:
+    """Consecutive trace indices whose cached tokens (``needs[t]``: the trace's cache plus its rows' share) fit
+    ``max_cache_tokens`` together (at least one trace per group)."""
+    groups: list[list[int]] = []
+    cur: list[int] = []
+    used = 0
+    for t, need in enumerate(needs):
+        if cur and used + need > max_cache_tokens:
+            groups.append(cur)
+            cur, used = [], 0
+        cur.append(t)
+        used += need
+    if cur:
+        groups.append(cur)
+    return groups

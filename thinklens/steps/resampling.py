@@ -67,7 +67,8 @@ _BOUNDARY = re.compile(r"\n+|(?<=[.!?])\s+")
 
 @dataclass
 class ResamplingResult:
-    """Counterfactual importance of each step from resampled rollouts (see the module doc)."""
+    """Counterfactual importance of each step from resampled rollouts (see the module doc); made by
+    :func:`resampling_importance` (example there)."""
 
     importance: np.ndarray  # [n_steps] score(with step i) - score(without it); 0 when no resample differs
     kl: np.ndarray  # [n_steps] KL(P_without || P_with) of the answer distributions, smoothed (nats)
@@ -90,7 +91,11 @@ class ResamplingResult:
 
 # ------------------------------------------------------------------------------------------------- statistics
 def first_step(text: str, n_units: int, think_close: str) -> str:
-    """The continuation's first ``n_units`` lines/sentences (what replaced the step), whitespace-normalized."""
+    """The continuation's first ``n_units`` lines/sentences (what replaced the step), whitespace-normalized::
+
+        >>> first_step("\\n12*3=36\\n36-4=32\\n</think>", 1, "</think>")
+        '12*3=36'
+    """
     k = text.find(think_close)
     text = text if k == -1 else text[:k]
     pieces = [p for p in _BOUNDARY.split(text.strip()) if p.strip()][:max(1, n_units)]
@@ -102,13 +107,21 @@ def _units(text: str) -> int:
 
 
 def same_step(resampled: str, original: str) -> bool:
-    """The default similarity: identical text after whitespace normalization."""
+    """The default similarity: identical text after whitespace normalization::
+
+        >>> same_step(" 12*3=36", "12*3=36"), same_step("12*3=35", "12*3=36")
+        (True, False)
+    """
     return " ".join(resampled.split()) == " ".join(original.split())
 
 
 def smoothed_kl(p_answers: Sequence[str], q_answers: Sequence[str], alpha: float = ALPHA) -> float:
     """``KL(P || Q)`` of two samples of (normalized) answers, each smoothed with ``alpha`` pseudo-counts on every
-    answer seen in either sample; 0 when either sample is empty."""
+    answer seen in either sample; 0 when either sample is empty::
+
+        >>> round(smoothed_kl(["1", "1"], ["1", "2"]), 4), smoothed_kl(["1"], ["1"])
+        (0.1308, 0.0)
+    """
     if not p_answers or not q_answers:
         return 0.0
     cp, cq = Counter(p_answers), Counter(q_answers)
@@ -149,7 +162,12 @@ def _importance(spans_text: list[str], answers: list[list[str | None]], firsts: 
 
 # ---------------------------------------------------------------------------------------------- rollout cache
 def trace_key(trace: Any) -> str:
-    """A trace's id for the rollout cache: ``trace.meta["id"]`` if set, else a hash of its tokens."""
+    """A trace's id for the rollout cache: ``trace.meta["id"]`` if set, else a hash of its tokens::
+
+        >>> from types import SimpleNamespace
+        >>> trace_key(SimpleNamespace(meta={"id": "arithmetic-test-00000"}, ids=[1, 2]))
+        'arithmetic-test-00000'
+    """
     rid = (trace.meta or {}).get("id")
     return str(rid) if rid is not None else "sha1:" + hashlib.sha1(str(list(trace.ids)).encode()).hexdigest()[:16]
 
@@ -180,7 +198,13 @@ def _seed(*parts: Any) -> int:
 # -------------------------------------------------------------------------------------------------- sampling
 def sample_tokens(logits: torch.Tensor, generators: Sequence[torch.Generator], temperature: float,
                   top_p: float) -> torch.Tensor:
-    """One token per row of ``logits [b, V]``, row ``r`` drawn with ``generators[r]`` (temperature, nucleus)."""
+    """One token per row of ``logits [b, V]``, row ``r`` drawn with ``generators[r]`` (temperature, nucleus; 0 =
+    greedy)::
+
+        >>> g = [torch.Generator().manual_seed(0)]
+        >>> sample_tokens(torch.tensor([[0.0, 9.0, 0.0]]), g, 0.6, 0.95).tolist()
+        [1]
+    """
     if temperature <= 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)  # [b, V]
@@ -197,24 +221,39 @@ def _rollouts_transformers(model: Any, tokenizer: Any, jobs: list[tuple[Any, int
                            seed: int, temperature: float, top_p: float, max_new: int, max_cache_tokens: int,
                            on_point: Callable[[int, list[tuple[str, int, bool]]], None]) -> None:
     """Sample ``n_rollouts`` continuations of ``trace.ids[:cut]`` for every job ``(trace, cut, key)``; calls
-    ``on_point(job, [(text, n_tokens, stopped_at_eos)] * N)`` as soon as a job's rollouts are all finished."""
-    from thinklens.steps._decode import Source, decode_rows, row_chunks, trace_caches
+    ``on_point(job, [(text, n_tokens, stopped_at_eos)] * N)`` as soon as a job's rollouts are all finished.
+    Traces are taken in groups whose caches and rollouts fit ``max_cache_tokens``."""
+    from thinklens.steps._decode import Source, trace_caches, trace_groups
+
+    traces = list({id(t): t for t, _, _ in jobs}.values())
+    by_trace = {id(t): [j for j, job in enumerate(jobs) if job[0] is t] for t in traces}
+    need = [max(jobs[j][1] for j in by_trace[id(t)]) for t in traces]
+    budget = [n + len(by_trace[id(t)]) * n_rollouts * (n + max_new) for t, n in zip(traces, need)]
+    for group in trace_groups(budget, max_cache_tokens):
+        caches = trace_caches(model, [traces[g].ids[:need[g]] for g in group], max_cache_tokens)
+        rows, srcs = [], []
+        for (cache, b), g in zip(caches, group):
+            for j in by_trace[id(traces[g])]:
+                for r in range(n_rollouts):
+                    rows.append((j, r))
+                    srcs.append(Source(cache, b, jobs[j][1] - 1))  # the last prefix token is fed again: its
+                    # logits start the rollout
+        _decode_group(model, tokenizer, jobs, rows, srcs, n_rollouts, seed, temperature, top_p, max_new,
+                      max_cache_tokens, on_point)
+        del caches
+
+
+def _decode_group(model: Any, tokenizer: Any, jobs: list[tuple[Any, int, str]], rows: list[tuple[int, int]],
+                  srcs: list[Any], n_rollouts: int, seed: int, temperature: float, top_p: float, max_new: int,
+                  max_cache_tokens: int, on_point: Callable[[int, list[tuple[str, int, bool]]], None]) -> None:
+    """Decode the rollouts ``rows[i] = (job, rollout)`` (prefix ``srcs[i]``) in chunks of bounded cache."""
+    from thinklens.steps._decode import decode_rows, row_chunks
 
     eos = tokenizer.eos_token_id
-    traces = list({id(t): t for t, _, _ in jobs}.values())
-    tix = {id(t): i for i, t in enumerate(traces)}
-    need = [max([c for t, c, _ in jobs if t is tr]) for tr in traces]
-    caches = trace_caches(model, [tr.ids[:n] for tr, n in zip(traces, need)], max_cache_tokens)
-    rows = [(j, r) for j in range(len(jobs)) for r in range(n_rollouts)]
-    srcs = []
-    for j, _r in rows:
-        t, c, _ = jobs[j]
-        cache, b = caches[tix[id(t)]]
-        srcs.append(Source(cache, b, c - 1))  # the last prefix token is fed again: its logits start the rollout
     forced = [[int(jobs[j][0].ids[jobs[j][1] - 1])] for j, _ in rows]
     gens = [torch.Generator().manual_seed(_seed(seed, jobs[j][2], jobs[j][1], r)) for j, r in rows]
     results: dict[int, dict[int, tuple[str, int, bool]]] = {}
-    for chunk in row_chunks([s.cut for s in srcs], max_cache_tokens):
+    for chunk in row_chunks([s.cut for s in srcs], max_cache_tokens, extra=max_new):
 
         def pick(logits: torch.Tensor, active: list[int], ch: list[int] = chunk) -> torch.Tensor:
             return sample_tokens(logits, [gens[ch[a]] for a in active], temperature, top_p)

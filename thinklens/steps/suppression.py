@@ -53,7 +53,8 @@ IMPL_NAME = "thinklens_suppress"
 
 @dataclass
 class SuppressionResult:
-    """Effect on the teacher-forced answer of blocking attention to each step (see the module doc)."""
+    """Effect on the teacher-forced answer of blocking attention to each step (see the module doc); made by
+    :func:`suppression_effects` (example there)."""
 
     kl: np.ndarray  # [n_steps] mean over answer tokens of KL(base || suppressed), nats
     logprob_delta: np.ndarray  # [n_steps] sum over answer tokens of log p(token): suppressed - base

@@ -39,14 +39,15 @@ from thinklens.steps._common import (
     same_answer,
     trace_answer,
 )
-from thinklens.steps._decode import decode_rows, row_chunks, trace_caches
+from thinklens.steps._decode import decode_rows, row_chunks, trace_caches, trace_groups
 
 ENGINES = ("fast", "naive")
 
 
 @dataclass
 class TruncationResult:
-    """Answers with the reasoning cut after 0..n steps (index ``k`` = ``k`` steps kept)."""
+    """Answers with the reasoning cut after 0..n steps (index ``k`` = ``k`` steps kept); made by
+    :func:`early_answering` (example there)."""
 
     answers: list[str]  # [n_steps+1] answer text read after the forced answer prefix
     correct: np.ndarray | None  # [n_steps+1] bool: equals gold (None when no gold was given)
@@ -76,7 +77,18 @@ class TruncationResult:
 
 def forced_rows(tokenizer: Any, profile: Any, trace: Any, spans: Sequence[tuple[int, int]]) \
         -> tuple[list[int], list[list[int]]]:
-    """For ``k = 0..n`` steps kept: the cut (trace tokens ``[0, cut)`` are kept) and the forced token ids."""
+    """For ``k = 0..n`` steps kept: the cut (trace tokens ``[0, cut)`` are kept) and the forced token ids::
+
+        >>> from thinklens.models import load_model
+        >>> from thinklens.toy import full_text, generate_problems
+        >>> from thinklens.traces import Trace
+        >>> _, tok, profile = load_model("tiny-r1")
+        >>> trace = Trace.from_text(full_text(generate_problems(1, seed=0)[0]), tok, profile)
+        >>> cuts, forced = forced_rows(tok, profile, trace, [(trace.reasoning.start + 1, trace.reasoning.end - 1)])
+        >>> [tok.decode(f) for f in forced]  # doctest: +NORMALIZE_WHITESPACE
+        ['\\nOkay, I think I have finished thinking.\\n</think>\\n\\nThe answer is \\\\boxed{',
+         '</think>\\n\\nThe answer is \\\\boxed{']
+    """
     from thinklens.empirical.collect import forced_thinking
 
     prefix = encode(tokenizer, profile.answer_prefix)
@@ -218,41 +230,39 @@ def early_answering_many(
 
 def _fast(model: Any, tokenizer: Any, traces: Sequence[Any], rows: list[tuple[list[int], list[list[int]]]],
           max_new: int, max_cache_tokens: int) -> list[list[list[int]]]:
-    """All truncation points of all traces, decoded in groups over one forward per trace."""
+    """All truncation points of all traces, decoded in groups over one forward per trace.
+
+    The 0-step row's forced finished thinking is much longer than the other rows' forced ``think_close``, and a
+    batch pads every row to the longest: so it is computed with the traces instead, as a second cached sequence
+    ``ids[:reasoning start] + thinking`` (short: the prompt), and all rows then force only the common tail."""
     from thinklens.steps._decode import Source
 
     stop = _stopper(tokenizer)
     gens: list[list[list[int]]] = [[[] for _ in cuts] for cuts, _ in rows]
-    for group in _trace_groups(traces, rows, max_cache_tokens):
-        caches = trace_caches(model, [traces[t].ids[:max(rows[t][0])] for t in group], max_cache_tokens)
-        flat = [(t, k) for t in group for k in range(len(rows[t][0]))]
-        srcs = [Source(caches[group.index(t)][0], caches[group.index(t)][1], rows[t][0][k]) for t, k in flat]
-        for chunk in row_chunks([s.cut for s in srcs], max_cache_tokens):
-            got = decode_rows(model, [srcs[i] for i in chunk], [rows[flat[i][0]][1][flat[i][1]] for i in chunk],
+    for group in trace_groups([max(c) * (1 + len(c)) for c, _ in rows], max_cache_tokens):
+        seqs, srcs, forced, flat = [], [], [], []
+        for t in group:
+            cuts, fr = rows[t]
+            tail = min(len(f) for f in fr)  # the forced tokens every row keeps
+            seqs += [list(traces[t].ids[:max(cuts)]), list(traces[t].ids[:cuts[0]]) + fr[0][:-tail]]
+            for k, (c, f) in enumerate(zip(cuts, fr)):
+                flat.append((t, k))
+                if k == 0:
+                    srcs.append((len(seqs) - 1, len(seqs[-1])))
+                    forced.append(f[-tail:])
+                else:
+                    srcs.append((len(seqs) - 2, c))
+                    forced.append(f)
+        caches = trace_caches(model, seqs, max_cache_tokens)
+        sources = [Source(caches[q][0], caches[q][1], c) for q, c in srcs]
+        for chunk in row_chunks([s.cut for s in sources], max_cache_tokens, extra=max_new):
+            got = decode_rows(model, [sources[i] for i in chunk], [forced[i] for i in chunk],
                               lambda logits, _active: logits.argmax(-1), stop, max_new, pad_id=_pad_id(tokenizer))
             for i, g in zip(chunk, got):
                 t, k = flat[i]
                 gens[t][k] = g
         del caches
     return gens
-
-
-def _trace_groups(traces: Sequence[Any], rows: list[tuple[list[int], list[list[int]]]],
-                  max_cache_tokens: int) -> list[list[int]]:
-    """Consecutive traces whose caches + padded rows (``rows x cut``) fit ``max_cache_tokens`` together."""
-    groups: list[list[int]] = []
-    cur: list[int] = []
-    used = 0
-    for t, (cuts, _) in enumerate(rows):
-        need = max(cuts) * (1 + len(cuts))
-        if cur and used + need > max_cache_tokens:
-            groups.append(cur)
-            cur, used = [], 0
-        cur.append(t)
-        used += need
-    if cur:
-        groups.append(cur)
-    return groups
 
 
 def _result(tokenizer: Any, trace: Any, steps: list[tuple[int, int]], cuts: list[int], gens: list[list[int]],
