@@ -6,12 +6,13 @@ sampled from the trace's own prefix (continuing the reasoning, closing it, answe
 step ``i`` each begin with a *resampled* step ``T_i`` in place of ``S_i``. Their counterfactual importance compares
 
 * **without** ``S_i``: rollouts from before step ``i`` whose resampled step is *not* similar to ``S_i``, with
-* **with** ``S_i``: rollouts from before step ``i + 1`` (which start after ``S_i``), plus the rollouts from
-  before step ``i`` whose resampled step *is* similar to ``S_i`` (their ``use_similar_chunks`` default),
+* **with** ``S_i``: rollouts from before step ``i + 1`` (which start after ``S_i``),
 
 as ``importance[i] = score(with) - score(without)`` (score: accuracy against ``gold``, else agreement with the
 trace's own answer; positive = the step helps, the sign their ``counterfactual_importance_accuracy`` reverses) and
-``kl[i] = KL(P_without || P_with)`` between the two empirical distributions of normalized answers. Rollouts
+``kl[i] = KL(P_without || P_with+similar)`` between the empirical distributions of normalized answers, where the
+second group also pools the rollouts from before step ``i`` that resampled a step similar to ``S_i`` (their
+``counterfactual_importance_kl`` with its ``use_similar_chunks`` default). Rollouts
 without an answer (reasoning never closed within ``max_new_tokens``) are left out, as theirs are. When no resampled
 step differs from ``S_i`` (the model would write the same step again: the step is overdetermined by what precedes
 it) there is no counterfactual evidence and, like theirs, importance and KL are 0 (``n_dissimilar[i] == 0`` says so).
@@ -71,7 +72,7 @@ class ResamplingResult:
     :func:`resampling_importance` (example there)."""
 
     importance: np.ndarray  # [n_steps] score(with step i) - score(without it); 0 when no resample differs
-    kl: np.ndarray  # [n_steps] KL(P_without || P_with) of the answer distributions, smoothed (nats)
+    kl: np.ndarray  # [n_steps] KL(P_without || P_with+similar) of the answer distributions, smoothed (nats)
     plain_importance: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [n_steps] score(j=i+1) - score(i)
     score: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [n_steps+1] score of the rollouts from cut j
     n_dissimilar: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # [n_steps] resamples unlike S_i
@@ -148,14 +149,13 @@ def _importance(spans_text: list[str], answers: list[list[str | None]], firsts: 
     for i in range(n):
         sim = [similar(f, spans_text[i]) for f in firsts[i]]
         without = [a for a, s in zip(answers[i], sim) if not s]
-        with_ = answers[i + 1] + [a for a, s in zip(answers[i], sim) if s]
+        pooled = answers[i + 1] + [a for a, s in zip(answers[i], sim) if s]  # with S_i, for the KL
         nd[i] = len(without)
         w_valid = [normalize_answer(a) for a in without if a is not None]
-        y_valid = [normalize_answer(a) for a in with_ if a is not None]
-        if w_valid and y_valid:
-            d = _score(with_, reference) - _score(without, reference)
+        if w_valid and any(a is not None for a in answers[i + 1]):
+            d = _score(answers[i + 1], reference) - _score(without, reference)
             imp[i] = 0.0 if math.isnan(d) else d
-            kl[i] = smoothed_kl(w_valid, y_valid, alpha)
+            kl[i] = smoothed_kl(w_valid, [normalize_answer(a) for a in pooled if a is not None], alpha)
     score = np.array([_score(a, reference) for a in answers])
     return imp, kl, nd, score, np.diff(score)
 
