@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = REPO.parent / "shared" / "reference"
+DEFAULT_RUN = REPO / "runs" / "tiny"  # where the README's quick start writes
 BOS, EOS = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"
 USER, ASSISTANT = "<｜User｜>", "<｜Assistant｜>"
 
@@ -52,3 +54,19 @@ def split_tokenizer():
 @pytest.fixture(scope="session")
 def merging_tokenizer():
     return make_char_tokenizer(delimiters_as_tokens=False, merges=[("\n", "<")])
+
+
+@pytest.fixture(scope="session")
+def default_run() -> Path:
+    """The README's first command, run once per session from a fresh ``runs/tiny``: the quick start is what the
+    end-to-end tests check (and a stale directory from an older checkout can never pass for a new result)."""
+    import shutil
+
+    from tests.docs_blocks import blocks, run_block
+
+    first = blocks(REPO / "README.md")[0]
+    assert "thinklens run" in first.code and "runs/tiny" in first.code, "the README must start with the main job"
+    shutil.rmtree(DEFAULT_RUN, ignore_errors=True)
+    run_block(first, {}, timeout=1200)
+    assert (DEFAULT_RUN / "results.json").is_file()
+    return DEFAULT_RUN

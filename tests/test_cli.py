@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
-from tests.conftest import BOS, EOS, reference_file
 
 import thinklens
+from tests.conftest import BOS, EOS, reference_file
 from thinklens.cli.main import build_parser, main
 
 
@@ -70,7 +70,7 @@ def test_inspect_good_broken_and_empty_records(tmp_path, tokenizer_dir, capsys):
 
 def test_inspect_missing_file_and_tokenizer(tmp_path, tokenizer_dir, capsys):
     assert main(["traces", "inspect", str(tmp_path / "nope.jsonl"), "--tokenizer", str(tokenizer_dir)]) == 2
-    assert "cannot read" in capsys.readouterr().err
+    assert "no such trace file" in capsys.readouterr().err
     assert main(["traces", "inspect", str(tmp_path / "x.jsonl"), "--tokenizer", "./missing-dir"]) == 2
     assert "no such directory" in capsys.readouterr().err
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.conftest import make_char_tokenizer
 
+from tests.conftest import make_char_tokenizer
 from thinklens.errors import ModelLoadError
 from thinklens.models import default_dtype, load_model, load_tokenizer
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.conftest import reference_file
 
+from tests.conftest import reference_file
 from thinklens.models import load_tokenizer
 from thinklens.traces import Trace
 

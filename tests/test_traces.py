@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import pytest
-from tests.conftest import BOS, EOS
 
+from tests.conftest import BOS, EOS
 from thinklens.errors import TraceError
 from thinklens.profiles import get_profile
 from thinklens.traces import SEGMENTS, Span, Trace

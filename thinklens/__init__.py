@@ -10,22 +10,28 @@ The public API is flat and lazily imported (``import thinklens`` stays fast and 
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from thinklens.errors import ModelLoadError, ThinklensError, TraceError
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("thinklens")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 # public name -> module that defines it (imported on first use)
 _API: dict[str, str] = {
     # foundation
-    "load_model": "thinklens.models", "load_tokenizer": "thinklens.models",
+    "load_model": "thinklens.models", "load_tokenizer": "thinklens.models", "ModelOptions": "thinklens.models",
     "Profile": "thinklens.profiles", "get_profile": "thinklens.profiles",
     "Trace": "thinklens.traces", "Span": "thinklens.traces", "inspect_traces": "thinklens.traces",
     "read_jsonl": "thinklens.jsonl", "JsonlWriter": "thinklens.jsonl", "done_ids": "thinklens.jsonl",
+    "ResumableOutput": "thinklens.jsonl",
     # stage 1: collection, grading, evaluation
-    "GenerationSettings": "thinklens.empirical.collect", "collect": "thinklens.empirical.collect",
+    "GenerationSettings": "thinklens.empirical.settings", "collect": "thinklens.empirical.collect",
     "collect_dataset": "thinklens.empirical.collect", "load_problems": "thinklens.empirical.datasets",
+    "dataset_spec": "thinklens.empirical.datasets",
     "grade_file": "thinklens.empirical.grading", "grade_record": "thinklens.empirical.grading",
     "extract_answer": "thinklens.empirical.grading", "evaluate_files": "thinklens.empirical.evaluate",
     "evaluate_records": "thinklens.empirical.evaluate", "EvaluationResult": "thinklens.empirical.evaluate",
@@ -44,8 +50,8 @@ _API: dict[str, str] = {
     "patch_pair": "thinklens.patching.sweeps", "patch_pairs": "thinklens.patching.sweeps",
     "attribution_patching": "thinklens.patching.attribution", "PatchingResult": "thinklens.patching.results",
     # the whole study
-    "RunConfig": "thinklens.pipeline", "RunResult": "thinklens.pipeline", "run": "thinklens.pipeline",
-    "build_report": "thinklens.report.html",
+    "RunConfig": "thinklens.rundir", "RunPaths": "thinklens.rundir", "RunResult": "thinklens.pipeline",
+    "run": "thinklens.pipeline", "build_report": "thinklens.pipeline", "verdicts": "thinklens.results",
 }
 
 __all__ = ["__version__", "ThinklensError", "TraceError", "ModelLoadError", *_API]

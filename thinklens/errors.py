@@ -3,12 +3,37 @@ line, without a traceback, and exits 2."""
 
 
 class ThinklensError(Exception):
-    """A problem the user can fix; the message says what was wrong and where."""
+    """A problem the user can fix; the message says what was wrong and where.
+
+    >>> import thinklens as tl
+    >>> try:
+    ...     tl.RunConfig(limit=0)
+    ... except tl.ThinklensError as err:
+    ...     print(err)
+    RunConfig.limit must be a positive integer, got 0
+    """
 
 
 class TraceError(ThinklensError, ValueError):
-    """A text or token sequence that cannot be segmented into prompt / reasoning / answer."""
+    """A text or token sequence that cannot be segmented into prompt / reasoning / answer.
+
+    >>> import thinklens as tl
+    >>> _, tokenizer, profile = tl.load_model("tiny-r1")
+    >>> try:
+    ...     tl.Trace.from_text("no delimiters here", tokenizer, profile)
+    ... except tl.TraceError as err:
+    ...     print(err)
+    no reasoning delimiters ('<think>' / '</think>') found
+    """
 
 
 class ModelLoadError(ThinklensError, OSError):
-    """A model that cannot be loaded (unreachable hub id, missing local directory)."""
+    """A model that cannot be loaded (unreachable hub id, missing local directory).
+
+    >>> import thinklens as tl
+    >>> try:
+    ...     tl.load_model("/no/such/model")
+    ... except tl.ModelLoadError as err:
+    ...     print(err)
+    no such model directory: /no/such/model
+    """

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+import stat
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from thinklens.errors import ThinklensError
 
 
 @dataclass(frozen=True)
@@ -47,12 +50,32 @@ def read_jsonl(path: str | Path, *, skip_blank: bool = True) -> Iterator[JsonlLi
                 record = json.loads(line)
             except json.JSONDecodeError as err:
                 torn = " (torn last line of an interrupted write?)" if not line.endswith("\n") else ""
-                yield JsonlLine(str(path), lineno, error=f"invalid JSON: {err.msg} at column {err.colno}{torn}")
+                yield JsonlLine(str(path), lineno, error=f"invalid JSON: {_json_error(err)}{torn}")
                 continue
             if not isinstance(record, dict):
                 yield JsonlLine(str(path), lineno, error=f"expected a JSON object, got {type(record).__name__}")
                 continue
             yield JsonlLine(str(path), lineno, record=record)
+
+
+def _json_error(err: json.JSONDecodeError) -> str:
+    """``Expecting ',' delimiter at column 9``; json's own message may end in "at" ("Unterminated string starting
+    at"), which must not read "at at column"."""
+    return f"{err.msg} column {err.colno}" if err.msg.endswith(" at") else f"{err.msg} at column {err.colno}"
+
+
+def record_id(record: dict[str, Any], lineno: int | None = None) -> str | None:
+    """A record's id (``id``, falling back to ``unique_id`` as in MATH-500 files); for records that lack one,
+    ``line:N`` of its input file when ``lineno`` is given (an input-relative key, so every output row can be traced
+    back to its input line), else None.
+
+    >>> record_id({"unique_id": "test/algebra/1.json"}), record_id({"problem": "1+1"}, lineno=7)
+    ('test/algebra/1.json', 'line:7')
+    """
+    rid = record.get("id", record.get("unique_id"))
+    if rid is not None:
+        return str(rid)
+    return f"line:{lineno}" if lineno is not None else None
 
 
 def read_records(path: str | Path, errors: list[JsonlLine] | None = None) -> Iterator[dict[str, Any]]:
@@ -66,10 +89,15 @@ def read_records(path: str | Path, errors: list[JsonlLine] | None = None) -> Ite
 
 
 def done_ids(path: str | Path, key: str = "id") -> set[str]:
-    """Ids of the complete records already in ``path`` (empty if it does not exist): what a rerun skips."""
+    """Ids of the complete records already in ``path`` (empty if it does not exist), streamed.
+
+    >>> done_ids("no/such/file.jsonl")
+    set()
+    """
     path = Path(path)
     if not path.exists():
         return set()
+    check_output_file(path)
     return {str(r[key]) for r in read_records(path) if key in r}
 
 
@@ -124,21 +152,27 @@ class JsonlWriter:
     """
 
     def __init__(self, path: str | Path, *, durable: bool = False, overwrite: bool = False) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if overwrite and self.path.exists():
-            self.path.unlink()
-        self.repaired = repair_torn_tail(self.path)
+        self.path = check_output_file(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if overwrite and self.path.exists():
+                self.path.unlink()
+            self.repaired = repair_torn_tail(self.path)
+            self._f = self.path.open("a", encoding="utf-8")
+        except OSError as err:
+            raise output_error(self.path, err) from err
         self.durable = durable
-        self._f = self.path.open("a", encoding="utf-8")
         self.n_written = 0
 
     def write(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, ensure_ascii=False, allow_nan=False)
-        self._f.write(line + "\n")  # one write call per record: a crash tears at most this line
-        self._f.flush()
-        if self.durable:
-            os.fsync(self._f.fileno())
+        try:
+            self._f.write(line + "\n")  # one write call per record: a crash tears at most this line
+            self._f.flush()
+            if self.durable:
+                os.fsync(self._f.fileno())
+        except OSError as err:
+            raise output_error(self.path, err) from err
         self.n_written += 1
 
     def write_all(self, records: Iterable[dict[str, Any]]) -> None:
@@ -147,11 +181,153 @@ class JsonlWriter:
 
     def close(self) -> None:
         if not self._f.closed:
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self._f.close()
+            try:
+                self._f.flush()
+                os.fsync(self._f.fileno())
+            except OSError as err:
+                raise output_error(self.path, err) from err
+            finally:
+                self._f.close()
 
     def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def output_error(path: str | Path, err: OSError) -> ThinklensError:
+    """One line for an output that cannot be written: the path, what went wrong, what to do."""
+    import errno
+
+    if err.errno == errno.ENOSPC:
+        return ThinklensError(f"cannot write {path}: no space left on the device; free some space and rerun the same "
+                              "command (it resumes where it stopped)")
+    return ThinklensError(f"cannot write {path}: {err.strerror or err}; choose an --output in a writable directory")
+
+
+def check_output_file(path: str | Path) -> Path:
+    """``path`` as an output file: absent or a regular file. A device (``/dev/full``), a directory or a FIFO is
+    refused at once: resuming reads the existing output, and a device that never ends would be read forever."""
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        return p
+    except OSError as err:
+        raise ThinklensError(f"cannot use {p} as an output file: {err.strerror}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise ThinklensError(f"cannot use {p} as an output file: it is {kind}; pass a file path")
+    return p
+
+
+# ----------------------------------------------------------------------------------------------- resumable output
+KeyFn = Callable[[dict[str, Any], int], str]
+
+
+def id_key(record: dict[str, Any], lineno: int) -> str:
+    """The default resume key: the record id, else ``line:N`` of its input line."""
+    return record_id(record, lineno) or f"line:{lineno}"
+
+
+@dataclass
+class ResumeReport:
+    """What a resumable loop skipped, repaired or refused; printed on stderr and kept in the stage summary."""
+
+    output: str
+    n_done_before: int = 0  # records already in the output: skipped on this run
+    torn: str | None = None  # a torn last line, moved to OUTPUT.torn
+    bad_output_lines: list[str] = field(default_factory=list)  # corrupt lines inside the existing output
+    bad_input_lines: list[str] = field(default_factory=list)  # unreadable input lines (file:line: reason)
+    duplicates: list[str] = field(default_factory=list)  # input records whose key repeats an earlier one
+
+    def messages(self) -> list[str]:
+        """One line per event, for stderr."""
+        out = []
+        if self.torn is not None:
+            out.append(f"{self.output}: repaired a torn last line left by an interrupted write "
+                       f"(moved to {self.output}.torn; that record is redone)")
+        out += [f"{line} (corrupt line in the existing output; kept as is, its record is redone)"
+                for line in self.bad_output_lines]
+        out += [f"skipped {line}" for line in self.bad_input_lines + self.duplicates]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n_done_before": self.n_done_before, "torn_repaired": self.torn is not None,
+                "bad_output_lines": list(self.bad_output_lines), "bad_input_lines": list(self.bad_input_lines),
+                "duplicates": list(self.duplicates)}
+
+
+class ResumableOutput:
+    """One JSONL output that a rerun continues, with the one duplicate policy of every batch command.
+
+    Opening repairs a torn tail (reported) and streams the existing output once, keeping only the keys of records
+    that count as done (``done_if``; e.g. error records are retried), so memory grows with the number of records,
+    not their size. :meth:`pending` then walks the input: unreadable lines are reported, a key seen earlier in the
+    same input is reported as a duplicate and skipped (the first occurrence wins), keys already done are skipped,
+    and the rest are yielded to be processed and written with :meth:`write`::
+
+        with ResumableOutput("graded.jsonl") as out:
+            for key, line in out.pending(read_jsonl("traces.jsonl")):
+                out.write({**line.record, "id": key})
+    """
+
+    def __init__(self, path: str | Path, *, key: KeyFn = id_key,
+                 done_if: Callable[[dict[str, Any]], bool] | None = None, durable: bool = False) -> None:
+        self.path = check_output_file(path)
+        self.key = key
+        self.report = ResumeReport(str(self.path))
+        self.report.torn = repair_torn_tail(self.path) if self.path.exists() else None
+        self.done: set[str] = set()
+        if self.path.exists():
+            for item in read_jsonl(self.path):
+                if item.record is None:
+                    self.report.bad_output_lines.append(f"{item.where}: {item.error}")
+                elif done_if is None or done_if(item.record):
+                    self.done.add(key(item.record, item.lineno))
+        self.report.n_done_before = len(self.done)
+        self._writer = JsonlWriter(self.path, durable=durable)
+
+    def pending(self, lines: Iterable[JsonlLine]) -> Iterator[tuple[str, JsonlLine]]:
+        """``(key, line)`` for every input line still to process (see the class docstring for the policy)."""
+        first: dict[str, str] = {}
+        for item in lines:
+            if item.record is None:
+                self.report.bad_input_lines.append(f"{item.where}: {item.error}")
+                continue
+            k = self.key(item.record, item.lineno)
+            if k in first:
+                self.report.duplicates.append(f"{item.where}: duplicate id {k!r} (first at {first[k]})")
+                continue
+            first[k] = item.where
+            if k not in self.done:
+                yield k, item
+
+    def pending_items(self, items: Iterable[Any], key: Callable[[Any], str], where: str = "input"
+                      ) -> Iterator[Any]:
+        """:meth:`pending` for items that are not lines of a file (problems, pairs): ``key(item)`` names each."""
+        first: set[str] = set()
+        for n, item in enumerate(items, start=1):
+            k = key(item)
+            if k in first:
+                self.report.duplicates.append(f"{where} item {n}: duplicate id {k!r}")
+                continue
+            first.add(k)
+            if k not in self.done:
+                yield item
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._writer.write(record)
+
+    @property
+    def n_written(self) -> int:
+        return self._writer.n_written
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def __enter__(self) -> ResumableOutput:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -7,19 +7,60 @@ clusters with a shared cache). No weights are converted: the model is the Huggin
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from thinklens.errors import ModelLoadError
-from thinklens.profiles import Profile, get_profile
+from thinklens.errors import ModelLoadError, ThinklensError
+from thinklens.options import opt
+from thinklens.profiles import Profile, get_profile, profile_names
 
 EMBEDDED = {"tiny-r1"}
+DTYPES = ("fp32", "float32", "bf16", "bfloat16", "fp16", "float16", "half")
 
 
 class LoadedModel(NamedTuple):
+    """``(model, tokenizer, profile)`` as :func:`load_model` returns them (unpack it like a tuple)."""
+
     model: Any  # transformers PreTrainedModel, eval mode
     tokenizer: Any  # PreTrainedTokenizerFast
     profile: Profile
+
+
+@dataclass
+class ModelOptions:
+    """Model: which one and where it runs.
+
+    The flags every model-loading command shares (``--model --device --dtype --device-map --profile``)::
+
+        >>> import thinklens as tl
+        >>> model, tokenizer, profile = tl.ModelOptions("tiny-r1", device="cpu").load()
+        >>> profile.name
+        'tiny-r1'
+    """
+
+    name: str = opt("tiny-r1", "hub id, local directory or tiny-r1 (the shipped organism)", flag="--model",
+                    metavar="MODEL")
+    device: str | None = opt(None, "cpu, cuda, cuda:1 or mps (default: CUDA, then MPS, then CPU)")
+    dtype: str | None = opt(None, "fp32, bf16 or fp16 (default: bf16 on CUDA, fp16 on MPS, fp32 on CPU)",
+                            choices=DTYPES)
+    device_map: str | None = opt(None, "spread a model over several devices (from_pretrained's device_map, e.g. "
+                                 "auto); --device is then ignored")
+    profile: str | None = opt(None, "model-family profile (default: chosen from the model id and its config)",
+                              metavar="NAME")
+
+    def __post_init__(self) -> None:
+        if not self.name or not isinstance(self.name, str):
+            raise ThinklensError("a model is needed: pass --model (a hub id, a local directory or tiny-r1)")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise ThinklensError(f"unknown dtype {self.dtype!r}; choose from {', '.join(DTYPES)}")
+        if self.profile is not None and self.profile not in profile_names():
+            raise ThinklensError(f"unknown profile {self.profile!r}; choose from {', '.join(profile_names())}")
+
+    def load(self) -> LoadedModel:
+        """Load the model, tokenizer and profile these options name (see :func:`load_model`)."""
+        return load_model(self.name, self.device, self.dtype, device_map=self.device_map,
+                          profile=get_profile(self.profile) if self.profile else None)
 
 
 def resolve(name_or_path: str | os.PathLike) -> str:
@@ -44,6 +85,11 @@ def _hub_error(name: str, err: Exception) -> ModelLoadError:
         f"network access (`huggingface-cli download {name} --local-dir DIR`) and pass --model DIR, or set HF_HOME "
         "to a cache that already holds it."
     )
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0].rstrip(".") if text else type(err).__name__
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -74,11 +120,21 @@ def hub_kwargs(name: str) -> dict[str, Any]:
 
 
 def load_tokenizer(name_or_path: str | os.PathLike) -> Any:
+    """The tokenizer of a hub id, a local directory or ``tiny-r1`` (same error handling as :func:`load_model`).
+
+    >>> import thinklens as tl
+    >>> tok = tl.load_tokenizer("tiny-r1")
+    >>> tok.convert_ids_to_tokens(tok("<think>7+5=12", add_special_tokens=False)["input_ids"])[:3]
+    ['<think>', '7', '+']
+    """
     from transformers import AutoTokenizer
 
     name = resolve(name_or_path)
     if Path(name).expanduser().is_dir():
-        return AutoTokenizer.from_pretrained(str(Path(name).expanduser()))
+        try:
+            return AutoTokenizer.from_pretrained(str(Path(name).expanduser()))
+        except (OSError, ValueError) as err:
+            raise ModelLoadError(f"cannot load a tokenizer from {name}: {_first_line(err)}") from err
     if name.startswith((".", "/", "~")):
         raise ModelLoadError(f"no such directory: {name}")
     kwargs = hub_kwargs(name)
@@ -138,6 +194,11 @@ def load_model(
     default bf16 on CUDA, fp16 on MPS, fp32 on CPU (a ``torch.dtype`` or a name such as ``"bf16"``).
     ``device_map`` is passed through (e.g. ``"auto"`` to spread a 70B model over several GPUs); then ``device`` is
     ignored. ``attn_implementation`` defaults to SDPA; thinklens' attention capture works on top of it.
+
+    >>> import thinklens as tl
+    >>> model, tokenizer, profile = tl.load_model("tiny-r1", device="cpu")
+    >>> type(model).__name__, model.config.num_hidden_layers, profile.think_close
+    ('Qwen2ForCausalLM', 4, '</think>')
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -153,9 +214,13 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(
             name, dtype=torch_dtype, device_map=device_map, attn_implementation=attn_implementation, **kwargs
         )
-    except OSError as err:
+    except (OSError, ValueError) as err:
         if local.is_dir():
-            raise ModelLoadError(f"cannot load the model in {name}: {err}") from err
+            raise ModelLoadError(f"cannot load the model in {name}: {_first_line(err)}; the directory must hold a "
+                                 "transformers model (config.json + weights), e.g. from `huggingface-cli download "
+                                 "MODEL --local-dir DIR`") from err
+        if isinstance(err, ValueError):
+            raise ModelLoadError(f"cannot load {name!r}: {_first_line(err)}") from err
         raise _hub_error(name, err) from err
     if device_map is None:
         model.to(device)

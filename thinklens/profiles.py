@@ -1,7 +1,14 @@
-"""Per-model-family facts (delimiters, BOS rule, no-reasoning text, module paths), kept as data in ``profiles.json``.
+"""Per-model-family facts (delimiters, BOS rule, no-reasoning text, generation budget, module paths), kept as data.
 
-Why data: adding a model family should mean adding a JSON entry, not code. A :class:`Profile` validates itself, and
-``get_profile`` picks one by model id and ``config.model_type``; any field can be overridden by the caller.
+Why data: adding a model family should mean adding a JSON entry, not code. The :class:`Profile` dataclass defaults
+*are* the default profile; each entry of ``profiles.json`` lists only what differs from it (a test keeps it so).
+``get_profile`` picks one by model id and ``config.model_type``; any field can be overridden by the caller::
+
+    >>> from thinklens.profiles import get_profile
+    >>> get_profile("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B").name
+    'deepseek-r1-distill-qwen'
+    >>> get_profile("tiny-r1").max_new_tokens
+    256
 """
 from __future__ import annotations
 
@@ -17,6 +24,12 @@ from thinklens.errors import ThinklensError
 
 @dataclass(frozen=True)
 class Profile:
+    """What thinklens must know about a model family; the defaults are the ``default`` profile.
+
+    >>> Profile(name="mine", think_open="<reasoning>", think_close="</reasoning>").no_reasoning_completion()
+    '<reasoning>\\nOkay, I think I have finished thinking.\\n</reasoning>'
+    """
+
     name: str
     think_open: str = "<think>"
     think_close: str = "</think>"
@@ -36,6 +49,8 @@ class Profile:
     o_proj: str = "self_attn.o_proj"
     final_norm: str = "model.norm"
     unembed: str = "lm_head"
+    max_new_tokens: int = 2048  # generation budget: long enough for most answers, short enough for a CPU smoke run
+    batch_size: int = 16  # sequences generated together (tiny models: per-step overhead dominates, so larger)
     match: tuple[str, ...] = field(default=(), compare=False)
     model_types: tuple[str, ...] = field(default=(), compare=False)
 
@@ -46,12 +61,20 @@ class Profile:
             raise ThinklensError(f"profile {self.name!r}: think_open and think_close must differ")
         if self.add_bos and not self.bos_token:
             raise ThinklensError(f"profile {self.name!r}: add_bos is set but bos_token is empty")
+        for k in ("max_new_tokens", "batch_size"):
+            if not isinstance(getattr(self, k), int) or getattr(self, k) < 1:
+                raise ThinklensError(f"profile {self.name!r}: {k} must be a positive integer")
 
     def no_reasoning_completion(self) -> str:
         """The forced finished thinking that follows a prompt ending in think_open (R1's no-reasoning mode)."""
         body = f"\n{self.no_reasoning_text}\n" if self.no_reasoning_text else "\n\n"
         head = "" if self.prompt_opens_think else self.think_open
         return f"{head}{body}{self.think_close}"
+
+    def differences(self) -> dict[str, Any]:
+        """The fields that differ from the default profile (what ``profiles.json`` lists)."""
+        base = Profile(name=self.name).to_dict()
+        return {k: v for k, v in self.to_dict().items() if k != "name" and v != base[k]}
 
     def replace(self, **overrides: Any) -> Profile:
         return dataclasses.replace(self, **overrides)
@@ -75,16 +98,26 @@ class Profile:
 @lru_cache(maxsize=1)
 def _profiles() -> dict[str, Profile]:
     raw = json.loads(resources.files("thinklens").joinpath("profiles.json").read_text(encoding="utf-8"))
-    return {name: Profile.from_dict({"name": name, **p}) for name, p in raw["profiles"].items()}
+    out = {name: Profile.from_dict({"name": name, **p}) for name, p in raw["profiles"].items()}
+    out.setdefault("default", Profile(name="default"))
+    return out
 
 
 def profile_names() -> list[str]:
+    """The shipped profile names, in lookup order (``default`` last)."""
     return list(_profiles())
 
 
 def get_profile(name_or_path: str | None = None, model_type: str | None = None, **overrides: Any) -> Profile:
     """The profile of a model: an exact profile name, else the first whose `match` substring occurs in the
-    lower-cased id/path, else the first listing `model_type`, else ``default``."""
+    lower-cased id/path, else the first listing `model_type`, else ``default``.
+
+    >>> import thinklens as tl
+    >>> tl.get_profile("Qwen/QwQ-32B").name, tl.get_profile("some/finetune", model_type="qwen3").name
+    ('qwq', 'qwen3')
+    >>> tl.get_profile("tiny-r1", max_new_tokens=64).max_new_tokens
+    64
+    """
     profiles = _profiles()
     chosen = None
     if name_or_path in profiles:

@@ -13,6 +13,19 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 _PREFIX: contextvars.ContextVar[str] = contextvars.ContextVar("thinklens_progress_prefix", default="")
+_QUIET = False
+
+
+def set_quiet(quiet: bool = True) -> None:
+    """Silence every progress bar: ours, and the weight-loading bars of transformers and huggingface_hub."""
+    global _QUIET
+    _QUIET = quiet
+    try:
+        from transformers.utils import logging as hf_logging
+
+        (hf_logging.disable_progress_bar if quiet else hf_logging.enable_progress_bar)()
+    except ImportError:  # pragma: no cover
+        pass
 
 
 def bar(iterable: Iterable[Any] | None = None, *, desc: str = "", total: int | None = None, unit: str = "it",
@@ -22,7 +35,7 @@ def bar(iterable: Iterable[Any] | None = None, *, desc: str = "", total: int | N
 
     prefix = _PREFIX.get()
     label = f"{prefix}  {desc}".rstrip() if prefix else desc
-    return tqdm(iterable, desc=label, total=total, unit=unit, disable=disable, file=sys.stderr, **kwargs)
+    return tqdm(iterable, desc=label, total=total, unit=unit, disable=disable or _QUIET, file=sys.stderr, **kwargs)
 
 
 @contextlib.contextmanager

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from thinklens.errors import TraceError
+from thinklens.jsonl import read_jsonl, record_id  # noqa: F401 - record_id is part of this module's API
 from thinklens.profiles import Profile, get_profile
 
 SEGMENTS = ("bos", "prompt", "think_open", "reasoning", "think_close", "answer", "eos")
@@ -341,23 +342,12 @@ def _chars(offsets: list[tuple[int, int]], span: Span, text: str) -> tuple[int, 
 
 
 # -- files ----------------------------------------------------------------------------------------------------
-def record_id(record: dict[str, Any], lineno: int | None = None) -> str | None:
-    """A record's id (``id``, falling back to ``unique_id`` as in MATH-500 files); for records that lack one,
-    ``line:N`` when ``lineno`` is given (so every output row can be traced back), else None."""
-    rid = record.get("id", record.get("unique_id"))
-    if rid is not None:
-        return str(rid)
-    return f"line:{lineno}" if lineno is not None else None
-
-
 def inspect_traces(
     path: str | Path, tokenizer: Any, profile: Profile | None = None, text_field: str | None = None
 ) -> Iterator[dict[str, Any]]:
     """Segment every record of a trace file; yields one dict per line, with ``error`` (and ``line``) for bad ones.
 
     Records are keyed by ``id`` (falling back to ``unique_id``, as in MATH-500 files)."""
-    from thinklens.jsonl import read_jsonl
-
     for item in read_jsonl(path):
         if item.error is not None:
             yield {"id": None, "line": item.lineno, "error": item.error}

@@ -100,10 +100,12 @@ def test_collect_records_resume_and_segment(tiny_loaded, tmp_path):
     assert all(by_id[r["id"]] == r["completion"] for r in recs)
 
 
-def test_duplicate_ids_rejected(tiny_loaded, tmp_path):
+def test_duplicate_ids_reported_and_generated_once(tiny_loaded, tmp_path):
+    """The one duplicate policy of every batch command: the first record with an id wins, later ones are reported."""
     p = {"id": "same", "problem": "Compute 1+1.", "answer": "2"}
-    with pytest.raises(ThinklensError, match="duplicate problem id"):
-        collect(tiny_loaded, [p, dict(p)], output=tmp_path / "o.jsonl", progress=False)
+    s = collect(tiny_loaded, [p, dict(p)], output=tmp_path / "o.jsonl", progress=False,
+                settings=GenerationSettings(max_new_tokens=8))
+    assert s.n_written == 1 and any("duplicate id 'same'" in e for e in s.errors)
 
 
 def test_problem_file_reports_bad_lines(tmp_path):

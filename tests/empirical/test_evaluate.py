@@ -84,3 +84,62 @@ def test_reference_with_reasoning_beats_without(reference_records, tmp_path):
         assert e.difference_ci95[0] > 0
         assert e.p_value < 0.001
         assert e.strict_accuracy_with_reasoning > e.strict_accuracy_without_reasoning
+
+
+def _graded_files(tmp_path, accs):
+    """One graded file per (model, mode), ``accs[model] = (n_correct_with, n_correct_without)`` out of 40."""
+    paths = []
+    for model, (cw, cwo) in accs.items():
+        for mode, k in (("with", cw), ("without", cwo)):
+            p = tmp_path / f"{model.split('/')[-1]}-{mode}.jsonl"
+            p.write_text("".join(json.dumps(_rec(model, mode, f"q{i}", i < k)) + "\n" for i in range(40)))
+            paths.append(str(p))
+    return paths
+
+
+def test_several_models_in_one_table_and_figure_with_the_paper(tmp_path, capsys):
+    """The paper's stage-1 table (full R1 through DeepSeek's API vs a distilled model) from one command."""
+    from thinklens.cli.main import main
+    from thinklens.report.fig_empirical import plot_quality_impact
+
+    files = _graded_files(tmp_path, {"deepseek-reasoner": (38, 36), "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B":
+                                     (36, 32), "my-own-model": (20, 10)})
+    ref = tmp_path / "paper.json"
+    ref.write_text(json.dumps({"math500_accuracy_percent": {
+        "DeepSeek-R1-Distill-Qwen-1.5B": {"with_reasoning": 89.5, "without_reasoning": 81.0, "n": 400},
+        "DeepSeek-R1 (full)": {"with_reasoning": 96.1, "without_reasoning": 90.6, "n": 490}, "note": "x"}}))
+    assert main(["evaluate", *files, "--paper", str(ref), "--json", "--plot", str(tmp_path / "q.png"),
+                 "--n-resamples", "200"]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert set(out["models"]) == {"deepseek-reasoner", "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", "my-own-model"}
+    full = out["paper"]["deepseek-reasoner"]
+    assert full["paper_model"] == "DeepSeek-R1 (full)" and full["with_reasoning"] == 95.0
+    assert full["without_reasoning"] == 90.0 and full["paper_difference"] == 5.5 and full["difference"] == 5.0
+    assert out["paper"]["deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"]["paper_n"] == 400
+    assert "my-own-model" not in out["paper"] and "no model named like 'my-own-model'" in captured.err
+    assert (tmp_path / "q.png").stat().st_size > 5000
+    assert main(["evaluate", *files, "--paper", str(ref), "--n-resamples", "200"]) == 0
+    table = capsys.readouterr().out
+    assert "paper (DeepSeek-R1 (full), n=490): 96.1 with, 90.6 without, difference +5.5; here +5.0" in table
+    res = evaluate_files(files, n_resamples=200)
+    from thinklens.empirical.evaluate import compare_with_paper, load_paper_table
+
+    fig = plot_quality_impact(res, paper=compare_with_paper(res, load_paper_table(ref)))
+    ticks = [ln for ln in fig.axes[0].lines if ln.get_gid() == "paper"]
+    assert len(ticks) == 4  # a paper tick on both bars of the two reported models
+    with pytest.raises(ThinklensError, match="no model"):
+        bad = tmp_path / "bad.json"
+        bad.write_text('{"math500_accuracy_percent": {"note": "x"}}')
+        load_paper_table(bad)
+
+
+def test_paper_reference_models_are_matched():
+    from tests.conftest import reference_file
+    from thinklens.empirical.evaluate import _model_key, load_paper_table
+
+    table = load_paper_table(reference_file("paper_reference.json"))
+    keys = {_model_key(k) for k in table}
+    for served in ("deepseek-reasoner", "deepseek-ai/DeepSeek-R1", "deepseek-ai/DeepSeek-R1-Distill-Llama-8B",
+                   "/models/DeepSeek-R1-Distill-Qwen-7B", "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"):
+        assert _model_key(served) in keys, served

@@ -39,3 +39,31 @@ def test_cli_user_errors(tmp_path, model_dir, capsys):
                  str(tmp_path)]) == 2
     assert "no such pair file" in capsys.readouterr().err
     assert main(["pairs", "prepare", "--csv", str(tmp_path / "none.csv"), "--output", str(tmp_path / "q")]) == 2
+
+
+def test_pairs_build_keeps_the_answer_by_default(tmp_path, model_dir, capsys):
+    import csv
+
+    from tests.patching.test_csv_pairs import ROW, two_responses
+    from thinklens.jsonl import JsonlWriter, read_records
+
+    with (tmp_path / "pairs.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(ROW))
+        w.writeheader()
+        w.writerow(ROW)
+        w.writerow({**ROW, "case_id": "6"})  # no responses: rejected with its reason
+    with JsonlWriter(tmp_path / "responses.jsonl") as w:
+        w.write_all(list(two_responses().values()))
+    lengths = {}
+    for answer in ("keep", "drop"):
+        out = tmp_path / f"{answer}.jsonl"
+        args = ["pairs", "build", "--model", str(model_dir), "--csv", str(tmp_path / "pairs.csv"), "--responses",
+                str(tmp_path / "responses.jsonl"), "--output", str(out)] + (["--answer", "drop"] * (answer == "drop"))
+        assert main(args) == 0
+        summary = _json_lines(capsys.readouterr().out)[-1]
+        assert (summary["pairs"], summary["rejected"], summary["answer"]) == (1, 1, answer)
+        [pair] = list(read_records(out))
+        assert pair["meta"]["answer"] == answer
+        lengths[answer] = len(pair["clean_ids"])
+        assert [r["id"] for r in read_records(tmp_path / f"{answer}.rejects.jsonl")] == ["6"]
+    assert lengths["keep"] > lengths["drop"]

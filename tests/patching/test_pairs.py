@@ -101,7 +101,7 @@ def test_synthetic_csv_pairs(tmp_path, char_tok):
                  for q in queries}
     responses["8-b"] = response("8-b", rows[1]["query_b"], "C")  # the model got it wrong
     profile = get_profile("deepseek-r1-distill-qwen")
-    pairs, rejects = build_csv_pairs(read_pair_csv(path), responses, char_tok, profile)
+    pairs, rejects = build_csv_pairs(read_pair_csv(path), responses, char_tok, profile, answer="drop")
     assert [p.id for p in pairs] == ["7"] and rejects == [
         {"id": "8", "reason": "8-b: the response answered 'C', expected 'D'"}]
     p = pairs[0]
@@ -138,23 +138,26 @@ def r1_tok():
     return AutoTokenizer.from_pretrained(str(REF / "deepseek-r1-distill-qwen-tokenizer"))
 
 
+@pytest.mark.parametrize("answer", ["keep", "drop"])
 @pytest.mark.parametrize("probe", PROBES)
-def test_paper_csv_with_real_tokenizer(r1_tok, probe):
+def test_paper_csv_with_real_tokenizer(r1_tok, probe, answer):
     rows = read_pair_csv(REF / "contrastive_qa_pairs.csv")[:4]
     responses = {}
     for q in prepare_queries(rows):
         responses[q["id"]] = response(q["id"], q["problem"], q["answer"], extra=" Wait." * (q["side"] == "b"))
     profile = get_profile("deepseek-r1-distill-qwen")
-    pairs, rejects = build_csv_pairs(rows, responses, r1_tok, profile, probe)
+    pairs, rejects = build_csv_pairs(rows, responses, r1_tok, profile, probe, answer=answer)
     assert len(pairs) + len(rejects) == 4 and len(pairs) >= 3, rejects
     for p, row in zip(pairs, rows):
         assert p.clean_answer == r1_tok.convert_tokens_to_ids(row["answer_a"])
         flip = p.positions["answer_flip"]
         assert r1_tok.decode([p.clean_ids[flip]]).strip() == row["answer_a"]
         assert r1_tok.decode([p.corrupted_ids[flip]]).strip() == row["answer_b"]
-        tail = r1_tok.decode(p.clean_ids[p.spans["answer"][0]:])
-        assert tail == f"</think>\n\nThus, the {comparator_of(row['query_a'])} one is \\boxed{{"
-        assert p.clean_ids[p.spans["answer"][0]:] == p.corrupted_ids[p.spans["answer"][0]:]
+        a0 = p.spans["answer"][0]
+        tail = r1_tok.decode([t for t, m in zip(p.clean_ids[a0:], p.clean_mask[a0:]) if m])
+        body = f"\n\nThe answer is {row['answer_a']}.\n\n" if answer == "keep" else "\n\n"
+        assert tail == f"</think>{body}Thus, the {comparator_of(row['query_a'])} one is \\boxed{{"
+        assert p.clean_ids[p.spans["ending"][0]:] == p.corrupted_ids[p.spans["ending"][0]:]
         assert r1_tok.decode([p.clean_ids[p.spans["reasoning"][0]]]) != "<think>"
         assert p.clean_ids[p.spans["reasoning"][0] - 1] == 151648  # <think> ends the prompt segment
         assert sum(p.clean_mask) + sum(p.corrupted_mask) < 2 * len(p)  # the " Wait." sides force padding

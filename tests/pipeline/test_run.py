@@ -14,7 +14,7 @@ from thinklens.pipeline import RunConfig, run
 
 def _cfg(model_dir, out, **kw):
     base = dict(model=str(model_dir), dataset="arithmetic", limit=3, output=str(out), n_pairs=2, seed=0,
-                max_new_tokens=12, batch_size=4, n_bootstrap=50)
+                generation={"max_new_tokens": 12, "batch_size": 4}, n_bootstrap=50)
     return RunConfig(**{**base, **kw})
 
 
@@ -57,6 +57,34 @@ def test_empirical_stages_write_files_and_resume(random_r1_dir, tmp_path):
     # a rerun with other settings into the same directory is refused, naming the difference
     with pytest.raises(ThinklensError, match="limit"):
         run(_cfg(random_r1_dir, out, limit=5, stages="collect"), progress=False)
+
+
+def test_a_failed_run_does_not_lock_its_directory(random_r1_dir, tmp_path):
+    """A first attempt with a wrong --model fails before any stage finishes: the corrected rerun is accepted."""
+    out = tmp_path / "run"
+    with pytest.raises(ThinklensError, match="no such model directory"):
+        run(_cfg(tmp_path / "nope", out, stages="collect"), progress=False)
+    assert (out / "config.json").exists()
+    res = run(_cfg(random_r1_dir, out, stages="collect"), progress=False)
+    assert res.stages["collect"]["status"] == "done"
+
+
+@pytest.mark.slow
+def test_every_option_takes_effect_on_a_rerun(random_r1_dir, tmp_path):
+    """--top-k changed on a rerun reaches heads.json and results.json (the heads stage reruns, collect does not)."""
+    from thinklens.jsonl import JsonlWriter
+    from thinklens.toy.tasks import full_text, generate_problems
+
+    out = tmp_path / "run"
+    with JsonlWriter(out / "traces" / "with.jsonl") as w:
+        for p in generate_problems(4, seed=0):
+            w.write({"id": p.id, "model": "m", "reasoning": "with", "text": full_text(p)})
+    first = run(_cfg(random_r1_dir, out, limit=4, stages="attention,heads", top_k=5), progress=False)
+    assert len(first.results["heads"]["top"]) == 5
+    again = run(_cfg(random_r1_dir, out, limit=4, stages="attention,heads", top_k=3), progress=False)
+    assert len(again.results["heads"]["top"]) == 3
+    assert len(json.loads((out / "heads.json").read_text())["heads"]) == 3
+    assert again.stages["heads"]["settings"] == {"top_k": 3, "n_bootstrap": 50}
 
 
 @pytest.mark.slow
@@ -104,7 +132,7 @@ def test_paper_csv_pairs_are_collected_and_rejects_reported(random_r1_dir, tmp_p
         pytest.skip("reference data absent")
     out = tmp_path / "run"
     cfg = RunConfig(model=str(random_r1_dir), dataset="arithmetic", limit=1, n_pairs=2, pairs_csv=str(csv),
-                    output=str(out), stages="patching", max_new_tokens=8)
+                    output=str(out), stages="patching", generation={"max_new_tokens": 8})
     res = run(cfg, progress=False)
     # a random model answers nothing correctly: both rows are rejected with reasons, the run goes on
     assert len(list(read_records(out / "patching" / "csv_responses.jsonl"))) == 4
@@ -123,7 +151,7 @@ def test_attention_stage_on_reference_traces(random_r1_dir, tmp_path):
     with JsonlWriter(out / "traces" / "with.jsonl") as w:
         for p in generate_problems(6, seed=0):
             w.write({"id": p.id, "model": "m", "reasoning": "with", "text": full_text(p)})
-    res = run(_cfg(random_r1_dir, out, limit=6, stages="attention,report", top_k=3), progress=False)
+    res = run(_cfg(random_r1_dir, out, limit=6, stages="attention,heads,report", top_k=3), progress=False)
     heads = res.results["heads"]
     assert len(heads["top"]) == 3 and heads["n_traces"] == 6
     assert len(heads["stability"]["per_head"]) == 3 and all(0 <= s <= 1 for s in heads["stability"]["per_head"])

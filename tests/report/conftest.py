@@ -1,7 +1,6 @@
 """Synthetic saved results of a run (the files the stages write), so the report is tested without a model."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ RFH = [(2, 5), (1, 3), (2, 1)]  # planted Reasoning-Focus Heads
 def write_synthetic_run(root: Path, seed: int = 0) -> Path:
     """A run directory with config, evaluation, head scores, head ranking and patching summary."""
     from thinklens.attention.heads import rank_heads
-    from thinklens.pipeline import RunConfig, write_json
+    from thinklens.rundir import RunConfig, write_json
 
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
@@ -75,10 +74,14 @@ def synthetic_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def synthetic_report(synthetic_run) -> Path:
-    from thinklens.report.html import build_report
+    from thinklens.pipeline import build_report
 
     return build_report(synthetic_run)
 
 
 def load_results(run: Path) -> dict:
-    return json.loads((run / "results.json").read_text())
+    """The headline numbers of a run directory, read from its stage files as results.json is written."""
+    from thinklens.results import headline_results
+    from thinklens.rundir import RunPaths, load_config
+
+    return headline_results(RunPaths(run), load_config(run))

@@ -6,11 +6,18 @@ import re
 
 import numpy as np
 import pytest
-from tests.report.conftest import N_HEADS, N_LAYERS, load_results, write_synthetic_run
 
+from tests.report.conftest import N_HEADS, N_LAYERS, load_results, write_synthetic_run
 from thinklens.errors import ThinklensError
-from thinklens.report.html import build_report, headline_html
+from thinklens.pipeline import build_report
 from thinklens.report.layer_view import MAX_PAIRS, layer_view_data
+from thinklens.results import verdicts
+
+
+def headline_html(results: dict) -> str:
+    """The verdicts as the report's headline list renders them (claim in a span, then the detail)."""
+    return "".join(f'<li><span class="{"ok" if v.ok else "no"}">{v.claim}</span> {v.detail}</li>'
+                   for v in verdicts(results))
 
 
 def test_report_is_self_contained_with_all_sections(synthetic_report):
@@ -36,11 +43,14 @@ def test_results_json_headline_numbers(synthetic_run, synthetic_report):
 
 
 def test_rebuild_uses_stage_files_not_stale_results(tmp_path):
+    """The report reads the stage files (as results.json is computed), never a stale results.json, and leaves
+    results.json to the run that writes it."""
     run = write_synthetic_run(tmp_path / "run", seed=1)
-    (run / "results.json").write_text(json.dumps({"evaluation": {"stale": {}}, "timings": {"collect": 1.5}}))
-    build_report(run)
-    res = load_results(run)
-    assert "stale" not in res["evaluation"] and res["timings"] == {"collect": 1.5}
+    stale = json.dumps({"evaluation": {"stale-model": {}}, "timings": {"collect": 1.5}})
+    (run / "results.json").write_text(stale)
+    html = build_report(run).read_text()
+    assert "stale-model" not in html and "Reasoning helps" in html
+    assert (run / "results.json").read_text() == stale
 
 
 def test_missing_stage_outputs_become_notes(tmp_path):

@@ -44,7 +44,8 @@ def test_recipe_two_stages(tmp_path):
     import torch
     from safetensors.torch import load_file
 
-    from thinklens.toy.train import RECIPE, RECIPE_THREADS, train_recipe
+    from thinklens.toy.config import RECIPE, RECIPE_THREADS
+    from thinklens.toy.recipe import train_recipe
 
     summary = train_recipe(tmp_path / "m", stage1_dir=tmp_path / "s1", steps=2, eval_n=0, log=lambda m: None,
                            **TINY)
@@ -65,7 +66,8 @@ def test_recipe_card_names_the_one_command():
     import json
 
     from thinklens.toy import TINY_R1_DIR
-    from thinklens.toy.train import REPRODUCE_COMMAND, model_card
+    from thinklens.toy.card import model_card
+    from thinklens.toy.config import REPRODUCE_COMMAND
 
     summary = json.loads((TINY_R1_DIR / "training_summary.json").read_text())
     assert f"`{REPRODUCE_COMMAND}`" in model_card(summary)
@@ -83,7 +85,7 @@ def test_cli_defaults_match_the_recipe():
     import argparse
 
     from thinklens.cli.train_toy import add_arguments
-    from thinklens.toy.train import RECIPE_THREADS, TrainConfig
+    from thinklens.toy.config import RECIPE_THREADS, TrainConfig
 
     p = argparse.ArgumentParser()
     add_arguments(p)
@@ -100,7 +102,7 @@ def test_cli_rejects_single_stage_flags_without_stage():
     import pytest
 
     from thinklens.cli.train_toy import add_arguments
-    from thinklens.toy.train import run_args
+    from thinklens.toy.recipe import train_from_flags as run_args
 
     p = argparse.ArgumentParser()
     add_arguments(p)

@@ -21,6 +21,8 @@ import numpy as np
 from thinklens.attention.segments import HeadScores
 from thinklens.errors import ThinklensError
 
+N_BOOTSTRAP = 1000  # resamples of traces for the stability of a ranking (rank intervals to about one rank)
+
 
 @dataclass
 class RankedHead:
@@ -51,6 +53,15 @@ class HeadRanking:
         return [(h.layer, h.head) for h in self.heads]
 
 
+def head_name(layer: int, head: int) -> str:
+    """The one way heads are named in text, tables and figures.
+
+    >>> head_name(16, 0)
+    'L16H0'
+    """
+    return f"L{int(layer)}H{int(head)}"
+
+
 def _ranks(mean: np.ndarray) -> np.ndarray:
     """1-based rank of every flattened head by descending mean (ties broken by index)."""
     order = np.argsort(-mean, kind="stable")
@@ -59,8 +70,8 @@ def _ranks(mean: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def rank_heads(values: HeadScores | np.ndarray, score: str = "a2r", top_k: int = 10, n_bootstrap: int = 1000,
-               seed: int = 0) -> HeadRanking:
+def rank_heads(values: HeadScores | np.ndarray, score: str = "a2r", top_k: int = 10,
+               n_bootstrap: int = N_BOOTSTRAP, seed: int = 0) -> HeadRanking:
     """Top-k heads by mean ``score`` over traces, with bootstrap stability (``values``: HeadScores or an array
     ``[n_traces, n_layers, n_heads]``)."""
     arr = values.get(score) if isinstance(values, HeadScores) else np.asarray(values)

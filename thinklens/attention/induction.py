@@ -22,6 +22,9 @@ import torch
 from thinklens.attention.capture import capture_attention
 from thinklens.errors import ThinklensError
 
+SEQ_LEN = 64  # random tokens per copy: long enough that a uniform head scores ~1/100
+N_SEQS = 8  # sequences averaged over
+
 
 @dataclass
 class InductionScores:
@@ -83,8 +86,8 @@ def _token_pool(model: Any, tokenizer: Any | None) -> np.ndarray:
     return pool
 
 
-def induction_scores(model: Any, tokenizer: Any | None = None, *, seq_len: int = 64, n_seqs: int = 8, seed: int = 0,
-                     bos_id: int | None = None, model_name: str = "") -> InductionScores:
+def induction_scores(model: Any, tokenizer: Any | None = None, *, seq_len: int = SEQ_LEN, n_seqs: int = N_SEQS,
+                     seed: int = 0, bos_id: int | None = None, model_name: str = "") -> InductionScores:
     """Mean attention from every second-copy token of ``[BOS] + r + r`` to the token after its first occurrence."""
     from thinklens.modules import attention_shape
 

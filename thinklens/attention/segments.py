@@ -239,6 +239,7 @@ class HeadScores:
 
 
 # -- batch run over a trace file (resumable) ----------------------------------------------------------------------
+DEFAULT_TOKEN_VIEW = 5  # traces whose per-token answer attention is kept by default
 PARTIAL = "scores_partial.jsonl"
 SKIPPED = "skipped.jsonl"
 TOKENS_DIR = "tokens"
@@ -261,7 +262,8 @@ def save_token_profile(directory: Path, rid: str, trace: Trace, profile: np.ndar
 
 def score_trace_file(model: Any, tokenizer: Any, traces: str | Path, output: str | Path, *, profile: Any = None,
                      model_name: str = "", text_field: str | None = None, limit: int | None = None,
-                     max_tokens: int | None = None, reasoning_queries: bool = True, token_view: int = 5,
+                     max_tokens: int | None = None, reasoning_queries: bool = True,
+                     token_view: int = DEFAULT_TOKEN_VIEW,
                      progress: bool = True) -> HeadScores:
     """Score every trace of a JSONL file into ``output/head_scores.npz``; resumable.
 

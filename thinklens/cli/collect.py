@@ -3,81 +3,64 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 
-from thinklens.cli.common import print_json, to_dataclass
-
-
-@dataclass
-class CollectArgs:
-    model: str
-    dataset: str
-    reasoning: str
-    output: str
-    dataset_file: str | None = None
-    limit: int | None = None
-    batch_size: int = 8
-    max_new_tokens: int = 2048
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int = 0
-    math_instruction: bool | None = None
-    prompt_style: str = "chat"
-    backend: str = "transformers"
-    device: str | None = None
-    dtype: str | None = None
-    profile: str | None = None
-    quiet: bool = False
+from thinklens.cli.common import add_quiet, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from thinklens.cli.flags import parent
+    from thinklens.empirical.backends.openai import ServerSettings
+    from thinklens.empirical.settings import GenerationSettings
+    from thinklens.models import ModelOptions
+
     p = sub.add_parser(
-        "collect", help="generate traces with or without reasoning (stage 1)",
+        "collect", parents=[parent(ModelOptions, required=("name",)), parent(GenerationSettings),
+                            parent(ServerSettings)],
+        help="generate traces with or without reasoning (stage 1)",
         description="Generate one trace per problem and append it to OUTPUT (JSONL). --reasoning without forces R1's "
         "finished thinking ('<think>\\nOkay, I think I have finished thinking.\\n</think>') so the model answers "
-        "directly. Rerunning with the same OUTPUT skips problems already written (resume after a crash).",
+        "directly. Rerunning with the same OUTPUT skips problems already written (resume after a crash). Defaults "
+        "left open (budget, batch, math instruction) come from the model family and the dataset, as in "
+        "`thinklens run`.",
     )
-    p.add_argument("--model", required=True, help="hub id, local directory or tiny-r1")
     p.add_argument("--dataset", required=True, help="math500, wildbench, arithmetic (tiny-r1's task) or a .jsonl file")
-    p.add_argument("--dataset-file", help="local JSONL copy of the dataset (problem, answer, id/unique_id)")
+    p.add_argument("--dataset-file", help="local JSONL copy of a named dataset (problem, answer, id/unique_id)")
     p.add_argument("--reasoning", required=True, choices=["with", "without"])
     p.add_argument("--output", required=True, help="trace JSONL file (appended to; existing ids are skipped)")
     p.add_argument("--limit", type=int, help="only the first N problems")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-new-tokens", type=int, default=2048)
-    p.add_argument("--temperature", type=float, default=0.0,
-                   help="0 = greedy, reproducible (default); R1's recommended sampling: 0.6 with --top-p 0.95")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0, help="seeds sampling and which synthetic problems are drawn")
-    p.add_argument("--math-instruction", action=argparse.BooleanOptionalAction, default=None,
-                   help="append the paper's ' Please reason step by step, and put your final answer within "
-                   "\\boxed{}.' (default: on for math500 and files, off for arithmetic and wildbench)")
-    p.add_argument("--prompt-style", choices=["chat", "paper"], default="chat",
-                   help="chat: the tokenizer's chat template (R1's recommended usage); paper: the paper's exact "
-                   "prompts, BOS + problem + instruction + ' <think>\\n'")
-    p.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
-    p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
-    p.add_argument("--dtype", help="fp32, bf16, fp16 (default: bf16 on CUDA, fp32 on CPU)")
-    p.add_argument("--profile", help="model-family profile name (default: chosen from the model id)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(p)
     p.set_defaults(func=run)
 
 
 def run(ns: argparse.Namespace) -> int:
-    from thinklens.empirical.collect import GenerationSettings, collect_dataset
+    from thinklens.cli.flags import build
+    from thinklens.empirical.backends.openai import ServerSettings
+    from thinklens.empirical.collect import collect_dataset
+    from thinklens.empirical.settings import GenerationSettings
+    from thinklens.errors import ThinklensError
+    from thinklens.models import ModelOptions
 
-    args = to_dataclass(CollectArgs, ns)
-    settings = GenerationSettings(
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-        batch_size=args.batch_size, math_instruction=True if args.math_instruction is None else args.math_instruction,
-        prompt_style=args.prompt_style, backend=args.backend,
-    )
-    summary = collect_dataset(
-        args.model, args.dataset, reasoning=args.reasoning, output=args.output, settings=settings,
-        dataset_file=args.dataset_file, limit=args.limit, device=args.device, dtype=args.dtype,
-        profile=args.profile, auto_math_instruction=args.math_instruction is None, progress=not args.quiet,
-    )
+    model, settings, server = build(ModelOptions, ns), build(GenerationSettings, ns), build(ServerSettings, ns)
+    if settings.backend == "openai":
+        from thinklens.empirical.collect_server import collect_server_dataset
+
+        summary = collect_server_dataset(
+            ns.dataset, reasoning=ns.reasoning, output=ns.output, server=server.for_model(model.name),
+            settings=settings, dataset_file=ns.dataset_file, limit=ns.limit, profile=model.profile,
+            model_name=model.name, progress=not ns.quiet)
+    elif server.is_set:
+        raise ThinklensError("--base-url and the other server options are for --backend openai")
+    else:
+        summary = collect_dataset(
+            model.name, ns.dataset, reasoning=ns.reasoning, output=ns.output, settings=settings,
+            dataset_file=ns.dataset_file, limit=ns.limit, device=model.device, dtype=model.dtype,
+            profile=model.profile, device_map=model.device_map, progress=not ns.quiet)
     for err in summary.errors:
-        print(f"skipped {err}", file=sys.stderr)
+        print(err, file=sys.stderr)
+    for warning in summary.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if summary.n_failed:
+        print(f"{summary.n_failed} request(s) failed after their retries and were written as error records: rerun "
+              "the same command to retry them", file=sys.stderr)
     print_json(summary.to_dict())
     return 0

@@ -3,22 +3,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
 
-from thinklens.cli.common import print_json, to_dataclass
-
-
-@dataclass
-class EvaluateArgs:
-    files: list[str] = field(default_factory=list)
-    json: bool = False
-    plot: str | None = None
-    save: str | None = None
-    seed: int = 0
-    n_resamples: int = 10_000
+from thinklens.cli.common import print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from thinklens.empirical.evaluate import N_RESAMPLES
+
     p = sub.add_parser(
         "evaluate", help="compare accuracy with vs without reasoning (paired, per model)",
         description="Pair graded records by (model, id/unique_id), keep problems where both runs finished, and report "
@@ -30,7 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", help="write the quality-impact figure (PNG/PDF/SVG)")
     p.add_argument("--save", help="directory for evaluation.json + evaluation.npz")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.add_argument("--n-resamples", type=int, default=10_000, help="bootstrap resamples")
+    p.add_argument("--n-resamples", type=int, default=N_RESAMPLES, help="bootstrap resamples (default %(default)s)")
+    p.add_argument("--paper", metavar="JSON", help="put the paper's accuracies next to ours (a reference JSON with "
+                   "math500_accuracy_percent, e.g. paper_reference.json); models matched by name "
+                   "(deepseek-reasoner = DeepSeek-R1 (full))")
     p.set_defaults(func=run)
 
 
@@ -41,19 +35,27 @@ def _pct(x: float | None) -> str:
 def run(ns: argparse.Namespace) -> int:
     from thinklens.empirical.evaluate import evaluate_files
 
-    args = to_dataclass(EvaluateArgs, ns)
+    args = ns
     errors: list[str] = []
     result = evaluate_files(args.files, seed=args.seed, n_resamples=args.n_resamples, errors=errors)
     for e in errors:
         print(f"skipped {e}", file=sys.stderr)
+    paper = None
+    if args.paper:
+        from thinklens.empirical.evaluate import compare_with_paper, load_paper_table
+
+        paper = compare_with_paper(result, load_paper_table(args.paper))
+        for m in result.models:
+            if m not in paper:
+                print(f"warning: the paper reports no model named like {m!r}", file=sys.stderr)
     if args.save:
         result.save(args.save)
     if args.plot:
         from thinklens.report.fig_empirical import plot_quality_impact
 
-        plot_quality_impact(result, args.plot)
+        plot_quality_impact(result, args.plot, paper=paper)
     if args.json:
-        print_json(result.to_dict())
+        print_json({**result.to_dict(), **({"paper": paper} if paper is not None else {})})
         return 0
     print(f"{'model':<45} {'n':>4} {'with%':>6} {'w/o%':>6} {'diff [95% CI]':>22} {'p (McNemar)':>12}  strict w/o")
     for m, e in result.models.items():
@@ -64,4 +66,9 @@ def run(ns: argparse.Namespace) -> int:
               f"{_pct(e.strict_accuracy_without_reasoning).strip()}")
         if e.dropped:
             print(f"    dropped: {', '.join(f'{k}={v}' for k, v in sorted(e.dropped.items()))}")
+        if paper and m in paper:
+            r = paper[m]
+            print(f"    paper ({r['paper_model']}, n={r['paper_n']}): {r['paper_with_reasoning']:.1f} with, "
+                  f"{r['paper_without_reasoning']:.1f} without, difference {r['paper_difference']:+.1f}; here "
+                  f"{r['difference']:+.1f}" if r["difference"] is not None else "    paper: no paired problems here")
     return 0

@@ -2,50 +2,17 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from thinklens.cli.common import print_json, to_dataclass
-
-
-@dataclass
-class RankArgs:
-    scores: str
-    score: str = "a2r"
-    top: int = 10
-    json: bool = False
-    compare: str | None = None
-    compare_model: str | None = None
-    bootstrap: int = 1000
-    seed: int = 0
-    plots: str | None = None
-
-
-@dataclass
-class InductionArgs:
-    model: str
-    output: str
-    seq_len: int = 64
-    n_seqs: int = 8
-    seed: int = 0
-    top: int = 10
-    device: str | None = None
-    dtype: str | None = None
-
-
-@dataclass
-class TokensArgs:
-    scores_dir: str
-    heads: list[str] = field(default_factory=list)
-    top: int = 5
-    id: str | None = None
-    cues: str | None = None
-    ignore_case: bool = False
-    output: str | None = None
-    seed: int = 0
+from thinklens.cli.common import print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from thinklens.attention.heads import N_BOOTSTRAP
+    from thinklens.attention.induction import N_SEQS, SEQ_LEN
+    from thinklens.cli.flags import parent
+    from thinklens.models import ModelOptions
+
     p = sub.add_parser("heads", help="rank heads (RFHs), induction heads, token view",
                        description="Work with per-head attention scores.")
     hs = p.add_subparsers(dest="heads_command", metavar="ACTION", required=True)
@@ -58,21 +25,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--json", action="store_true", help="print one JSON object")
     r.add_argument("--compare", help="reference heads JSON (a [[layer, head], ...] list or paper_reference.json)")
     r.add_argument("--compare-model", help="model key inside the reference file")
-    r.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples over traces (0 = off)")
+    r.add_argument("--bootstrap", type=int, default=N_BOOTSTRAP,
+                   help="bootstrap resamples over traces (0 = off; default %(default)s)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--plots", metavar="DIR", help="also save heatmap, layer profile and decomposition PNGs here")
     r.set_defaults(func=run_rank)
     i = hs.add_parser("induction", help="induction-head score of every head",
+                      parents=[parent(ModelOptions, required=("name",))],
                       description="Mean attention from each token of the second copy of [BOS]+r+r (r random, seeded) "
                       "to the token after its first occurrence; saves a JSON with all scores and the top heads.")
-    i.add_argument("--model", required=True)
     i.add_argument("--output", required=True, help="output JSON file")
-    i.add_argument("--seq-len", type=int, default=64)
-    i.add_argument("--n-seqs", type=int, default=8)
+    i.add_argument("--seq-len", type=int, default=SEQ_LEN, help="length of the repeated random sequence")
+    i.add_argument("--n-seqs", type=int, default=N_SEQS, help="random sequences averaged over")
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--top", type=int, default=10)
-    i.add_argument("--device")
-    i.add_argument("--dtype")
     i.set_defaults(func=run_induction)
     t = hs.add_parser("tokens", help="token view (HTML) and self-reflection cue statistics",
                       description="From DIR/tokens/ (written by `thinklens attention --token-view N`): attention each "
@@ -94,7 +60,7 @@ def run_rank(ns: argparse.Namespace) -> int:
     from thinklens.attention.heads import compare_heads, load_reference_heads, rank_heads
     from thinklens.attention.segments import HeadScores
 
-    args = to_dataclass(RankArgs, ns)
+    args = ns
     hs = HeadScores.load(args.scores)
     ranking = rank_heads(hs, args.score, args.top, args.bootstrap, args.seed)
     out = ranking.to_json()
@@ -130,13 +96,14 @@ def run_induction(ns: argparse.Namespace) -> int:
     import torch
 
     from thinklens.attention.induction import induction_scores
-    from thinklens.models import load_model
+    from thinklens.cli.flags import build
+    from thinklens.models import ModelOptions
 
-    args = to_dataclass(InductionArgs, ns)
-    model, tokenizer, profile = load_model(args.model, args.device, args.dtype)
+    args = ns
+    model, tokenizer, profile = build(ModelOptions, ns).load()
     with torch.no_grad():
         res = induction_scores(model, tokenizer, seq_len=args.seq_len, n_seqs=args.n_seqs, seed=args.seed,
-                               model_name=args.model)
+                               model_name=ns.name)
     res.save(args.output)
     print_json({"output": args.output, "top": [list(t) for t in res.top(args.top)]})
     return 0
@@ -157,7 +124,7 @@ def run_tokens(ns: argparse.Namespace) -> int:
     from thinklens.errors import ThinklensError
     from thinklens.report.token_view import render_token_view
 
-    args = to_dataclass(TokensArgs, ns)
+    args = ns
     heads = [_parse_head(h) for h in args.heads] or None
     cues = tuple(c.strip() for c in args.cues.split(",") if c.strip()) if args.cues else DEFAULT_CUES
     items, stats = analyze_tokens(args.scores_dir, heads, top_k=args.top, cues=cues, ignore_case=args.ignore_case,

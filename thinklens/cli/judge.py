@@ -4,22 +4,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass
 
-from thinklens.cli.common import print_json, to_dataclass
-
-
-@dataclass
-class JudgeArgs:
-    file: str
-    output: str
-    judge_url: str | None = None
-    judge_model: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    max_tokens: int = 1024
-    max_words: int | None = None
-    no_json_mode: bool = False
-    quiet: bool = False
+from thinklens.cli.common import add_quiet, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,14 +24,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-tokens", type=int, default=1024)
     p.add_argument("--max-words", type=int, help="shorten history/query/answer to N words before judging")
     p.add_argument("--no-json-mode", action="store_true", help="do not request response_format=json_object")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(p)
     p.set_defaults(func=run)
 
 
 def run(ns: argparse.Namespace) -> int:
     from thinklens.empirical.judge import JudgeSettings, judge_file
 
-    args = to_dataclass(JudgeArgs, ns)
+    args = ns
     settings = JudgeSettings(url=args.judge_url or "", model=args.judge_model or "", api_key_env=args.api_key_env,
                              max_tokens=args.max_tokens, max_words=args.max_words, json_mode=not args.no_json_mode)
     summary = judge_file(args.file, args.output, settings, progress=not args.quiet)

@@ -2,22 +2,15 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 
-from thinklens.cli.common import print_json, to_dataclass
-
-
-@dataclass
-class ReportArgs:
-    directory: str
-    out: str | None = None
+from thinklens.cli.common import print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report", help="rebuild report.html from a run directory (no model needed)",
         description="Render the figures and the self-contained report.html of a `thinklens run` directory from its "
-        "saved files (results.json, evaluation.json, attention/, heads.json, patching/). No model is loaded.",
+        "saved files (evaluation, attention, heads, patching, ...). No model is loaded.",
     )
     p.add_argument("directory", help="run directory written by `thinklens run`")
     p.add_argument("--out", help="where to write the HTML (default: DIRECTORY/report.html)")
@@ -25,8 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(ns: argparse.Namespace) -> int:
-    from thinklens.report.html import build_report
+    from thinklens.pipeline import build_report
 
-    args = to_dataclass(ReportArgs, ns)
-    print_json({"report": str(build_report(args.directory, args.out))})
+    print_json({"report": str(build_report(ns.directory, ns.out))})
     return 0

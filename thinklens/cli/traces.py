@@ -2,18 +2,8 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 
-from thinklens.cli.common import print_json, to_dataclass
-
-
-@dataclass
-class InspectArgs:
-    file: str
-    tokenizer: str
-    text_field: str | None = None
-    profile: str | None = None
-    strict: bool = False
+from thinklens.cli.common import print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,16 +22,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--profile", help="model-family profile name (default: chosen from the tokenizer's name)")
     q.add_argument("--strict", action="store_true", help="exit non-zero at the first bad record, naming its line")
     q.set_defaults(func=run_inspect)
+    r = tsub.add_parser(
+        "reference", help="write a dataset's teacher-forced reference traces (with self-corrections)",
+        description="The reference traces a dataset ships (tiny-r1's arithmetic: teacher-forced traces, a share of "
+        "which slip and correct themselves with 'Wait,'), as a trace file: what `thinklens run` reads cue "
+        "statistics on when the model itself never writes a cue.")
+    r.add_argument("--dataset", required=True, help="a dataset with reference traces (arithmetic)")
+    r.add_argument("--n", type=int, required=True, help="number of traces")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--output", required=True, help="trace JSONL to write (resumable: existing ids are kept)")
+    r.set_defaults(func=run_reference)
 
 
 def run_inspect(ns: argparse.Namespace) -> int:
     import sys
 
+    from thinklens.errors import ThinklensError
     from thinklens.models import load_tokenizer
     from thinklens.profiles import get_profile
     from thinklens.traces import inspect_traces
 
-    args = to_dataclass(InspectArgs, ns)
+    args = ns
     tokenizer = load_tokenizer(args.tokenizer)
     profile = get_profile(args.profile or str(tokenizer.name_or_path))
     try:
@@ -51,7 +52,21 @@ def run_inspect(ns: argparse.Namespace) -> int:
             if args.strict and "error" in row:
                 print(f"{args.file}:{row['line']}: {row['error']}", file=sys.stderr)
                 return 1
-    except OSError as err:
-        print(f"thinklens traces inspect: cannot read {args.file}: {err}", file=sys.stderr)
-        return 2
+    except FileNotFoundError:
+        raise ThinklensError(f"no such trace file: {args.file}") from None
+    return 0
+
+
+def run_reference(ns: argparse.Namespace) -> int:
+    from thinklens.empirical.datasets import dataset_spec
+    from thinklens.errors import ThinklensError
+    from thinklens.jsonl import ResumableOutput
+
+    spec = dataset_spec(ns.dataset)
+    if spec.reference_traces is None:
+        raise ThinklensError(f"dataset {ns.dataset!r} ships no reference traces")
+    with ResumableOutput(ns.output) as out:
+        for rec in out.pending_items(spec.reference_traces(ns.n, ns.seed), key=lambda r: str(r["id"])):
+            out.write(rec)
+    print_json({"output": ns.output, "n_written": out.n_written, "n_done_before": out.report.n_done_before})
     return 0

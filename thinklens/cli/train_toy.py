@@ -7,30 +7,34 @@ from thinklens.cli.common import print_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags of ``python -m thinklens.toy.train`` and ``thinklens train-toy`` (the same on both).
+    """The flags of ``thinklens train-toy``; defaults come from :class:`thinklens.toy.config.TrainConfig` and the
+    recipe (a torch-free module, so building the parser stays light)."""
+    from thinklens.toy.config import RECIPE, RECIPE_THREADS, TrainConfig
 
-    Defaults are literals so that building the CLI parser does not import torch; a test checks them against
-    ``thinklens.toy.train.TrainConfig`` and ``RECIPE_THREADS``.
-    """
+    r1, r2 = RECIPE
     p.add_argument("--output", required=True, help="model directory to write")
     p.add_argument("--stage", choices=("all", "1", "2"), default="all",
                    help="all (default): the shipped two-stage recipe, which regenerates the shipped weights; "
                    "1 or 2: a single stage (2 needs --init-from), whose recipe values the flags below can change")
     p.add_argument("--stage1-dir", help="with --stage all: keep the stage-1 model here (default: a temp dir)")
     p.add_argument("--init-from", help="with --stage 2: continue from this model directory")
-    p.add_argument("--seed", type=int, help="single stage: seed of data, init and mix (recipe: 0 / 1)")
-    p.add_argument("--steps", type=int, help="optimizer steps (recipe: 1200 / 450); with --stage all: both stages")
-    p.add_argument("--lr", type=float, help="single stage: peak learning rate (recipe: 3e-3 / 1.5e-3)")
-    p.add_argument("--warmup-steps", type=int, help="single stage: warmup steps (recipe: 80 / 20)")
+    p.add_argument("--seed", type=int,
+                   help=f"single stage: seed of data, init and mix (recipe: {r1['seed']} / {r2['seed']})")
+    p.add_argument("--steps", type=int, help=f"optimizer steps (recipe: {r1['steps']} / {r2['steps']}); with "
+                   "--stage all: both stages")
+    p.add_argument("--lr", type=float, help=f"single stage: peak learning rate (recipe: {r1['lr']} / {r2['lr']})")
+    p.add_argument("--warmup-steps", type=int,
+                   help=f"single stage: warmup steps (recipe: {r1['warmup_steps']} / {r2['warmup_steps']})")
     p.add_argument("--final-override-rate", type=float,
-                   help="single stage: share of traces whose final line states another value (recipe: 0 / 0.15)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--eval-n", type=int, default=200, help="problems for the gates (0: skip)")
-    p.add_argument("--hidden-size", type=int, default=128)
-    p.add_argument("--intermediate-size", type=int, default=384)
-    p.add_argument("--num-layers", type=int, default=4)
-    p.add_argument("--threads", type=int, default=2,
-                   help="torch CPU threads (default 2, as shipped; other counts can change the floats)")
+                   help="single stage: share of traces whose final line states another value (recipe: "
+                   f"{r1['final_override_rate']} / {r2['final_override_rate']})")
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    p.add_argument("--eval-n", type=int, default=TrainConfig.eval_n, help="problems for the gates (0: skip)")
+    p.add_argument("--hidden-size", type=int, default=TrainConfig.hidden_size)
+    p.add_argument("--intermediate-size", type=int, default=TrainConfig.intermediate_size)
+    p.add_argument("--num-layers", type=int, default=TrainConfig.num_layers)
+    p.add_argument("--threads", type=int, default=RECIPE_THREADS,
+                   help="torch CPU threads (default %(default)s, as shipped; other counts can change the floats)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,16 +44,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train tiny-r1 (Qwen2, character-level R1 tokenizer) on the seeded arithmetic task and write a "
         "HF model directory with a model card holding the measured quality gates. By default runs the shipped "
         "two-stage recipe (stage 1, then stage 2 from the stage-1 weights), which regenerates the shipped weights "
-        "bitwise; --stage 1 / --stage 2 --init-from DIR run one stage. Same flags as python -m thinklens.toy.train.",
+        "bitwise; --stage 1 / --stage 2 --init-from DIR run one stage.",
     )
     add_arguments(p)
     p.set_defaults(func=run, _parser=p)
 
 
 def run(ns: argparse.Namespace) -> int:
-    from thinklens.toy.train import run_args
+    from thinklens.toy.recipe import train_from_flags
 
     parser = getattr(ns, "_parser", None)
-    summary = run_args(ns, error=parser.error if parser else None)
+    summary = train_from_flags(ns, error=parser.error if parser else None)
     print_json({k: v for k, v in summary.items() if k != "config"})
     return 0

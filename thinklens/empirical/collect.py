@@ -29,50 +29,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from thinklens.empirical.backends import Generation, check_backend
+from thinklens.empirical.backends import Generation
+from thinklens.empirical.settings import PROMPT_STYLES, GenerationSettings
 from thinklens.errors import ThinklensError
-from thinklens.jsonl import JsonlWriter, done_ids
+from thinklens.jsonl import ResumableOutput, ResumeReport
 from thinklens.profiles import Profile
 
-PROMPT_STYLES = ("chat", "paper")
 REASONING_MODES = ("with", "without")
-
-
-@dataclass
-class GenerationSettings:
-    """Decoding settings, stored in every record's ``generation`` field."""
-
-    max_new_tokens: int = 2048
-    temperature: float = 0.0  # 0 = greedy (reproducible); R1's recommended sampling is 0.6 with top_p 0.95
-    top_p: float = 1.0
-    seed: int = 0
-    batch_size: int = 8
-    math_instruction: bool = True
-    prompt_style: str = "chat"
-    backend: str = "transformers"
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ThinklensError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ThinklensError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ThinklensError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.batch_size < 1:
-            raise ThinklensError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.prompt_style not in PROMPT_STYLES:
-            raise ThinklensError(f"prompt_style must be one of {PROMPT_STYLES}, got {self.prompt_style!r}")
-        check_backend(self.backend)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> GenerationSettings:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ThinklensError(f"unknown generation settings {sorted(unknown)}")
-        return cls(**d)
+__all__ = ["GenerationSettings", "collect", "collect_dataset", "build_prompt", "forced_thinking", "make_record"]
 
 
 @dataclass
@@ -85,13 +49,18 @@ class CollectSummary:
     n_generated_tokens: int
     seconds: float
     errors: list[str] = field(default_factory=list)
+    resume: ResumeReport | None = None
+    n_failed: int = 0  # error records written (server backend: requests that failed after their retries)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def problems_per_s(self) -> float:
         return self.n_written / self.seconds if self.seconds > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "problems_per_s": round(self.problems_per_s, 3),
+        d = {k: v for k, v in asdict(self).items() if k != "resume"}
+        d["resume"] = self.resume.to_dict() if self.resume else None
+        return {**d, "problems_per_s": round(self.problems_per_s, 3),
                 "tokens_per_s": round(self.n_generated_tokens / self.seconds, 1) if self.seconds > 0 else 0.0}
 
 
@@ -204,41 +173,42 @@ def collect(
     """Generate one trace per problem and append it to ``output`` (JSONL), skipping ids already there.
 
     ``model``: a :class:`thinklens.models.LoadedModel` (or a ``(model, tokenizer, profile)`` tuple). ``backend``:
-    an object with ``generate(prompt_ids, settings, seed)`` (default: transformers on ``model``)."""
-    settings = settings or GenerationSettings()
+    an object with ``generate(prompt_ids, settings, seed)`` (default: transformers on ``model``). Settings left
+    ``None`` take the family's defaults (see :class:`GenerationSettings`). A problem id given twice is reported and
+    generated once::
+
+        >>> import thinklens as tl
+        >>> loaded = tl.load_model("tiny-r1", device="cpu")
+        >>> problems = tl.load_problems("arithmetic", limit=2)
+        >>> tl.collect(loaded, problems, output="/tmp/tl_doc_traces.jsonl", progress=False).n_problems
+        2
+    """
     if reasoning not in REASONING_MODES:
         raise ThinklensError(f"reasoning must be 'with' or 'without', got {reasoning!r}")
     hf_model, tokenizer, profile = model
+    settings = settings or GenerationSettings()
+    if not settings.is_resolved:
+        settings = settings.resolved(profile, problems[0].get("dataset") if problems else None)
     model_name = model_name or str(getattr(getattr(hf_model, "config", None), "_name_or_path", "") or "model")
     backend = backend or TransformersBackend(hf_model, tokenizer)
-    done = done_ids(output)
-    todo, skipped = [], 0
-    seen: set[str] = set()
-    for p in problems:
-        pid = str(p["id"])
-        if pid in done:
-            skipped += 1
-        elif pid in seen:
-            raise ThinklensError(f"duplicate problem id {pid!r}: ids pair the with/without runs and must be unique")
-        else:
-            seen.add(pid)
-            todo.append(p)
-    # prompts, then sort by length so that each batch pads little
-    items = []
-    for p in todo:
-        prompt = build_prompt(p["problem"], tokenizer, profile, math_instruction=settings.math_instruction,
-                              prompt_style=settings.prompt_style)
-        forced = forced_thinking(profile) if reasoning == "without" else ""
-        prompt_ids = tokenizer(prompt + forced, add_special_tokens=False)["input_ids"]
-        n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-        items.append((p, prompt, forced, list(prompt_ids), n_prompt))
-    items.sort(key=lambda it: len(it[3]))
-    summary = CollectSummary(str(output), len(problems), skipped, 0, 0, 0, 0.0)
-    t0 = time.perf_counter()
     from thinklens.progress import bar as progress_bar
 
-    bar = progress_bar(total=len(items), unit="problem", disable=not progress, desc=f"collect {reasoning}")
-    with JsonlWriter(output) as writer:
+    t0 = time.perf_counter()
+    with ResumableOutput(output) as out:
+        todo = list(out.pending_items(problems, key=lambda p: str(p["id"]), where="problems"))
+        # prompts, then sort by length so that each batch pads little
+        items = []
+        for p in todo:
+            prompt = build_prompt(p["problem"], tokenizer, profile, math_instruction=settings.math_instruction,
+                                  prompt_style=settings.prompt_style)
+            forced = forced_thinking(profile) if reasoning == "without" else ""
+            prompt_ids = tokenizer(prompt + forced, add_special_tokens=False)["input_ids"]
+            n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+            items.append((p, prompt, forced, list(prompt_ids), n_prompt))
+        items.sort(key=lambda it: len(it[3]))
+        summary = CollectSummary(str(output), len(problems), out.report.n_done_before, 0, 0, 0, 0.0,
+                                 resume=out.report)
+        bar = progress_bar(total=len(items), unit="problem", disable=not progress, desc=f"collect {reasoning}")
         for b in range(0, len(items), settings.batch_size):
             batch = items[b: b + settings.batch_size]
             gens = backend.generate([it[3] for it in batch], settings, _batch_seed(settings.seed,
@@ -247,43 +217,42 @@ def collect(
                 rec = make_record(p, model_name=model_name, reasoning=reasoning, prompt=prompt, forced=forced,
                                   gen=gen, n_prompt_tokens=n_prompt, settings=settings, tokenizer=tokenizer,
                                   profile=profile)
-                writer.write(rec)
+                out.write(rec)
                 summary.n_written += 1
                 summary.n_finished += int(rec["finished"])
                 summary.n_generated_tokens += len(gen.token_ids)
             dt = time.perf_counter() - t0
             bar.update(len(batch))
             bar.set_postfix(tok_s=f"{summary.n_generated_tokens / max(dt, 1e-9):.0f}")
-    bar.close()
+        bar.close()
     summary.seconds = time.perf_counter() - t0
+    summary.errors = out.report.messages()
     return summary
-
-
-def math_instruction_default(dataset: str) -> bool:
-    """The paper's math instruction is on for MATH-500 and problem files, off for tiny-r1's ``arithmetic`` (its
-    canonical format has none; it was trained with and without) and for WildBench (not math)."""
-    return dataset not in ("arithmetic", "wildbench")
 
 
 def collect_dataset(
     model: str, dataset: str, *, reasoning: str, output: str | Path, settings: GenerationSettings | None = None,
     dataset_file: str | None = None, limit: int | None = None, device: str | None = None, dtype: str | None = None,
-    profile: str | None = None, auto_math_instruction: bool = False, progress: bool = True,
+    profile: str | None = None, device_map: str | None = None, progress: bool = True,
 ) -> CollectSummary:
     """Load the problems and the model by name, then :func:`collect` (what ``thinklens collect`` runs).
 
-    ``auto_math_instruction=True`` replaces ``settings.math_instruction`` by the dataset's default."""
-    import dataclasses
-
+    >>> import tempfile, thinklens as tl
+    >>> out = tempfile.mktemp(suffix=".jsonl")
+    >>> s = tl.collect_dataset("tiny-r1", "arithmetic", reasoning="without", output=out, limit=2, device="cpu",
+    ...                        progress=False)
+    >>> s.n_written, s.n_finished
+    (2, 2)
+    """
     from thinklens.empirical.datasets import load_problems
     from thinklens.profiles import get_profile
 
     settings = settings or GenerationSettings()
-    if auto_math_instruction:
-        settings = dataclasses.replace(settings, math_instruction=math_instruction_default(dataset))
     errors: list[str] = []
     problems = load_problems(dataset, dataset_file, limit=limit, seed=settings.seed, errors=errors)
     prof = get_profile(profile) if profile else None
+    if settings.backend == "openai":  # a server, not a model in this process
+        raise ThinklensError("use thinklens.empirical.collect_server.collect_server_dataset for the openai backend")
     if settings.backend == "vllm":
         from thinklens.empirical.backends.vllm import VLLMBackend, import_vllm
         from thinklens.models import load_tokenizer, resolve
@@ -296,9 +265,10 @@ def collect_dataset(
     else:
         from thinklens.models import load_model
 
-        loaded = load_model(model, device=device, dtype=dtype, profile=prof)
+        loaded = load_model(model, device=device, dtype=dtype, device_map=device_map, profile=prof)
         backend = None
+    settings = settings.resolved(loaded[2], dataset)
     summary = collect(loaded, problems, reasoning=reasoning, output=output, settings=settings, model_name=str(model),
                       backend=backend, progress=progress)
-    summary.errors = errors + summary.errors
+    summary.errors = [f"skipped {e}" for e in errors] + summary.errors
     return summary

@@ -10,18 +10,67 @@ any JSONL with ``problem`` and ``answer`` is a dataset. Named sets:
 * ``arithmetic``: the tiny-r1 task (:mod:`thinklens.toy.tasks`), ``seed`` chooses which test problems are drawn;
 * any JSONL path (``name`` ending in ``.jsonl`` or ``file``): ids from ``id``/``unique_id`` else the line number;
   bad lines are reported (file:line) and skipped.
+
+What differs between datasets (the math instruction default, whether the organism supplies teacher-forced
+reference traces and contrastive problem pairs) is data in :data:`DATASETS`, a typed registry: the pipeline asks
+``dataset_spec(name)`` instead of comparing dataset names.
 """
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from thinklens.errors import ThinklensError
-from thinklens.jsonl import read_jsonl
-from thinklens.traces import record_id
+from thinklens.jsonl import read_jsonl, record_id
 
-DATASETS = ("math500", "wildbench", "arithmetic")
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What the stages need to know about a dataset.
+
+    >>> dataset_spec("arithmetic").math_instruction, dataset_spec("math500").math_instruction
+    (False, True)
+    """
+
+    name: str
+    math_instruction: bool = True  # append the paper's math instruction by default
+    has_gold: bool = True  # graded against a gold answer (False: open-ended, judged by an LLM)
+    # teacher-forced reference traces with self-corrections, (n, seed) -> trace records: where cue statistics are read
+    # when the model itself never writes a cue (the organism never slips under greedy decoding)
+    reference_traces: Callable[[int, int], list[dict[str, Any]]] | None = None
+    # contrastive problem pairs shipped with the dataset, (n, seed) -> [(problem_a, problem_b)]
+    contrastive_problems: Callable[[int, int], list[Any]] | None = None
+    # receiver heads: how many steps later a step must be to count (None: Thought Anchors' 4); short traces need less
+    steps_proximity: int | None = None
+
+
+def _organism_spec() -> DatasetSpec:
+    from thinklens.toy import tasks
+
+    return DatasetSpec("arithmetic", math_instruction=False, reference_traces=tasks.reference_records,
+                       contrastive_problems=tasks.contrastive_pairs, steps_proximity=1)  # 3-7 steps per trace
+
+
+DATASETS: dict[str, Callable[[], DatasetSpec]] = {
+    "math500": lambda: DatasetSpec("math500"),
+    "wildbench": lambda: DatasetSpec("wildbench", math_instruction=False, has_gold=False),
+    "arithmetic": _organism_spec,  # tiny-r1's task (thinklens.toy.tasks)
+}
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    """The spec of a named dataset; a problem file (``*.jsonl``) is a math dataset with gold answers.
+
+    >>> import thinklens as tl
+    >>> tl.dataset_spec("wildbench").has_gold, tl.dataset_spec("my_problems.jsonl").math_instruction
+    (False, True)
+    """
+    if name in DATASETS:
+        return DATASETS[name]()
+    return DatasetSpec(Path(str(name)).stem)
 
 
 def _from_hub(repo: str, config: str | None, split: str, name: str) -> list[dict[str, Any]]:
@@ -121,7 +170,13 @@ def load_problems(
 ) -> list[dict[str, Any]]:
     """Problems ``{id, problem, answer, dataset, ...}`` of a named dataset or a JSONL file (first ``limit``).
 
-    ``seed`` only matters for synthetic sets (``arithmetic``: which problems are drawn; default 200 of them)."""
+    ``seed`` only matters for synthetic sets (``arithmetic``: which problems are drawn; default 200 of them).
+
+    >>> import thinklens as tl
+    >>> p = tl.load_problems("arithmetic", limit=2, seed=0)[0]
+    >>> sorted(k for k in p if k in ("id", "problem", "answer", "dataset")), p["dataset"]
+    (['answer', 'dataset', 'id', 'problem'], 'arithmetic')
+    """
     if limit is not None and limit < 1:
         raise ThinklensError(f"limit must be >= 1, got {limit}")
     if name == "arithmetic" and file is None:

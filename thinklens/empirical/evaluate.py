@@ -25,6 +25,8 @@ from thinklens.jsonl import read_jsonl
 from thinklens.stats import mcnemar_exact, paired_bootstrap_diff_ci
 from thinklens.traces import record_id
 
+N_RESAMPLES = 10_000  # bootstrap resamples of problems for the CI of the accuracy gap
+
 
 @dataclass
 class ModelEvaluation:
@@ -55,10 +57,21 @@ class ModelEvaluation:
 
 @dataclass
 class EvaluationResult:
+    """The paired comparison of every model, saved as ``evaluation.json`` (summary) + ``evaluation.npz``
+    (per-problem correctness).
+
+    >>> import tempfile, thinklens as tl
+    >>> recs = [{"id": str(i), "model": "m", "reasoning": mode, "is_correct": mode == "with" or i < 2}
+    ...         for i in range(8) for mode in ("with", "without")]
+    >>> d = tl.evaluate_records(recs, n_resamples=200).save(tempfile.mkdtemp())
+    >>> tl.EvaluationResult.load(d).models["m"].accuracy_without_reasoning
+    0.25
+    """
+
     models: dict[str, ModelEvaluation]
     sources: list[str] = field(default_factory=list)
     seed: int = 0
-    n_resamples: int = 10_000
+    n_resamples: int = N_RESAMPLES
 
     def to_dict(self) -> dict[str, Any]:
         return {"models": {m: e.summary() for m, e in self.models.items()}, "sources": self.sources,
@@ -96,7 +109,7 @@ class EvaluationResult:
                 e.ids = [str(x) for x in npz[f"m{k}_ids"]]
                 e.correct_with, e.correct_without = npz[f"m{k}_correct_with"], npz[f"m{k}_correct_without"]
             models[m] = e
-        return cls(models, raw.get("sources", []), raw.get("seed", 0), raw.get("n_resamples", 10_000))
+        return cls(models, raw.get("sources", []), raw.get("seed", 0), raw.get("n_resamples", N_RESAMPLES))
 
 
 def _usable(record: dict[str, Any]) -> str | None:
@@ -112,9 +125,17 @@ def _acc(x: np.ndarray) -> float | None:
     return float(x.mean()) if len(x) else None
 
 
-def evaluate_records(records: list[dict[str, Any]], *, seed: int = 0, n_resamples: int = 10_000,
+def evaluate_records(records: list[dict[str, Any]], *, seed: int = 0, n_resamples: int = N_RESAMPLES,
                      sources: list[str] | None = None) -> EvaluationResult:
-    """Pair graded records by (model, problem id) and compare with vs without reasoning, per model."""
+    """Pair graded records by (model, problem id) and compare with vs without reasoning, per model.
+
+    >>> import thinklens as tl
+    >>> recs = [{"id": str(i), "model": "m", "reasoning": mode, "is_correct": mode == "with" or i < 2}
+    ...         for i in range(8) for mode in ("with", "without")]
+    >>> e = tl.evaluate_records(recs, n_resamples=200).models["m"]
+    >>> e.n, e.accuracy_with_reasoning, e.n_with_only_correct, round(e.p_value, 4)
+    (8, 1.0, 6, 0.0312)
+    """
     runs: dict[str, dict[str, dict[str, dict[str, Any]]]] = defaultdict(lambda: {"with": {}, "without": {}})
     dropped: dict[str, Counter] = defaultdict(Counter)
     for r in records:
@@ -163,9 +184,17 @@ def evaluate_records(records: list[dict[str, Any]], *, seed: int = 0, n_resample
     return EvaluationResult(result, sources or [], seed, n_resamples)
 
 
-def evaluate_files(paths: list[str | Path], *, seed: int = 0, n_resamples: int = 10_000,
+def evaluate_files(paths: list[str | Path], *, seed: int = 0, n_resamples: int = N_RESAMPLES,
                    errors: list[str] | None = None) -> EvaluationResult:
-    """:func:`evaluate_records` over graded JSONL files (bad lines are reported in ``errors`` and skipped)."""
+    """:func:`evaluate_records` over graded JSONL files (bad lines are reported in ``errors`` and skipped).
+
+    >>> import json, tempfile, thinklens as tl
+    >>> path = tempfile.mktemp(suffix=".jsonl")
+    >>> _ = open(path, "w").write("".join(json.dumps({"id": str(i), "model": "m", "reasoning": mode,
+    ...     "is_correct": mode == "with"}) + "\\n" for i in range(5) for mode in ("with", "without")))
+    >>> tl.evaluate_files([path], n_resamples=200).models["m"].difference
+    1.0
+    """
     records = []
     for p in paths:
         if not Path(p).is_file():
@@ -181,3 +210,67 @@ def evaluate_files(paths: list[str | Path], *, seed: int = 0, n_resamples: int =
     if not any("is_correct" in r for r in records):
         raise ThinklensError("no record has 'is_correct': run `thinklens grade` first")
     return evaluate_records(records, seed=seed, n_resamples=n_resamples, sources=[str(p) for p in paths])
+
+
+# ------------------------------------------------------------------------------------------ the paper's table
+PAPER_TABLE_KEY = "math500_accuracy_percent"  # in a paper-reference JSON: {MODEL: {with_reasoning, without_..., n}}
+PAPER_MODEL_ALIASES = {"deepseek-reasoner": "deepseek-r1"}  # DeepSeek's API name for full R1
+
+
+def _model_key(name: str) -> str:
+    """``deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B`` and ``/models/DeepSeek-R1-Distill-Qwen-1.5B`` ->
+    ``deepseek-r1-distill-qwen-1.5b``; ``DeepSeek-R1 (full)`` and ``deepseek-reasoner`` -> ``deepseek-r1``."""
+    base = name.strip().rstrip("/").split("/")[-1].lower().replace(" (full)", "")
+    return PAPER_MODEL_ALIASES.get(base, base)
+
+
+def load_paper_table(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The paper's accuracy table from a reference JSON (e.g. ``paper_reference.json``: ``{MODEL: {with_reasoning,
+    without_reasoning, n}}`` under ``math500_accuracy_percent``); entries that are not models are left out."""
+    p = Path(path)
+    if not p.is_file():
+        raise ThinklensError(f"no such paper reference file: {p}")
+    try:
+        raw = json.loads(p.read_text())
+    except json.JSONDecodeError as err:
+        raise ThinklensError(f"{p}: invalid JSON ({err.msg} at line {err.lineno})") from None
+    table = raw.get(PAPER_TABLE_KEY, raw) if isinstance(raw, dict) else None
+    if not isinstance(table, dict):
+        raise ThinklensError(f"{p}: expected {{{PAPER_TABLE_KEY!r}: {{MODEL: {{with_reasoning, ...}}}}}}")
+    rows = {m: v for m, v in table.items() if isinstance(v, dict) and "with_reasoning" in v}
+    if not rows:
+        raise ThinklensError(f"{p}: no model with 'with_reasoning' / 'without_reasoning' accuracies")
+    return rows
+
+
+def compare_with_paper(result: EvaluationResult, table: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per evaluated model that the paper reports (matched by the model id's last path part, case-insensitive),
+    our accuracies next to the paper's, in percent.
+
+    >>> res = evaluate_records([{"model": "deepseek-reasoner", "reasoning": m, "id": "1", "is_correct": True}
+    ...                         for m in ("with", "without")], n_resamples=10)
+    >>> compare_with_paper(res, {"DeepSeek-R1 (full)": {"with_reasoning": 96.1, "without_reasoning": 90.6}})[
+    ...     "deepseek-reasoner"]["paper_model"]
+    'DeepSeek-R1 (full)'
+    """
+    keyed = {_model_key(k): k for k in table}
+    out: dict[str, dict[str, Any]] = {}
+    for model, e in result.models.items():
+        key = keyed.get(_model_key(model))
+        if key is None:
+            continue
+        ref = table[key]
+
+        def pct(x: float | None) -> float | None:
+            return None if x is None else round(100 * x, 2)
+
+        ours_w, ours_wo = pct(e.accuracy_with_reasoning), pct(e.accuracy_without_reasoning)
+        out[model] = {
+            "paper_model": key, "paper_n": ref.get("n"), "paper_with_reasoning": ref.get("with_reasoning"),
+            "paper_without_reasoning": ref.get("without_reasoning"), "n": e.n, "with_reasoning": ours_w,
+            "without_reasoning": ours_wo,
+            "paper_difference": (None if ref.get("without_reasoning") is None
+                                 else round(ref["with_reasoning"] - ref["without_reasoning"], 2)),
+            "difference": None if ours_w is None or ours_wo is None else round(ours_w - ours_wo, 2),
+        }
+    return out

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from thinklens.errors import ThinklensError
+from thinklens.options import opt
 
 BOX_COMMANDS = ("\\boxed", "\\fbox")
 
@@ -84,7 +85,12 @@ _NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
 
 
 def extract_answer(answer_text: str) -> tuple[str | None, str]:
-    """(extracted answer, method) from an answer segment; methods: boxed, final_answer, last_number, none."""
+    """(extracted answer, method) from an answer segment; methods: boxed, final_answer, last_number, none.
+
+    >>> import thinklens as tl
+    >>> tl.extract_answer("So the result is 12. The answer is \\\\boxed{\\\\frac{3}{4}}.")
+    ('\\\\frac{3}{4}', 'boxed')
+    """
     boxed = last_boxed(answer_text)
     if boxed is not None:
         return boxed, "boxed"
@@ -213,13 +219,19 @@ def is_equiv_math_verify(pred: str | None, gold: str, timeout: int = 5) -> bool:
 # -------------------------------------------------------------------------------------------------- records
 @dataclass
 class GradeSettings:
-    """Which fields hold the response and the gold answer, and the delimiters around the reasoning."""
+    """Grading: which fields hold the response and the gold answer, and the delimiters around the reasoning.
 
-    response_field: str | None = None  # None: "completion", else "text", else "response"
-    gold_field: str = "gold_answer"
-    think_open: str = "<think>"
-    think_close: str = "</think>"
-    timeout: int = 5
+    >>> GradeSettings(response_field="response").gold_field
+    'gold_answer'
+    """
+
+    response_field: str | None = opt(None, "field with the model output (default: completion, else text, else "
+                                     "response); a full text including the prompt is fine: only text after the "
+                                     "think-close counts", metavar="FIELD")
+    gold_field: str = opt("gold_answer", "field with the reference answer", metavar="FIELD")
+    think_open: str = opt("<think>", "the delimiter that opens the reasoning", metavar="TEXT")
+    think_close: str = opt("</think>", "the delimiter that closes the reasoning", metavar="TEXT")
+    timeout: int = opt(5, "math-verify timeout per comparison, in seconds", metavar="S")
 
     def __post_init__(self) -> None:
         if not self.gold_field:
@@ -241,7 +253,14 @@ def _response_text(record: dict[str, Any], settings: GradeSettings) -> str:
 
 def grade_record(record: dict[str, Any], settings: GradeSettings | None = None) -> dict[str, Any]:
     """The record plus ``extracted_answer``, ``extraction_method``, ``is_correct``, ``is_correct_strict``; or plus
-    ``error`` (with ``is_correct`` None) when it cannot be graded (missing fields, unfinished reasoning)."""
+    ``error`` (with ``is_correct`` None) when it cannot be graded (missing fields, unfinished reasoning).
+
+    >>> import thinklens as tl
+    >>> r = tl.grade_record({"id": "1", "gold_answer": "0.75",
+    ...                      "completion": "3/4 = 0.75</think>The answer is \\\\boxed{\\\\frac{3}{4}}."})
+    >>> r["extracted_answer"], r["is_correct"], r["is_correct_strict"]
+    ('\\\\frac{3}{4}', True, False)
+    """
     settings = settings or GradeSettings()
     out = dict(record)
     for key in ("extracted_answer", "extraction_method", "is_correct", "is_correct_strict", "error"):
@@ -288,6 +307,7 @@ class GradeSummary:
     n_correct_strict: int = 0
     n_ungradable: int = 0  # written with an ``error`` (unfinished reasoning, missing fields)
     bad_lines: list[str] | None = None  # unreadable lines, file:line: reason (not written)
+    resume: dict[str, Any] | None = None  # what resuming skipped or repaired (jsonl.ResumeReport)
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -296,10 +316,20 @@ class GradeSummary:
 
 
 def grade_file(path: str, output: str, settings: GradeSettings | None = None, progress: bool = True) -> GradeSummary:
-    """Grade every record of ``path`` into ``output`` (appending; records already graded there are skipped)."""
+    """Grade every record of ``path`` into ``output`` (appending; records already graded there are skipped)::
+
+        >>> import json, tempfile, thinklens as tl
+        >>> d = tempfile.mkdtemp()
+        >>> rec = {"id": "1", "model": "m", "reasoning": "with", "gold_answer": "12",
+        ...        "completion": "7+5=12\\n</think>\\n\\nThe answer is \\\\boxed{12}."}
+        >>> _ = open(f"{d}/traces.jsonl", "w").write(json.dumps(rec) + "\\n")
+        >>> s = tl.grade_file(f"{d}/traces.jsonl", f"{d}/graded.jsonl", progress=False)
+        >>> s.n_graded, s.n_correct
+        (1, 1)
+    """
     from pathlib import Path
 
-    from thinklens.jsonl import JsonlWriter, read_jsonl
+    from thinklens.jsonl import ResumableOutput, read_jsonl
     from thinklens.progress import bar
 
     if not Path(path).is_file():
@@ -307,24 +337,10 @@ def grade_file(path: str, output: str, settings: GradeSettings | None = None, pr
     if Path(path).resolve() == Path(output).resolve():
         raise ThinklensError("--output must differ from the input file")
     settings = settings or GradeSettings()
-    done: set[str] = set()
-    if Path(output).exists():
-        done = {record_key(it.record, it.lineno) for it in read_jsonl(output) if it.record is not None}
     summary = GradeSummary(output=str(output), bad_lines=[])
-    seen_keys: set[str] = set()
-    with JsonlWriter(output) as writer:
-        for item in bar(read_jsonl(path), desc="grade", unit="record", disable=not progress):
-            if item.record is None:
-                summary.bad_lines.append(f"{item.where}: {item.error}")
-                continue
+    with ResumableOutput(output, key=record_key) as out:
+        for _key, item in bar(out.pending(read_jsonl(path)), desc="grade", unit="record", disable=not progress):
             summary.n_read += 1
-            key = record_key(item.record, item.lineno)
-            if key in done or key in seen_keys:
-                summary.n_skipped_done += key in done
-                if key in seen_keys and key not in done:
-                    summary.bad_lines.append(f"{item.where}: duplicate record (model, reasoning, id) skipped")
-                continue
-            seen_keys.add(key)
             graded = grade_record(item.record, settings)
             if graded.get("error"):
                 graded["error"] = f"{item.where}: {graded['error']}"
@@ -333,5 +349,8 @@ def grade_file(path: str, output: str, settings: GradeSettings | None = None, pr
                 summary.n_graded += 1
                 summary.n_correct += bool(graded["is_correct"])
                 summary.n_correct_strict += bool(graded["is_correct_strict"])
-            writer.write(graded)
+            out.write(graded)
+    summary.n_skipped_done = out.report.n_done_before
+    summary.bad_lines = out.report.messages()
+    summary.resume = out.report.to_dict()
     return summary

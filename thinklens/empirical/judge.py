@@ -7,18 +7,15 @@ current user query, the AI response and a per-task checklist, writes strengths a
 the judge only the *answer* segment (what follows ``</think>``), so with- and without-reasoning runs are judged on
 what the user would see.
 
-The judge is any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM ``serve``, llama.cpp, ...), called with
-``urllib`` (no extra dependency). Judging is resumable like the other stages: records already judged in the output
+The judge is any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM ``serve``, llama.cpp, ...), called through
+the client shared with the remote generation backend (:mod:`thinklens.empirical.backends.http`, standard library
+only). Judging is resumable like the other stages: records already judged in the output
 are skipped, each judgment is written as soon as it returns.
 """
 from __future__ import annotations
 
 import json
-import os
 import re
-import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -99,6 +96,13 @@ Please provide your evaluation results in the following json format by filling i
 
 @dataclass
 class JudgeSettings:
+    """Which judge to ask and how (any OpenAI-compatible chat-completions endpoint).
+
+    >>> import thinklens as tl
+    >>> tl.JudgeSettings(url="http://127.0.0.1:8000/v1", model="judge").endpoint
+    'http://127.0.0.1:8000/v1/chat/completions'
+    """
+
     url: str  # base URL (".../v1") or the full ".../chat/completions" endpoint
     model: str
     api_key_env: str = "OPENAI_API_KEY"  # name of the environment variable holding the key (unset: no auth)
@@ -178,35 +182,20 @@ def parse_score(content: str) -> float:
 
 
 def call_judge(prompt: str, settings: JudgeSettings) -> str:
-    """One chat-completions request; retries network errors and 429/5xx with backoff."""
+    """One chat-completions request through the shared client (:mod:`thinklens.empirical.backends.http`: retries
+    429/5xx, timeouts and dropped connections with backoff, honours ``Retry-After``, fails at once on other 4xx)."""
+    from thinklens.empirical.backends.http import RetryPolicy, post_json
+
     body: dict[str, Any] = {"model": settings.model, "messages": [{"role": "user", "content": prompt}],
                             "temperature": settings.temperature, "max_tokens": settings.max_tokens}
     if settings.json_mode:
         body["response_format"] = {"type": "json_object"}
-    headers = {"Content-Type": "application/json"}
-    key = os.environ.get(settings.api_key_env) if settings.api_key_env else None
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    data = json.dumps(body).encode()
-    last: Exception | None = None
-    for attempt in range(settings.retries + 1):
-        try:
-            req = urllib.request.Request(settings.endpoint, data=data, headers=headers, method="POST")
-            with urllib.request.urlopen(req, timeout=settings.timeout) as resp:
-                reply = json.loads(resp.read().decode("utf-8"))
-            return reply["choices"][0]["message"]["content"]
-        except urllib.error.HTTPError as err:
-            last = err
-            if err.code not in (429, 500, 502, 503, 504):
-                raise ThinklensError(f"judge endpoint {settings.endpoint} answered HTTP {err.code}: "
-                                     f"{err.read()[:200]!r}") from err
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
-            last = err
-        except (KeyError, IndexError, json.JSONDecodeError) as err:
-            raise ThinklensError(f"judge endpoint {settings.endpoint} returned no chat completion: {err}") from err
-        if attempt < settings.retries:
-            time.sleep(min(2 ** attempt, 10))
-    raise ThinklensError(f"judge endpoint {settings.endpoint} unreachable after {settings.retries + 1} tries: {last}")
+    policy = RetryPolicy(max_retries=settings.retries, timeout_s=settings.timeout, backoff_s=1.0, max_backoff_s=10.0)
+    reply = post_json(settings.endpoint, body, api_key_env=settings.api_key_env, policy=policy)
+    try:
+        return reply["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError) as err:
+        raise ThinklensError(f"judge endpoint {settings.endpoint} returned no chat completion: {err}") from err
 
 
 def judge_record(record: dict[str, Any], settings: JudgeSettings) -> dict[str, Any]:
@@ -235,32 +224,32 @@ def judge_record(record: dict[str, Any], settings: JudgeSettings) -> dict[str, A
 
 def judge_file(path: str | Path, output: str | Path, settings: JudgeSettings, progress: bool = True) -> dict:
     """Judge every record of ``path`` into ``output`` (resumable); returns :func:`summarize_judgments` of the
-    whole output plus counts."""
-    from thinklens.jsonl import JsonlWriter, read_jsonl, read_records
+    whole output plus counts.
+
+    >>> import tempfile, thinklens as tl
+    >>> traces = tempfile.mktemp(suffix=".jsonl")
+    >>> _ = open(traces, "w").write("")  # a file of wildbench traces from `thinklens collect --dataset wildbench`
+    >>> judge = tl.JudgeSettings(url="http://127.0.0.1:8000/v1", model="gpt-4o-2024-05-13")
+    >>> tl.judge_file(traces, tempfile.mktemp(suffix=".jsonl"), judge, progress=False)["n_judged_now"]
+    0
+    """
+    from thinklens.jsonl import ResumableOutput, read_jsonl, read_records
     from thinklens.progress import bar
 
     if not Path(path).is_file():
         raise ThinklensError(f"no such trace file: {path}")
-    done = set()
-    if Path(output).exists():
-        done = {record_key(it.record, it.lineno) for it in read_jsonl(output)
-                if it.record is not None and it.record.get("judge_score") is not None}
-    bad, n_new, n_err = [], 0, 0
-    with JsonlWriter(output) as writer:
-        for item in bar(list(read_jsonl(path)), desc="judge", unit="answer", disable=not progress):
-            if item.record is None:
-                bad.append(f"{item.where}: {item.error}")
-                continue
-            key = record_key(item.record, item.lineno)
-            if key in done:
-                continue
+    n_new, n_err = 0, 0
+    # an error record is retried on the next run (it does not count as done)
+    with ResumableOutput(output, key=record_key, done_if=lambda r: r.get("judge_score") is not None) as out:
+        for _key, item in bar(list(out.pending(read_jsonl(path))), desc="judge", unit="answer",
+                              disable=not progress):
             res = judge_record(item.record, settings)
             if res.get("error"):
                 res["error"] = f"{item.where}: {res['error']}"
                 n_err += 1
-            writer.write(res)
-            done.add(key)
+            out.write(res)
             n_new += 1
+    bad = out.report.messages()
     latest: dict[str, dict] = {}
     for i, r in enumerate(read_records(output)):  # a record re-judged after an error replaces the error
         k = record_key(r, i)

@@ -20,13 +20,22 @@ from thinklens.patching.pairs import (
     toy_pairs,
 )
 from thinklens.patching.results import PairPatching, PatchingResult
-from thinklens.patching.sweeps import patch_pair, patch_pairs, resolve_positions
+from thinklens.patching.sweeps import (
+    PAPER_POSITIONS,
+    TOY_POSITIONS,
+    default_positions,
+    patch_pair,
+    patch_pairs,
+    probe_positions,
+    resolve_positions,
+    sweep_grid,
+)
 from thinklens.patching.targets import Patch, Site, SiteKind, capture, patching
 
 __all__ = [
-    "AttributionResult", "EngineOutput", "LogProbDiff", "LogitDiff", "Pair", "PairPatching", "PairRejected",
-    "PairTensors", "Patch", "PatchingResult", "ProbDiff", "Side", "Site", "SiteKind", "answer_ranks",
-    "assemble_pair", "attribution_patching", "build_csv_pairs", "capture", "normalize", "patch_pair", "patch_pairs",
-    "patching", "prepare_queries", "rank_of", "read_pair_csv", "resolve_positions", "run_patches", "spearman",
-    "toy_pairs",
+    "AttributionResult", "EngineOutput", "LogProbDiff", "LogitDiff", "PAPER_POSITIONS", "Pair", "PairPatching",
+    "PairRejected", "PairTensors", "Patch", "PatchingResult", "ProbDiff", "Side", "Site", "SiteKind", "TOY_POSITIONS",
+    "answer_ranks", "assemble_pair", "attribution_patching", "build_csv_pairs", "capture", "default_positions",
+    "normalize", "patch_pair", "patch_pairs", "patching", "prepare_queries", "probe_positions", "rank_of",
+    "read_pair_csv", "resolve_positions", "run_patches", "spearman", "sweep_grid", "toy_pairs",
 ]

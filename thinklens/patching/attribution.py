@@ -49,7 +49,15 @@ def attribution_patching(
     model: Any, profile: Profile, pair: Any, kinds: Sequence[str | SiteKind] = DEFAULT_KINDS,
     metric: Metric | None = None,
 ) -> AttributionResult:
-    """Gradient x (clean - corrupted) activation for every position and layer of ``kinds``, one backward pass."""
+    """Gradient x (clean - corrupted) activation for every position and layer of ``kinds``, one backward pass.
+
+    >>> import thinklens as tl
+    >>> model, tokenizer, profile = tl.load_model("tiny-r1")
+    >>> pair = tl.toy_pairs(1, seed=0, tokenizer=tokenizer)[0][0]
+    >>> est = tl.attribution_patching(model, profile, pair)
+    >>> est.nld(tl.SiteKind.RESID_PRE).shape == (len(pair), model.config.num_hidden_layers)
+    True
+    """
     kinds = [SiteKind.parse(k) for k in kinds]
     bad = [k.value for k in kinds if k not in SUPPORTED]
     if bad:

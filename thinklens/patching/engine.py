@@ -44,6 +44,8 @@ from thinklens.patching.targets import Patch, Site, capture, patching
 from thinklens.profiles import Profile
 
 ENGINES = ("fast", "naive")
+MAX_PACKED_TOKENS = 4096  # suffix tokens packed into one forward (memory: O(this x T) for the mask and activations)
+BATCH_SIZE = 32  # patched runs per batched forward where packing is not supported
 Item = Sequence[tuple[Site, int]]  # one patched run: the (site, absolute position) pairs written together
 
 
@@ -144,8 +146,8 @@ def run_patches(
     metric: Metric,
     *,
     engine: str = "fast",
-    batch_size: int = 32,
-    max_tokens: int = 4096,
+    batch_size: int = BATCH_SIZE,
+    max_tokens: int = MAX_PACKED_TOKENS,
     progress: Callable[[int], None] | None = None,
 ) -> EngineOutput:
     """Score ``metric`` (on final-position logits) for the clean run, the corrupted run and every patched run.
@@ -154,6 +156,15 @@ def run_patches(
     ``engine="fast"`` recomputes only from each item's first patched position over the cached corrupted run, packing
     up to ``max_tokens`` suffix tokens per forward (or, without packing support, batching up to ``batch_size`` items
     that start at the same position); ``"naive"`` runs one full forward per item (the reference).
+
+    >>> import thinklens as tl
+    >>> model, tokenizer, profile = tl.load_model("tiny-r1")
+    >>> pair = tl.toy_pairs(1, seed=0, tokenizer=tokenizer)[0][0]
+    >>> flip = pair.positions["answer_flip"]
+    >>> out = tl.run_patches(model, profile, pair, [[(tl.Site("resid_pre", 0), flip)]],
+    ...                      tl.LogitDiff(pair.clean_answer, pair.corrupted_answer))
+    >>> out.clean > 0 > out.corrupted, bool(abs(out.patched[0] - out.clean) < 0.1 * abs(out.clean))
+    (True, True)
     """
     if engine not in ENGINES:
         raise ThinklensError(f"unknown engine {engine!r}; choose from {ENGINES}")

@@ -22,7 +22,12 @@ Metric = Callable[[torch.Tensor], torch.Tensor]  # [n, vocab] final-position log
 
 @dataclass(frozen=True)
 class LogitDiff:
-    """``logit[clean_token] - logit[corrupted_token]``: the paper's metric."""
+    """``logit[clean_token] - logit[corrupted_token]``: the paper's metric.
+
+    >>> import torch, thinklens as tl
+    >>> tl.LogitDiff(clean_token=2, corrupted_token=0)(torch.tensor([[1.0, 0.0, 3.5]]))
+    tensor([2.5000])
+    """
 
     clean_token: int
     corrupted_token: int

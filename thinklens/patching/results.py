@@ -69,7 +69,17 @@ class PairPatching:
 
 @dataclass
 class PatchingResult:
-    """Per-token patching of many pairs on one grid: ``nld``/``patched`` [n_pairs, n_positions, n_layers]."""
+    """Per-token patching of many pairs on one grid: ``nld``/``patched`` [n_pairs, n_positions, n_layers].
+
+    >>> import tempfile, thinklens as tl
+    >>> model, tokenizer, profile = tl.load_model("tiny-r1")
+    >>> pairs, _ = tl.toy_pairs(2, seed=0, tokenizer=tokenizer)
+    >>> d = tempfile.mkdtemp()
+    >>> _ = tl.patch_pairs(model, profile, pairs, d, layers=[0, 3], progress=False)
+    >>> res = tl.PatchingResult.load(d)
+    >>> res.nld.shape[0], res.layers, res.column("answer_flip").shape
+    (2, [0, 3], (2, 2))
+    """
 
     pair_ids: list[str]
     site: str

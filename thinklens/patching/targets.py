@@ -36,6 +36,13 @@ from thinklens.profiles import Profile
 
 
 class SiteKind(str, Enum):
+    """Which activation of a decoder layer a patch reads or writes (see the table in the module docstring).
+
+    >>> import thinklens as tl
+    >>> tl.SiteKind.parse("attn_out") is tl.SiteKind.ATTN_OUT
+    True
+    """
+
     RESID_PRE = "resid_pre"
     RESID_MID = "resid_mid"
     RESID_POST = "resid_post"
@@ -53,7 +60,12 @@ class SiteKind(str, Enum):
 
 @dataclass(frozen=True)
 class Site:
-    """One activation: ``kind`` at decoder layer ``layer`` (and query head ``head`` for kind ``head``)."""
+    """One activation: ``kind`` at decoder layer ``layer`` (and query head ``head`` for kind ``head``).
+
+    >>> import thinklens as tl
+    >>> tl.Site("head", layer=1, head=2).label(), tl.Site(tl.SiteKind.RESID_PRE, 0).label()
+    ('L1.head.H2', 'L0.resid_pre')
+    """
 
     kind: SiteKind
     layer: int

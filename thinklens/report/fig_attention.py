@@ -14,6 +14,7 @@ import numpy as np
 
 from thinklens.attention.heads import rank_heads
 from thinklens.attention.segments import ANSWER_SCORES, HeadScores
+from thinklens.errors import ThinklensError
 from thinklens.report.plotting import new_figure, save_figure
 
 _LABELS = {"a2bos": "BOS", "a2p": "prompt", "a2bot": "<think>", "a2r": "reasoning", "a2eot": "</think>",
@@ -114,31 +115,36 @@ def cue_bars(cue_stats: dict[str, Any] | str | Path, path: str | Path | None = N
     return fig
 
 
-# -- adapters for the run report (``thinklens.report.html``): take a run directory, save a PNG ------------------
-def _scores_in(run_dir: str | Path) -> Path:
-    d = Path(run_dir)
-    for cand in (d / "attention" / "head_scores.npz", d / "head_scores.npz"):
-        if cand.exists():
-            return cand
-    raise FileNotFoundError(f"no head_scores.npz in {d} or {d / 'attention'}")
+# -- the report's figures: saved files in, one PNG out (thinklens.report.html.FIGURES) ---------------------------
+def _ranked(heads_file: str | Path) -> tuple[list[tuple[int, int]], int]:
+    """The run's top heads and k, from ``heads.json`` (the ranking the run reported, not a recomputed one)."""
+    import json
+
+    heads = json.loads(Path(heads_file).read_text(encoding="utf-8"))
+    return [(int(h[0]), int(h[1])) for h in heads.get("heads", [])], int(heads.get("top_k") or 10)
 
 
-def plot_head_heatmap(run_dir: str | Path, out: str | Path | None = None) -> Any:
-    return heatmap(_scores_in(run_dir), path=out)
+def plot_heatmap(scores_file: str | Path, heads_file: str | Path, out: str | Path | None = None) -> Any:
+    """The a2r heatmap with the run's own top-k heads marked."""
+    _, k = _ranked(heads_file)
+    return heatmap(scores_file, "a2r", k, out)
 
 
-def plot_layer_profile(run_dir: str | Path, out: str | Path | None = None) -> Any:
-    return layer_profile(_scores_in(run_dir), path=out)
+def plot_layer_profile(scores_file: str | Path, out: str | Path | None = None) -> Any:
+    return layer_profile(scores_file, path=out)
 
 
-def plot_decomposition(run_dir: str | Path, out: str | Path | None = None) -> Any:
-    return decomposition(_scores_in(run_dir), path=out)
+def plot_decomposition(scores_file: str | Path, heads_file: str | Path, out: str | Path | None = None) -> Any:
+    """Where the answer attends, for the run's top heads."""
+    top, _ = _ranked(heads_file)
+    return decomposition(scores_file, top or "top", path=out)
 
 
-def plot_cues(run_dir: str | Path, out: str | Path | None = None) -> Any:
-    d = _scores_in(run_dir).parent
-    # a run on tiny-r1 reads cues on the organism's reference traces (attention/reference/), see pipeline_stages
-    for stats in (d / "reference" / "cue_stats.json", d / "cue_stats.json"):
-        if stats.exists():
-            return cue_bars(stats, out)
-    raise FileNotFoundError(f"no cue_stats.json in {d} (run `thinklens heads tokens {d}`)")
+def plot_cues(heads_file: str | Path, out: str | Path | None = None) -> Any:
+    """Cue-token bars from the cue statistics recorded in ``heads.json``."""
+    import json
+
+    cues = json.loads(Path(heads_file).read_text(encoding="utf-8")).get("cues") or {}
+    if cues.get("mean_cue") is None:
+        raise ThinklensError(cues.get("error") or "no cue statistics in this run")
+    return cue_bars(cues, out)

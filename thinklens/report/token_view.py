@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from thinklens.attention.heads import head_name
 from thinklens.attention.tokens import TokenAttention
 
 _CSS = """
@@ -36,7 +37,7 @@ def render_token_view(data: TokenAttention | str | Path, path: str | Path | None
         cls = "t cue" if cue else "t"
         spans.append(f'<span class="{cls}" style="background:rgba(220,40,40,{alpha:.3f})" '
                      f'title="{html.escape(f"{val:.4g}", quote=True)}">{html.escape(tok)}</span>')
-    heads = ", ".join(f"L{layer}H{head}" for layer, head in ta.heads)
+    heads = ", ".join(head_name(layer, head) for layer, head in ta.heads)
     title = title or f"Answer→reasoning attention, trace {ta.id}"
     doc = (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"

@@ -32,6 +32,9 @@ NO_REASONING_THINKING = "Okay, I think I have finished thinking."
 INSTRUCTION = " Please reason step by step, and put your final answer within \\boxed{}."
 FINAL_PREFIX = "Final answer is "
 ANSWER_PREFIX = "The answer is \\boxed{"
+# patching grid of the organism's pairs: the end of the probe line ``Final answer is N.`` (holds the answer token) and
+# the answer ending ``The answer is \\boxed{``
+PATCH_POSITIONS = "last-reasoning:8,answer-tail:4"
 
 BOS = "<｜begin▁of▁sentence｜>"
 EOS = "<｜end▁of▁sentence｜>"
@@ -333,3 +336,16 @@ def contrastive_pairs(n: int, seed: int, split: str = "test",
             continue  # defensive: layouts must align character for character
         pairs.append((a, b))
     return pairs
+
+
+def reference_records(n: int, seed: int) -> list[dict]:
+    """``n`` teacher-forced reference traces as trace records (``text`` = the whole sequence), a share of which slip
+    and correct themselves with ``Wait,``: where the run reads cue statistics, since tiny-r1 never slips under greedy
+    decoding.
+
+    >>> recs = reference_records(3, seed=0)
+    >>> sorted(recs[0])
+    ['gold_answer', 'has_slip', 'id', 'model', 'reasoning', 'text']
+    """
+    return [{"id": p.id, "model": "reference", "reasoning": "with", "text": full_text(p), "gold_answer": p.answer,
+             "has_slip": p.has_slip} for p in generate_problems(n, seed=seed)]

@@ -4,7 +4,9 @@ Why an interface this small: a backend turns a batch of prompt token ids into co
 whether the sequence stopped at EOS). Everything else (prompt construction, forced thinking, record building,
 resume) lives in :mod:`thinklens.empirical.collect`, so the records are identical whichever engine ran. The
 transformers backend (default, batched ``model.generate`` with a KV cache) lives in ``collect``; vLLM's is in
-:mod:`thinklens.empirical.backends.vllm` and is imported only when asked for.
+:mod:`thinklens.empirical.backends.vllm` and is imported only when asked for. A server (``openai``:
+:mod:`thinklens.empirical.backends.openai`) takes text, not token ids, and answers one problem per request, so it
+has its own concurrent loop (:mod:`thinklens.empirical.collect_server`) that writes the same records.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import Any, Protocol
 
 from thinklens.errors import ThinklensError
 
-BACKENDS = ("transformers", "vllm")
+BACKENDS = ("transformers", "vllm", "openai")
 
 
 @dataclass

@@ -1,36 +1,3 @@
-<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>__TITLE__</title>
-<style>
-  body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1120px;
-         padding: 1.5em 2em 4em; color: #1d2330; line-height: 1.45; }
-  h1 { margin-bottom: 0.1em; } h2 { border-bottom: 2px solid #e3e6ec; padding-bottom: 0.2em; margin-top: 2em; }
-  .meta { color: #5b6475; font-size: 0.9em; }
-  .headline { background: #f4f7fb; border-left: 4px solid #3b6fd8; padding: 0.8em 1.2em; margin: 1.2em 0; }
-  .headline li { margin: 0.3em 0; } .ok { color: #18794e; font-weight: 600; } .no { color: #b42318; font-weight: 600; }
-  figure.fig { margin: 1.5em 0; } figure.fig img { max-width: 100%; border: 1px solid #e3e6ec; }
-  figcaption { font-size: 0.92em; color: #394150; }
-  code, pre { background: #f1f3f6; border-radius: 3px; font-size: 0.88em; }
-  pre { padding: 0.5em 0.8em; overflow-x: auto; white-space: pre-wrap; }
-  table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.92em; }
-  td, th { border: 1px solid #dde1e7; padding: 0.25em 0.6em; text-align: right; }
-  th { background: #f4f6f9; } td:first-child, th:first-child { text-align: left; }
-  .note { color: #8a5a00; background: #fff8e6; padding: 0.4em 0.8em; border-radius: 3px; }
-  .layer-view { border: 1px solid #e3e6ec; padding: 0.8em; border-radius: 4px; }
-  .lv-controls { display: flex; gap: 1.2em; align-items: center; flex-wrap: wrap; }
-  .lv-controls input[type=range] { width: 260px; vertical-align: middle; }
-  .lv-panels { display: flex; gap: 1em; flex-wrap: wrap; } .lv-panels figure { margin: 0.6em 0; width: 502px; }
-  .lv-panels canvas { border: 1px solid #eef0f3; max-width: 100%; }
-  .lv-label, .lv-summary { font-variant-numeric: tabular-nums; }
-  iframe.token-view { width: 100%; height: 420px; border: 1px solid #e3e6ec; }
-</style>
-</head>
-<body>
-__BODY__
-<script>
 (function () {
   "use strict";
   var el = document.getElementById("lv-data");
@@ -79,7 +46,7 @@ __BODY__
       if (v > bestV) { bestV = v; best = i; }
     }
     ctx.fillText("head", (w + m.l) / 2, h - 3);
-    return "strongest head " + layer + "." + best + " (a2r " + bestV.toFixed(3) + ")";
+    return "strongest head L" + layer + "H" + best + " (a2r " + bestV.toFixed(3) + ")";
   }
 
   function drawNld(layer) {
@@ -141,6 +108,3 @@ __BODY__
   window.thinklensLayerView = {update: update, data: data};
   update();
 })();
-</script>
-</body>
-</html>

@@ -1,0 +1,242 @@
+"""A run directory: the run's settings (:class:`RunConfig`), where every file lives (:class:`RunPaths`, the layout
+written once) and the JSON files that hold its state.
+
+Why a module of its own: every stage reads and writes under the run directory, the report reads it, and
+``thinklens report DIR`` reopens it years later. Keeping the settings, the layout and the state in one module, below
+the stages, lets all of them agree without importing each other.
+
+``RunConfig`` composes the option groups of the stages instead of copying their fields: the model flags
+(:class:`thinklens.models.ModelOptions`) and the generation settings
+(:class:`thinklens.empirical.settings.GenerationSettings`) are the same objects ``thinklens collect`` uses, so the
+run's defaults and the standalone commands' defaults cannot drift apart.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from thinklens.empirical.backends.openai import ServerSettings
+from thinklens.empirical.settings import GenerationSettings
+from thinklens.errors import ThinklensError
+from thinklens.models import ModelOptions
+from thinklens.options import opt
+from thinklens.steps.results import StepsConfig
+
+# where every file of a run lives, relative to the run directory (the only place this is written)
+LAYOUT: dict[str, str] = {
+    "config": "config.json",
+    "state": "run_state.json",
+    "results": "results.json",
+    "report": "report.html",
+    "figures": "figures",
+    "problems": "problems.jsonl",
+    "traces_with": "traces/with.jsonl",
+    "traces_without": "traces/without.jsonl",
+    "traces_reference": "traces/reference.jsonl",
+    "graded_with": "graded/with.jsonl",
+    "graded_without": "graded/without.jsonl",
+    "evaluation": "evaluation.json",
+    "evaluation_dir": ".",
+    "attention_dir": "attention",
+    "head_scores": "attention/head_scores.npz",
+    "heads": "heads.json",
+    "induction": "attention/induction.json",
+    "token_view": "attention/token_view.html",
+    "reference_attention_dir": "attention/reference",
+    "patching_dir": "patching",
+    "patching_result": "patching/result.npz",
+    "pairs": "patching/contrastive_pairs.jsonl",
+    "pair_queries": "patching/queries.jsonl",
+    "pair_responses": "patching/csv_responses.jsonl",
+    "steps_dir": "steps",
+    "steps": "steps/steps.jsonl",
+    "step_view": "steps/step_view.html",
+}
+
+# settings that define what a run directory contains: a rerun with other values would mix results, so it is refused
+# once a stage has finished (other settings take effect by rerunning the stages that read them)
+IDENTITY_FIELDS = ("model", "dataset", "seed", "limit", "n_pairs", "pairs_csv", "generation")
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run (saved to ``DIR/config.json``).
+
+    >>> import thinklens as tl
+    >>> c = tl.RunConfig(model="tiny-r1", limit=20, output="runs/tiny")
+    >>> c.model.name, c.limit, c.generation.seed == c.seed
+    ('tiny-r1', 20, True)
+    """
+
+    model: ModelOptions = opt(factory=ModelOptions)
+    dataset: str = opt("arithmetic", "arithmetic (tiny-r1's task), math500, wildbench or a problem .jsonl file")
+    limit: int = opt(100, "problems, each generated with and without reasoning")
+    output: str = opt("thinklens-run", "run directory (a rerun of the same command resumes it)", short="-o")
+    seed: int = opt(0, "seed of problems, sampling, pairs and bootstraps")
+    generation: GenerationSettings = opt(factory=GenerationSettings)
+    server: ServerSettings = opt(factory=ServerSettings)  # --backend openai: generation on a server
+    n_pairs: int = opt(20, "contrastive pairs to patch (0: skip patching)")
+    pairs_csv: str | None = opt(None, "the paper's contrastive QA pairs CSV (patching for models other than tiny-r1)",
+                                metavar="CSV")
+    stages: tuple[str, ...] = opt((), "comma-separated subset of the stages to run (default: all)", metavar="A,B")
+    top_k: int = opt(10, "Reasoning-Focus Heads to report")
+    n_bootstrap: int = opt(1000, "bootstrap resamples of traces for the stability of the head ranking")
+    steps: StepsConfig = opt(factory=StepsConfig)  # which reasoning steps the answer uses
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, str):
+            self.model = ModelOptions(name=self.model)
+        elif isinstance(self.model, dict):
+            self.model = ModelOptions(**self.model)
+        if isinstance(self.generation, dict):
+            self.generation = GenerationSettings.from_dict(self.generation)
+        if isinstance(self.server, dict):
+            self.server = ServerSettings(**self.server)
+        if isinstance(self.steps, dict):
+            self.steps = StepsConfig.from_dict(self.steps)
+        # settings the steps stage shares with the run (one flag each): its RFHs are the run's top k
+        self.steps = replace(self.steps, seed=self.seed, top_k=self.top_k)
+        if self.generation.backend == "openai":
+            self.server = self.server.for_model(self.model.name)
+        elif self.server.is_set:
+            raise ThinklensError("--base-url and the other server options are for --backend openai")
+        self.generation = replace(self.generation, seed=self.seed)  # one seed for the whole run
+        if isinstance(self.stages, str):
+            self.stages = tuple(s.strip() for s in self.stages.split(",") if s.strip())
+        self.stages = tuple(self.stages)
+        for name in ("limit", "n_pairs", "top_k", "n_bootstrap"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "n_pairs" else 1):
+                raise ThinklensError(f"RunConfig.{name} must be a positive integer, got {value!r}")
+        if not self.dataset or not self.output:
+            raise ThinklensError("RunConfig needs a dataset and an output directory")
+        if self.pairs_csv is not None and not Path(self.pairs_csv).is_file():
+            raise ThinklensError(f"--pairs-csv: no such file: {self.pairs_csv}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stages"] = list(self.stages)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        d = _upgrade(dict(d))
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ThinklensError(f"unknown RunConfig field(s) {unknown}")
+        return cls(**d)
+
+    def identity(self) -> dict[str, Any]:
+        """The settings a run directory is bound to (see :data:`IDENTITY_FIELDS`)."""
+        d = self.to_dict()
+        d["model"] = self.model.name
+        d["generation"] = {k: v for k, v in d["generation"].items() if k != "batch_size"}
+        return {k: d[k] for k in IDENTITY_FIELDS}
+
+
+def _upgrade(d: dict[str, Any]) -> dict[str, Any]:
+    """A config.json written by thinklens 0.1 (flat model and generation fields) in today's shape."""
+    if isinstance(d.get("model"), str):
+        d["model"] = {"name": d["model"], **{k: d.pop(k) for k in ("device", "dtype", "device_map") if k in d}}
+    gen = {k: d.pop(k) for k in ("batch_size", "max_new_tokens") if k in d}
+    if gen:
+        d["generation"] = {**gen, **(d.get("generation") or {})}
+    return d
+
+
+class RunPaths:
+    """Where every stage reads and writes: ``RunPaths(dir).head_scores`` is ``dir/attention/head_scores.npz``.
+
+    >>> RunPaths("runs/tiny").traces_with.as_posix()
+    'runs/tiny/traces/with.jsonl'
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def __getattr__(self, name: str) -> Path:  # only called for names not set in __init__
+        rel = LAYOUT.get(name)
+        if rel is None:
+            raise AttributeError(f"no file {name!r} in the run layout; known: {', '.join(LAYOUT)}")
+        return self.root / rel
+
+    def __getitem__(self, name: str) -> Path:
+        return getattr(self, name)
+
+
+# ------------------------------------------------------------------------------------------------------ JSON files
+def read_json(path: str | Path, default: Any = None) -> Any:
+    """Read a JSON file, naming the file in the error when it is corrupt."""
+    path = Path(path)
+    if not path.exists():
+        return default
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ThinklensError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from err
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Atomic write (temp file + rename): a crash never leaves a half-written JSON file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def load_config(run_dir: str | Path) -> RunConfig:
+    """The :class:`RunConfig` saved in a run directory (its ``output`` set to where the directory is now)."""
+    paths = RunPaths(run_dir)
+    saved = read_json(paths.config)
+    if saved is None:
+        raise ThinklensError(f"{paths.config} not found: is {run_dir} a `thinklens run` directory?")
+    saved["output"] = str(run_dir)
+    if saved.get("pairs_csv") and not Path(saved["pairs_csv"]).is_file():
+        saved["pairs_csv"] = None  # moved or deleted since: the report only names it
+    return RunConfig.from_dict(saved)
+
+
+def load_state(paths: RunPaths) -> dict[str, dict[str, Any]]:
+    """``run_state.json``: per stage ``{status, seconds, settings, summary...}``."""
+    return read_json(paths.state, {}) or {}
+
+
+def bind_config(config: RunConfig, paths: RunPaths) -> None:
+    """Write ``config.json``, refusing a directory that holds another run's finished results.
+
+    A directory where no stage has finished yet does not hold its settings against a new run (a first attempt with
+    a wrong ``--model`` must not lock it)."""
+    saved = read_json(paths.config)
+    finished = [k for k, v in load_state(paths).items() if v.get("status") in ("done", "skipped")]
+    if saved is not None and finished:
+        old = RunConfig.from_dict({**saved, "output": config.output, "pairs_csv": None}).identity()
+        old["pairs_csv"] = saved.get("pairs_csv")
+        diff = {k: (old.get(k), v) for k, v in config.identity().items() if old.get(k) != v}
+        if diff:
+            what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+            raise ThinklensError(f"{paths.config}: this directory holds a run with other settings ({what}; "
+                                 f"finished stages: {', '.join(finished)}); use another --output, or delete the "
+                                 "directory to start over")
+    write_json(paths.config, config.to_dict())
+
+
+def versions() -> dict[str, str]:
+    """Versions of thinklens, Python and the libraries whose numerics the results depend on."""
+    import thinklens
+
+    out = {"thinklens": thinklens.__version__, "python": platform.python_version()}
+    for mod in ("torch", "transformers", "numpy"):
+        m = sys.modules.get(mod)
+        if m is None:
+            try:
+                m = __import__(mod)
+            except ImportError:  # pragma: no cover
+                continue
+        out[mod] = getattr(m, "__version__", "?")
+    return out

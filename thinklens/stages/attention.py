@@ -1,0 +1,122 @@
+"""Stage 2 of a run: answer→reasoning attention per (layer, head), then the Reasoning-Focus Heads and their extras
+(cue statistics with a token view, induction-head overlap)."""
+from __future__ import annotations
+
+from typing import Any
+
+from thinklens.errors import ThinklensError
+from thinklens.options import command, to_argv
+from thinklens.rundir import RunConfig, RunPaths
+from thinklens.stages.context import StageContext
+
+TOKEN_VIEW_TRACES = 50  # traces whose per-token answer attention is kept (cue statistics, token view)
+
+
+def _model(c: RunConfig) -> list[str]:
+    return to_argv(c.model, always=("name",))
+
+
+def attention(ctx: StageContext) -> dict[str, Any]:
+    from thinklens.attention.segments import score_trace_file
+
+    c, p = ctx.config, ctx.paths
+    if not p.traces_with.exists():
+        raise ThinklensError(f"{p.traces_with} not found: run the collect stage first")
+    m = ctx.model()
+    scores = score_trace_file(m.model, m.tokenizer, p.traces_with, p.attention_dir, profile=m.profile,
+                              model_name=c.model.name, token_view=min(c.limit, TOKEN_VIEW_TRACES),
+                              progress=ctx.show_progress)
+    return {"n_traces": scores.n_traces, "n_skipped": len(scores.skipped)}
+
+
+def attention_command(c: RunConfig, p: RunPaths) -> list[str]:
+    return [command("attention", *_model(c), "--traces", p.traces_with, "--output", p.attention_dir,
+                    "--token-view", min(c.limit, TOKEN_VIEW_TRACES))]
+
+
+def heads(ctx: StageContext) -> dict[str, Any]:
+    """Rank the RFHs (top k, bootstrap stability), then cue statistics and the induction-head overlap."""
+    from thinklens.attention.heads import rank_heads
+    from thinklens.attention.segments import HeadScores
+    from thinklens.rundir import write_json
+
+    c, p = ctx.config, ctx.paths
+    scores = HeadScores.load(p.head_scores)
+    ranking = rank_heads(scores, "a2r", top_k=c.top_k, n_bootstrap=c.n_bootstrap, seed=c.seed)
+    out = ranking.to_json()
+    out["cues"] = _cues(ctx, ranking)
+    out["induction_overlap"] = _induction_overlap(ctx, ranking, scores.shape)
+    write_json(p.heads, out)
+    return {"top": out["heads"][:3], "cues": out["cues"], "induction_overlap": out["induction_overlap"]}
+
+
+def heads_command(c: RunConfig, p: RunPaths) -> list[str]:
+    cue_dir = p.reference_attention_dir if _reference_traces(c) else p.attention_dir
+    cmds = [command("heads", "rank", p.attention_dir, "--top", c.top_k, "--bootstrap", c.n_bootstrap,
+                    "--seed", c.seed)]
+    if _reference_traces(c):
+        n = min(c.limit, TOKEN_VIEW_TRACES)
+        cmds.append(command("traces", "reference", "--dataset", c.dataset, "--n", n, "--seed", c.seed, "--output",
+                            p.traces_reference))
+        cmds.append(command("attention", *_model(c), "--traces", p.traces_reference, "--output", cue_dir,
+                            "--no-reasoning-queries", "--token-view", n))
+    cmds.append(command("heads", "tokens", cue_dir, "--output", p.token_view, "--seed", c.seed))
+    cmds.append(command("heads", "induction", *_model(c), "--output", p.induction, "--seed", c.seed))
+    return cmds
+
+
+def _reference_traces(c: RunConfig) -> Any:
+    from thinklens.empirical.datasets import dataset_spec
+
+    return dataset_spec(c.dataset).reference_traces
+
+
+def _cues(ctx: StageContext, ranking: Any) -> dict[str, Any]:
+    """Cue statistics + the token view of one trace with a self-correction (from stored token profiles)."""
+    from thinklens.attention.tokens import analyze_tokens
+    from thinklens.report.token_view import render_token_view
+
+    c, p = ctx.config, ctx.paths
+    cue_dir, source = p.attention_dir, "model traces"
+    if _reference_traces(c):
+        # the organism never slips under greedy decoding, so its own traces hold no "Wait": read the cues on its
+        # reference traces (teacher-forced; a share slip and correct themselves)
+        cue_dir, source = _score_reference_traces(ctx), f"{c.dataset} reference traces (teacher-forced, with slips)"
+    try:
+        items, stats = analyze_tokens(cue_dir, ranking.pairs()[:5], seed=c.seed)
+    except ThinklensError as err:
+        return {"error": str(err)}
+    cj = stats.to_json()
+    cues = {k: cj.get(k) for k in ("n_traces", "n_cue_tokens", "mean_cue", "mean_other", "p_value")}
+    cues["source"] = source
+    if items:  # show a trace with a self-correction when there is one
+        render_token_view(next((t for t in items if t.cue_mask.any()), items[0]), p.token_view)
+    return cues
+
+
+def _score_reference_traces(ctx: StageContext) -> Any:
+    """Write the dataset's reference traces for the run's problems and score their attention; returns the dir."""
+    from thinklens.attention.segments import score_trace_file
+    from thinklens.jsonl import ResumableOutput
+
+    c, p = ctx.config, ctx.paths
+    n = min(c.limit, TOKEN_VIEW_TRACES)
+    with ResumableOutput(p.traces_reference) as out:  # what `thinklens traces reference` writes
+        for rec in out.pending_items(_reference_traces(c)(n, c.seed), key=lambda r: str(r["id"])):
+            out.write(rec)
+    m = ctx.model()
+    score_trace_file(m.model, m.tokenizer, p.traces_reference, p.reference_attention_dir, profile=m.profile,
+                     model_name=c.model.name, token_view=n, reasoning_queries=False, progress=ctx.show_progress)
+    return p.reference_attention_dir
+
+
+def _induction_overlap(ctx: StageContext, ranking: Any, shape: tuple[int, int]) -> dict[str, Any]:
+    from thinklens.attention.heads import compare_heads
+    from thinklens.attention.induction import induction_scores
+
+    c, p = ctx.config, ctx.paths
+    m = ctx.model()
+    ind = induction_scores(m.model, m.tokenizer, seed=c.seed, model_name=c.model.name)
+    ind.save(p.induction)
+    ref = [(layer, head) for layer, head, _ in ind.top(c.top_k)]
+    return compare_heads(ranking.pairs(), ref, shape[0] * shape[1])

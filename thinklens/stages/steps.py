@@ -1,0 +1,53 @@
+"""The steps stage of a run: which reasoning steps the answer uses, by attention (the run's Reasoning-Focus Heads),
+attention suppression, early answering and counterfactual resampling, on the run's own with-reasoning traces."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from thinklens.errors import ThinklensError
+from thinklens.options import command, to_argv
+from thinklens.rundir import RunConfig, RunPaths, read_json
+from thinklens.stages.context import StageContext
+
+
+def steps_config(c: RunConfig) -> Any:
+    """The run's steps settings, with the dataset's receiver-head proximity where none was given."""
+    from thinklens.empirical.datasets import dataset_spec
+
+    spec = dataset_spec(c.dataset)
+    cfg = c.steps
+    if cfg.proximity is None and spec.steps_proximity is not None:
+        cfg = dataclasses.replace(cfg, proximity=spec.steps_proximity)
+    return cfg
+
+
+def _rfh(p: RunPaths) -> list[tuple[int, int]] | None:
+    heads = read_json(p.heads) or {}
+    return [(int(h[0]), int(h[1])) for h in heads.get("heads", [])] or None
+
+
+def steps(ctx: StageContext) -> dict[str, Any]:
+    from thinklens.steps.run import run_steps
+
+    c, p = ctx.config, ctx.paths
+    if not p.traces_with.exists():
+        raise ThinklensError(f"{p.traces_with} not found: run the collect stage first")
+    m = ctx.model()
+    res = run_steps(m.model, m.tokenizer, m.profile, p.traces_with, p.steps_dir, steps_config(c), rfh=_rfh(p),
+                    model_name=c.model.name, progress=ctx.show_progress)
+    from thinklens.report.step_view import write_step_view
+
+    write_step_view(p.steps_dir, p.step_view)
+    out = res.summary()
+    notes = res.meta.get("notes") or []
+    if notes:
+        out["note"] = "; ".join(notes)
+    return out
+
+
+def steps_command(c: RunConfig, p: RunPaths) -> list[str]:
+    cfg = steps_config(c)
+    return [command("steps", *to_argv(c.model, always=("name",)), "--traces", p.traces_with, "--output",
+                    p.steps_dir, "--rfh-scores", p.head_scores, *to_argv(cfg, skip=("seed",)), "--seed", c.seed,
+                    "--figures")]

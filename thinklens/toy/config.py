@@ -1,0 +1,43 @@
+"""tiny-r1's training settings and the recipe of the shipped weights, as data (no torch import: the CLI derives its
+flags' defaults from here)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of one training run (all recorded in the model card)."""
+
+    seed: int = 0
+    steps: int = 1200
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 80
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 8
+    num_kv_heads: int = 2
+    intermediate_size: int = 384
+    no_reasoning_share: float = 0.12
+    instruction_share: float = 0.5
+    slip_rate: float = 0.2
+    final_override_rate: float = 0.15  # see _override_final
+    eval_n: int = 200
+    eval_seed: int = 1234
+    threads: int = 2
+    log_every: int = 25
+    init_from: str | None = None  # continue from this model dir (a second stage) instead of a fresh init
+    save_every: int = 200  # intermediate checkpoint in OUTPUT/checkpoint (removed at the end); 0 = never
+
+
+# The recipe of the shipped tiny-r1 (thinklens/toy/assets/tiny-r1): per-stage TrainConfig fields. Stage 1 predates
+# the final-line override examples (rate 0); stage 2 continues from the stage-1 weights. Batch size 64 and the
+# architecture are the TrainConfig defaults; 1 thread as shipped (the thread count can change the float results).
+RECIPE: tuple[dict, ...] = (
+    {"seed": 0, "steps": 1200, "lr": 3e-3, "warmup_steps": 80, "final_override_rate": 0.0},
+    {"seed": 1, "steps": 450, "lr": 1.5e-3, "warmup_steps": 20, "final_override_rate": 0.15},
+)
+RECIPE_THREADS = 2
+REPRODUCE_COMMAND = "thinklens train-toy --output DIR"
