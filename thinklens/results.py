@@ -25,6 +25,7 @@ class Thresholds:
     p_value: float = 0.05  # reasoning helps: with > without at this significance (exact McNemar)
     nld_flip: float = 0.8  # patching flips the answer: NLD of the answer-flip token reaches this at some layer
     stability: float = 0.8  # RFHs exist: the top head (and the top-k on average) stays in the top k this often
+    ablation_p: float = 0.05  # RFHs are causal: ablating them lowers accuracy more than random heads (McNemar)
 
 
 THRESHOLDS = Thresholds()
@@ -76,7 +77,8 @@ def heads_summary(paths: RunPaths) -> dict[str, Any]:
     out = {"top": top, "stability": {"per_head": stab, "mean": float(np.mean(stab)) if stab else None,
                                      "n_bootstrap": heads.get("n_bootstrap")},
            "score": heads.get("score", "a2r"), "n_traces": heads.get("n_traces"), "top_k": heads.get("top_k"),
-           "cues": heads.get("cues"), "induction_overlap": heads.get("induction_overlap")}
+           "cues": heads.get("cues"), "induction_overlap": heads.get("induction_overlap"),
+           "retrieval_overlap": heads.get("retrieval_overlap")}
     scores = load_head_scores(paths)
     if scores is not None:  # how far the top heads stand out from a typical head
         mean = np.nanmean(np.asarray(scores["a2r"], dtype=float), axis=0)  # [n_layers, n_heads]
@@ -137,6 +139,26 @@ def _pair_views(r: Any) -> list[dict[str, Any]]:
     return pairs
 
 
+def heads_causal_summary(paths: RunPaths) -> dict[str, Any]:
+    """The RFH ablation's headline numbers and the failure-debugging summary (what exists)."""
+    out: dict[str, Any] = {}
+    ab = read_json(paths.ablation)
+    if isinstance(ab, dict) and paths.ablation.exists():
+        from thinklens.attention.ablation_result import AblationResult
+
+        s = AblationResult.load(paths.ablation_dir).summary()
+        out["ablation"] = {k: s.get(k) for k in ("n", "rfh", "mode", "accuracy_base", "accuracy_rfh_ablated",
+                                                 "accuracy_random_ablated", "accuracy_random_mean", "drop_rfh",
+                                                 "drop_random_mean", "logprob_delta_rfh", "mcnemar_base_vs_rfh",
+                                                 "p_rank_rfh_vs_random")}
+    dbg = read_json(paths.debug)
+    if isinstance(dbg, dict):
+        from thinklens.attention.debugging import DebugResult
+
+        out["debugging"] = DebugResult.load(paths.debug_dir).summary()
+    return out
+
+
 def steps_summary(paths: RunPaths) -> dict[str, Any]:
     """Headline numbers of the steps stage (:meth:`thinklens.steps.results.StepsResult.summary`) and its early-
     answering curve, or ``{}`` when it has not run."""
@@ -159,6 +181,7 @@ def headline_results(paths: RunPaths, config: RunConfig) -> dict[str, Any]:
     return {"model": config.model.name, "dataset": config.dataset, "seeds": {"seed": config.seed},
             "limit": config.limit, "versions": versions(),
             "evaluation": evaluation_summary(paths, config.model.name), "heads": heads_summary(paths),
+            **heads_causal_summary(paths),
             "patching": patching_summary(paths), "steps": steps_summary(paths),
             "timings": {k: v.get("seconds") for k, v in state.items() if "seconds" in v},
             "notes": run_notes(paths)}
@@ -209,6 +232,17 @@ def verdicts(results: dict[str, Any], t: Thresholds = THRESHOLDS) -> list[Verdic
                            "Patching the reasoning does not flip the answer",
                            f": max NLD of the answer-flip token {_fmt(best)} (layer {layer}), over "
                            f"{pt.get('n_pairs')} contrastive pairs."))
+    ab = results.get("ablation") or {}
+    if ab.get("accuracy_base") is not None:
+        p = (ab.get("mcnemar_base_vs_rfh") or {}).get("p_value")
+        ok = (ab.get("drop_rfh") or 0) > (ab.get("drop_random_mean") or 0) and p is not None and p < t.ablation_p
+        out.append(Verdict("rfh_causal", ok, "Ablating the RFHs breaks the answer" if ok else
+                           "Ablating the RFHs does not clearly break the answer",
+                           f": accuracy {_fmt(ab.get('accuracy_base'))} -> {_fmt(ab.get('accuracy_rfh_ablated'))} "
+                           f"with the top {len(ab.get('rfh') or [])} RFHs ablated ({ab.get('mode')}), vs "
+                           f"{_fmt(ab.get('accuracy_random_mean'))} with random heads of the same layers (mean of "
+                           f"{len(ab.get('accuracy_random_ablated') or [])} draws); McNemar p = {_fmt(p)}, "
+                           f"n = {ab.get('n')}."))
     return out
 
 

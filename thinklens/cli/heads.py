@@ -129,6 +129,9 @@ def _register_ablate(hs: argparse._SubParsersAction) -> None:
 
 
 def _register_debug(hs: argparse._SubParsersAction) -> None:
+    from thinklens.steps.segment import DEFAULT_MIN_CHARS
+    from thinklens.steps.segment import MODES as SEGMENT_MODES
+
     d = hs.add_parser("debug", help="failure debugging: which reasoning steps the RFHs read, where values sit",
                       parents=_model_parent(),
                       description="For every graded trace: answer→step attention through the top RFHs (steps = "
@@ -140,6 +143,10 @@ def _register_debug(hs: argparse._SubParsersAction) -> None:
     d.add_argument("--output", required=True, help="output directory")
     d.add_argument("--top", type=int, default=5, help="number of RFHs (default 5)")
     d.add_argument("--limit", type=int, help="only the first N gradable traces")
+    d.add_argument("--segment", choices=SEGMENT_MODES,
+                   help="steps as `thinklens steps` cuts them (auto, lines, sentences); default: reasoning lines")
+    d.add_argument("--min-chars", type=int, default=DEFAULT_MIN_CHARS,
+                   help="with --segment: merge step fragments shorter than N non-space characters")
     d.add_argument("--json", action="store_true", help="print the summary and every incorrect trace as JSON")
     d.set_defaults(func=run_debug)
 
@@ -320,8 +327,13 @@ def run_debug(ns: argparse.Namespace) -> int:
     args = ns
     rfh = rank_heads(HeadScores.load(args.scores), "a2r", args.top, n_bootstrap=0).pairs()
     model, tokenizer, profile = _load(ns)
+    kw = {}
+    if args.segment:
+        from thinklens.steps.segment import segment_reasoning, step_spans
+
+        kw["segment"] = lambda trace: step_spans(segment_reasoning(trace, args.segment, args.min_chars))
     res = debug_graded_file(model, tokenizer, profile, args.graded, rfh, limit=args.limit, model_name=args.name,
-                            progress=not args.json)
+                            progress=not args.json, **kw)
     path = res.save(args.output)
     summary = res.summary()
     if args.json:

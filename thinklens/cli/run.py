@@ -13,9 +13,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     from thinklens.models import ModelOptions
     from thinklens.rundir import RunConfig
     from thinklens.stages.registry import STAGES
+    from thinklens.steps.results import StepsConfig
 
     p = sub.add_parser(
-        "run", parents=[parent(ModelOptions), parent(GenerationSettings, skip=("seed",)), parent(ServerSettings)],
+        "run", parents=[parent(ModelOptions), parent(GenerationSettings, skip=("seed",)), parent(ServerSettings),
+                        parent(StepsConfig, skip=("seed", "top_k"))],  # both are the run's own (--seed, --top-k)
         help="run the whole study (evaluation, Reasoning-Focus Heads, patching, ...) and write report.html",
         description="Stages: " + "; ".join(f"{s.name}: {s.doc}" for s in STAGES) + ". Writes DIR/results.json and "
         "a self-contained DIR/report.html. Rerunning the same command resumes: finished stages are skipped, partial "

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from thinklens.errors import ThinklensError
-from thinklens.report import fig_attention, fig_empirical, fig_patching, fig_steps
+from thinklens.report import fig_attention, fig_empirical, fig_heads, fig_patching, fig_steps
 from thinklens.report.layer_view import layer_view_data
 from thinklens.results import headline_results, load_head_scores, patching_summary, run_notes, verdicts
 from thinklens.rundir import RunPaths, load_config
@@ -32,7 +32,7 @@ class FigureSpec:
     """One figure of the report: ``draw(*input_paths, png_path)`` on the run files ``inputs`` (layout keys)."""
 
     key: str
-    section: str  # "quality" | "attention" | "patching" | "steps"
+    section: str  # "quality" | "attention" | "causal_heads" | "patching" | "steps"
     title: str
     draw: Callable[..., Any]
     inputs: tuple[str, ...]
@@ -63,6 +63,18 @@ FIGURES: tuple[FigureSpec, ...] = (
                "Which reasoning tokens the RFHs attend to most (e.g. the written answer, self-correction cues such as "
                "``Wait``) compared with other reasoning tokens (1 = the trace's mean reasoning token; permutation "
                "p-value).", "heads"),
+    FigureSpec("cue_control", "attention", "Cue tokens vs their neighbours", fig_heads.plot_cue_control, ("root",),
+               "Attention through each RFH on self-correction cue tokens divided by that on window-matched control "
+               "tokens (neighbours within a few tokens, and sentence starts): cue words cluster at sentence starts, "
+               "which a comparison with the trace mean confounds. 95% bootstrap intervals over traces.", "heads"),
+    FigureSpec("retrieval", "attention", "Retrieval heads (needle-in-a-haystack copying)", fig_heads.plot_retrieval,
+               ("root",),
+               "Retrieval score of every head (Wu et al. 2024): how often its top attention lands on the needle "
+               "token the model is copying. RFHs boxed in red, heads above the retrieval threshold dotted.", "heads"),
+    FigureSpec("ablation", "causal_heads", "Ablating the RFHs vs random heads", fig_heads.plot_ablation, ("root",),
+               "Accuracy when the top Reasoning-Focus Heads' outputs are replaced by their mean over the answer "
+               "positions, vs the same number of random heads from the same layers (one point per draw), and the "
+               "change of the unablated answer's log-probability.", "ablation"),
     FigureSpec("patching_layers", "patching", "Patching effect per layer", fig_patching.plot_layer_curves,
                ("patching_dir",),
                "Normalized logit difference (NLD) when the clean run's residual stream at one layer and token is "
@@ -170,9 +182,12 @@ def render_report(run_dir: str | Path, commands: dict[str, str], out: str | Path
     view = layer_view_data(load_head_scores(paths), patching_summary(paths, with_pairs=True), heads.get("top"))
     token_view = paths.token_view.read_text(encoding="utf-8") if paths.token_view.exists() else ""
     step_view = paths.step_view.read_text(encoding="utf-8") if paths.step_view.exists() else ""
+    debug_view = paths.debug_view.read_text(encoding="utf-8") if paths.debug_view.exists() else ""
     page = _environment().get_template("report.html.j2").render(
         config=config, versions=results.get("versions") or {}, verdicts=verdicts(results), notes=run_notes(paths),
         evaluation=results.get("evaluation") or {}, figures=figures, induction=heads.get("induction_overlap"),
+        retrieval=heads.get("retrieval_overlap"), ablation=results.get("ablation") or {},
+        debugging=results.get("debugging") or {}, debug_view=debug_view,
         cues=heads.get("cues"), token_view=token_view, layer_view=view, commands=commands, step_view=step_view,
         steps=results.get("steps") or {},
         css=(TEMPLATES / "report.css").read_text(encoding="utf-8"),

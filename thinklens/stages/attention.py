@@ -1,5 +1,5 @@
 """Stage 2 of a run: answer→reasoning attention per (layer, head), then the Reasoning-Focus Heads and their extras
-(cue statistics with a token view, induction-head overlap)."""
+(cue statistics with a token view, thresholded overlap with induction and retrieval heads)."""
 from __future__ import annotations
 
 from typing import Any
@@ -35,7 +35,7 @@ def attention_command(c: RunConfig, p: RunPaths) -> list[str]:
 
 
 def heads(ctx: StageContext) -> dict[str, Any]:
-    """Rank the RFHs (top k, bootstrap stability), then cue statistics and the induction-head overlap."""
+    """Rank the RFHs (top k, bootstrap stability), then cue statistics and the induction/retrieval overlaps."""
     from thinklens.attention.heads import rank_heads
     from thinklens.attention.segments import HeadScores
     from thinklens.rundir import write_json
@@ -45,9 +45,14 @@ def heads(ctx: StageContext) -> dict[str, Any]:
     ranking = rank_heads(scores, "a2r", top_k=c.top_k, n_bootstrap=c.n_bootstrap, seed=c.seed)
     out = ranking.to_json()
     out["cues"] = _cues(ctx, ranking)
-    out["induction_overlap"] = _induction_overlap(ctx, ranking, scores.shape)
+    out["overlaps"] = _overlaps(ctx, ranking, scores.shape)
+    out["induction_overlap"] = {**out["overlaps"]["induction"]["after"],
+                                "threshold": out["overlaps"]["induction"]["threshold"]}
+    out["retrieval_overlap"] = {**out["overlaps"]["retrieval"]["after"],
+                                "threshold": out["overlaps"]["retrieval"]["threshold"]}
     write_json(p.heads, out)
-    return {"top": out["heads"][:3], "cues": out["cues"], "induction_overlap": out["induction_overlap"]}
+    return {"top": out["heads"][:3], "cues": out["cues"], "induction_overlap": out["induction_overlap"],
+            "retrieval_overlap": out["retrieval_overlap"]}
 
 
 def heads_command(c: RunConfig, p: RunPaths) -> list[str]:
@@ -62,6 +67,8 @@ def heads_command(c: RunConfig, p: RunPaths) -> list[str]:
                             "--no-reasoning-queries", "--token-view", n))
     cmds.append(command("heads", "tokens", cue_dir, "--output", p.token_view, "--seed", c.seed))
     cmds.append(command("heads", "induction", *_model(c), "--output", p.induction, "--seed", c.seed))
+    cmds.append(command("heads", "retrieval", *_model(c), "--output", p.retrieval, "--seed", c.seed, "--top",
+                        c.top_k, "--scores", p.attention_dir, "--induction", p.induction))
     return cmds
 
 
@@ -86,6 +93,9 @@ def _cues(ctx: StageContext, ranking: Any) -> dict[str, Any]:
         items, stats = analyze_tokens(cue_dir, ranking.pairs()[:5], seed=c.seed)
     except ThinklensError as err:
         return {"error": str(err)}
+    from thinklens.attention.tokens import cue_window_control
+
+    cue_window_control(items, seed=c.seed).save(cue_dir)  # cue tokens vs window-matched neighbours (report figure)
     cj = stats.to_json()
     cues = {k: cj.get(k) for k in ("n_traces", "n_cue_tokens", "mean_cue", "mean_other", "p_value")}
     cues["source"] = source
@@ -110,13 +120,17 @@ def _score_reference_traces(ctx: StageContext) -> Any:
     return p.reference_attention_dir
 
 
-def _induction_overlap(ctx: StageContext, ranking: Any, shape: tuple[int, int]) -> dict[str, Any]:
-    from thinklens.attention.heads import compare_heads
+def _overlaps(ctx: StageContext, ranking: Any, shape: tuple[int, int]) -> dict[str, Any]:
+    """RFH overlap with induction and retrieval heads (Wu et al. 2024), before and after each family's threshold
+    (a head counts only when it scores well above a uniform-attention head); saves both score files."""
     from thinklens.attention.induction import induction_scores
+    from thinklens.attention.overlaps import head_overlaps
+    from thinklens.attention.retrieval import retrieval_scores
 
     c, p = ctx.config, ctx.paths
     m = ctx.model()
     ind = induction_scores(m.model, m.tokenizer, seed=c.seed, model_name=c.model.name)
     ind.save(p.induction)
-    ref = [(layer, head) for layer, head, _ in ind.top(c.top_k)]
-    return compare_heads(ranking.pairs(), ref, shape[0] * shape[1])
+    ret = retrieval_scores(m.model, m.tokenizer, profile=m.profile, model_name=c.model.name, seed=c.seed)
+    ret.save(p.retrieval)
+    return head_overlaps(ranking.pairs(), ind, ret, shape[0] * shape[1])

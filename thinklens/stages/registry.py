@@ -19,7 +19,7 @@ from typing import Any
 from thinklens.errors import ThinklensError
 from thinklens.options import command
 from thinklens.rundir import LAYOUT, RunConfig, RunPaths
-from thinklens.stages import attention, empirical, patching, steps
+from thinklens.stages import attention, empirical, heads_causal, patching, steps
 from thinklens.stages.context import StageContext
 
 
@@ -81,11 +81,16 @@ STAGES: tuple[Stage, ...] = (
           doc="answer→reasoning attention per (layer, head)", parallel=True),
     Stage("heads", attention.heads, attention.heads_command, ("head_scores",), ("heads",),
           reads=("top_k", "n_bootstrap"), doc="Reasoning-Focus Heads, cue statistics, induction overlap"),
+    Stage("ablation", heads_causal.ablation, heads_causal.ablation_command, ("head_scores",), ("ablation",),
+          doc="the causal test: accuracy with the top RFHs ablated vs random heads of their layers"),
+    Stage("debugging", heads_causal.debugging, heads_causal.debugging_command, ("graded_with", "heads"), ("debug",),
+          reads=("steps",), doc="failure debugging: the reasoning steps the RFHs read in incorrect traces"),
     Stage("patching", patching.patching, patching.patching_command, (), ("patching_result",),
           doc="activation patching on contrastive pairs", parallel=True),
     Stage("steps", steps.steps, steps.steps_command, ("traces_with", "heads"), ("steps",), reads=("steps", "top_k"),
           doc="which reasoning steps the answer uses (step attention, suppression, early answering, resampling)"),
-    Stage("report", _report, _report_command, ("evaluation", "heads", "patching_result"), ("report",),
+    Stage("report", _report, _report_command, ("evaluation", "heads", "ablation", "debug", "patching_result", "steps"),
+          ("report",),
           doc="figures and the self-contained report"),
 )
 

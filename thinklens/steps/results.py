@@ -39,8 +39,8 @@ PROGRESS_FILE = "progress.jsonl"
 SKIPPED_FILE = "skipped.jsonl"
 ARRAYS_DIR = "arrays"
 RESAMPLING_DIR = "resampling"  # per-trace rollout caches of the resampling method
-# resampling costs n_steps x n_rollouts generations per trace: opt-in
-DEFAULT_METHODS: tuple[str, ...] = ("attention", "suppression", "truncation")
+# resampling costs n_steps x 2 x n_rollouts generations per trace: on by default for the first resampling_traces
+DEFAULT_METHODS: tuple[str, ...] = METHODS
 TRUNCATION_BINS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
 # settings that change what is computed per trace: a rerun into the same directory must keep them
 PER_TRACE_FIELDS = ("methods", "segment", "min_chars", "proximity", "n_rollouts", "max_tokens", "max_answer_tokens",
@@ -49,8 +49,9 @@ PER_TRACE_FIELDS = ("methods", "segment", "min_chars", "proximity", "n_rollouts"
 
 @dataclass
 class StepsConfig:
-    """Steps: settings of the step-attribution stage (validated on construction; ``methods`` may be a
-    comma-separated string).
+    """Steps: settings of the step-attribution stage.
+
+    Validated on construction; ``methods`` may be a comma-separated string.
 
     >>> StepsConfig(methods="attention,truncation", proximity=1).methods
     ('attention', 'truncation')
@@ -68,7 +69,10 @@ class StepsConfig:
     proximity: int | None = opt(None, "receiver heads: a step's vertical score counts only steps at least N later "
                                 f"(default: the dataset's, else Thought Anchors' {DEFAULT_PROXIMITY}; short traces "
                                 "such as tiny-r1's need 1)", metavar="N")
-    n_rollouts: int = opt(8, "resampling: rollouts per step and side", flag="--rollouts", metavar="N")
+    n_rollouts: int = opt(4, "resampling: rollouts per step and side (Thought Anchors: 100)", flag="--rollouts",
+                          metavar="N")
+    resampling_traces: int | None = opt(10, "resampling: only the first N traces (each costs n_steps x 2 x rollouts "
+                                        "generations; 0: none)", flag="--resampling-traces", metavar="N")
     max_traces: int | None = opt(None, "only the first N traces of the file", flag="--steps-limit", metavar="N")
     max_tokens: int | None = opt(None, "skip traces longer than N tokens", flag="--steps-max-tokens", metavar="N")
     max_answer_tokens: int = opt(16, "early answering: tokens generated per forced answer", metavar="N")
@@ -96,8 +100,8 @@ class StepsConfig:
         for name in ("min_chars", "top_k", "receiver_top_k", "n_rollouts", "max_answer_tokens"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ThinklensError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("proximity", "n_bootstrap", "seed"):
-            if name == "proximity" and self.proximity is None:  # the dataset's default (resolved by run_steps)
+        for name in ("proximity", "n_bootstrap", "seed", "resampling_traces"):
+            if name in ("proximity", "resampling_traces") and getattr(self, name) is None:  # the dataset's default (resolved by run_steps)
                 continue
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ThinklensError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")

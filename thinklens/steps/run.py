@@ -234,8 +234,13 @@ def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path,
     if (out / PROGRESS_FILE).exists():
         for r in read_records(out / PROGRESS_FILE):
             ran[str(r["id"])] = set(r.get("ran", []))
-    done = {i for i, got in ran.items() if wanted <= got}
+
+    def wanted_for(k: int) -> set[str]:  # the k-th trace of the file: resampling only on the first few
+        limit = config.resampling_traces
+        return wanted - {"resampling"} if limit is not None and k >= limit else wanted
+
     skipped = {str(r["id"]) for r in read_records(out / SKIPPED_FILE)} if (out / SKIPPED_FILE).exists() else set()
+    done: set[str] = set()
     lines = list(read_jsonl(traces_path))
     if config.max_traces is not None:
         lines = lines[: config.max_traces]
@@ -257,10 +262,15 @@ def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path,
                      f"{item.where} ({rid}): duplicate id (first at line {seen[rid]})")
                 continue
             seen[rid] = item.lineno
-            if rid in done or rid in skipped:
+            want = wanted_for(len(seen) - 1)
+            if rid in skipped:
+                continue
+            if want <= ran.get(rid, set()):
+                done.add(rid)
                 continue
             try:
-                rec = process_trace(model, tokenizer, profile, item.record, rid, config, out, modules)
+                mods = {k: v for k, v in modules.items() if k in want}
+                rec = process_trace(model, tokenizer, profile, item.record, rid, config, out, mods)
             except ThinklensError as err:
                 skip(rid, item.lineno, f"{traces_path}:{item.lineno} ({rid}): {err}")
                 continue
