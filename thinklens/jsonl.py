@@ -87,6 +87,7 @@ def read_jsonl(
     (a pipe, ``/dev/zero``) such a line also ends the reading, since its end may never come.
 
     >>> import tempfile, pathlib
+    >>> from thinklens.jsonl import read_jsonl
     >>> f = pathlib.Path(tempfile.mkdtemp()) / "t.jsonl"
     >>> _ = f.write_text('{"id": "a"}\\n' + "x" * 100 + '\\n{"id": "b"}\\n')
     >>> [(i.lineno, i.record or i.error) for i in read_jsonl(f, max_line_bytes=50)]
@@ -183,6 +184,7 @@ def read_records(path: str | Path, errors: list[JsonlLine] | None = None) -> Ite
 def done_ids(path: str | Path, key: str = "id") -> set[str]:
     """Ids of the complete records already in ``path`` (empty if it does not exist), streamed.
 
+    >>> from thinklens.jsonl import done_ids
     >>> done_ids("no/such/file.jsonl")
     set()
     """
@@ -236,11 +238,21 @@ def repair_torn_tail(path: str | Path) -> str | None:
 class JsonlWriter:
     """Append-only writer: one complete record per ``write``, flushed (and fsynced with ``durable=True``).
 
-    Opening repairs a torn tail left by a crash. Use as a context manager::
+    Opening repairs a torn tail left by a crash. Use as a context manager:
 
-        with JsonlWriter(out) as w:
-            for rec in records:
-                w.write(rec)
+    >>> import os, tempfile, thinklens as tl
+    >>> path = os.path.join(tempfile.mkdtemp(), "out.jsonl")
+    >>> with tl.JsonlWriter(path) as w:
+    ...     w.write({"id": "a", "x": 1})
+    ...     w.write_all([{"id": "b"}, {"id": "c"}])
+    >>> w.n_written, sorted(tl.done_ids(path))
+    (3, ['a', 'b', 'c'])
+    >>> _ = open(path, "a").write('{"id": "d", "x"')  # a crash tore the last line
+    >>> with tl.JsonlWriter(path) as w:  # reopening moves it to out.jsonl.torn
+    ...     print(w.repaired)
+    {"id": "d", "x"
+    >>> open(path + ".torn").read(), sorted(tl.done_ids(path))
+    ('{"id": "d", "x"\\n', ['a', 'b', 'c'])
     """
 
     def __init__(self, path: str | Path, *, durable: bool = False, overwrite: bool = False) -> None:
@@ -358,11 +370,21 @@ class ResumableOutput:
     that count as done (``done_if``; e.g. error records are retried), so memory grows with the number of records,
     not their size. :meth:`pending` then walks the input: unreadable lines are reported, a key seen earlier in the
     same input is reported as a duplicate and skipped (the first occurrence wins), keys already done are skipped,
-    and the rest are yielded to be processed and written with :meth:`write`::
+    and the rest are yielded to be processed and written with :meth:`write`:
 
-        with ResumableOutput("graded.jsonl") as out:
-            for key, line in out.pending(read_jsonl("traces.jsonl")):
-                out.write({**line.record, "id": key})
+    >>> import os, tempfile, thinklens as tl
+    >>> d = tempfile.mkdtemp()
+    >>> src, dst = os.path.join(d, "traces.jsonl"), os.path.join(d, "graded.jsonl")
+    >>> _ = open(src, "w").write('{"id": "a"}\\n{"id": "b"}\\n{"id": "a"}\\n{"id": "c"}\\n')
+    >>> with tl.ResumableOutput(dst) as out:  # a first run, killed after one record
+    ...     for key, line in out.pending(tl.read_jsonl(src)):
+    ...         out.write({**line.record, "id": key, "graded": True})
+    ...         break
+    >>> with tl.ResumableOutput(dst) as out:  # the rerun skips "a" (done) and line 3 (a duplicate of "a")
+    ...     for key, line in out.pending(tl.read_jsonl(src)):
+    ...         out.write({**line.record, "id": key, "graded": True})
+    >>> out.report.n_done_before, out.n_written, len(out.report.duplicates), sorted(tl.done_ids(dst))
+    (1, 2, 1, ['a', 'b', 'c'])
     """
 
     def __init__(self, path: str | Path, *, key: KeyFn = id_key,

@@ -33,6 +33,7 @@ WITHOUT_MODES = ("forced", "template-off", "empty")
 class Profile:
     """What thinklens must know about a model family; the defaults are the ``default`` profile.
 
+    >>> from thinklens.profiles import Profile
     >>> Profile(name="mine", think_open="<reasoning>", think_close="</reasoning>").no_reasoning_completion()
     '<reasoning>\\nOkay, I think I have finished thinking.\\n</reasoning>'
     """

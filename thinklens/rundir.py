@@ -164,6 +164,7 @@ def _upgrade(d: dict[str, Any]) -> dict[str, Any]:
 class RunPaths:
     """Where every stage reads and writes: ``RunPaths(dir).head_scores`` is ``dir/attention/head_scores.npz``.
 
+    >>> from thinklens.rundir import RunPaths
     >>> RunPaths("runs/tiny").traces_with.as_posix()
     'runs/tiny/traces/with.jsonl'
     """

@@ -57,7 +57,13 @@ def _check_chars(n_chars: int, max_chars: int | None) -> None:
 
 @dataclass(frozen=True)
 class Span:
-    """Half-open token range ``[start, end)``."""
+    """Half-open token range ``[start, end)``.
+
+    >>> import thinklens as tl
+    >>> s = tl.Span(2, 5)
+    >>> len(s), list(s), 4 in s, 5 in s, s.to_list()
+    (3, [2, 3, 4], True, False, [2, 5])
+    """
 
     start: int
     end: int
@@ -81,6 +87,19 @@ class Span:
 
 @dataclass
 class Trace:
+    """One tokenized sequence and its segments (see the module docstring for the conventions).
+
+    >>> import thinklens as tl
+    >>> from thinklens.toy import full_text, generate_problems
+    >>> trace = tl.Trace.from_text(full_text(generate_problems(1, seed=2)[0]), tl.load_tokenizer("tiny-r1"))
+    >>> len(trace), trace.think_start, trace.think_end, trace.finished
+    (100, 18, 71, True)
+    >>> trace.span_text(trace.reasoning).splitlines()
+    ['', '7*4=28', '28-12=23', 'Wait, 28-12=16', 'Final answer is 16.']
+    >>> trace.span_text(trace.answer)
+    '\\n\\nThe answer is \\\\boxed{16}.'
+    """
+
     ids: list[int]
     offsets: list[tuple[int, int]]  # [n_tokens] char (start, end) of each token in `text`
     text: str
@@ -398,7 +417,22 @@ def inspect_traces(
     """Segment every record of a trace file; yields one dict per line, with ``error`` (and ``line``) for bad ones.
 
     Records are keyed by ``id`` (falling back to ``unique_id``, as in MATH-500 files). Streams the file; a record
-    over ``max_chars`` characters is reported, not tokenized."""
+    over ``max_chars`` characters is reported, not tokenized.
+
+    >>> import json, os, tempfile, thinklens as tl
+    >>> from thinklens.toy import full_text, generate_problems
+    >>> path = os.path.join(tempfile.mkdtemp(), "traces.jsonl")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write(json.dumps({"id": "a", "text": full_text(generate_problems(1, seed=2)[0])}) + "\\n")
+    ...     _ = f.write(json.dumps({"id": "b", "text": "no delimiters"}) + "\\n{not json\\n")
+    >>> rows = list(tl.inspect_traces(path, tl.load_tokenizer("tiny-r1")))
+    >>> rows[0]["id"], rows[0]["think_end"], rows[0]["n_reasoning_tokens"], rows[0]["finished"]
+    ('a', 71, 52, True)
+    >>> for row in rows[1:]:  # one row per bad line too, with its reason
+    ...     print(row["id"], row["line"], row["error"])
+    b 2 no reasoning delimiters ('<think>' / '</think>') found
+    None 3 invalid JSON: Expecting property name enclosed in double quotes at column 2
+    """
     for item in read_jsonl(path):
         if item.error is not None:
             yield {"id": None, "line": item.lineno, "error": item.error}

@@ -172,10 +172,21 @@ def capture_attention(model: Any, positions: Sequence[int] | np.ndarray | torch.
 
     ``reducer(layer, positions, probs)`` is called per layer and chunk with ``probs [b, n_heads, rows, k]``
     (float32, rows of ``positions``); it must fold them into its own state (see :mod:`thinklens.attention.segments`).
-    The model's outputs are those of SDPA; its attention implementation is restored on exit::
+    The model's outputs are those of SDPA; its attention implementation is restored on exit. Here the rows of the
+    last token in layer 0 are kept whole (:class:`RowsReducer`):
 
-        with capture_attention(model, answer_positions, reducer):
-            model(input_ids, use_cache=False, logits_to_keep=1)
+    >>> import torch, thinklens as tl
+    >>> from thinklens.attention.capture import RowsReducer
+    >>> model, tok, profile = tl.load_model("tiny-r1", device="cpu")
+    >>> ids = torch.tensor([tok("<think>\\n7*4=28\\n</think>\\n28")["input_ids"]])
+    >>> rows = RowsReducer()
+    >>> with torch.no_grad(), tl.capture_attention(model, [ids.shape[1] - 1], rows, layers=[0]) as cap:
+    ...     logits = model(ids, use_cache=False).logits
+    >>> probs = rows.layer(0)  # [batch, n_heads, rows, keys]
+    >>> tuple(probs.shape), bool(torch.allclose(probs.sum(-1), torch.ones(1, 8, 1))), cap.n_calls
+    ((1, 8, 1, 14), True, 1)
+    >>> bool(torch.equal(logits, model(ids).logits)), model.config._attn_implementation  # outputs unchanged
+    (True, 'sdpa')
     """
     _register()
     cap = AttentionCapture(positions, reducer, layers, chunk_elements)

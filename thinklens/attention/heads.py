@@ -119,6 +119,7 @@ def rank_heads(values: HeadScores | np.ndarray, score: str = "a2r", top_k: int =
     listed in ``excluded``; infinite values or an all-NaN score raise :class:`ThinklensError`.
 
     >>> import numpy as np
+    >>> from thinklens.attention.heads import rank_heads
     >>> a = np.random.default_rng(0).uniform(0, 0.1, (8, 2, 3)); a[:, 1, 2] += 0.5
     >>> rank_heads(a, top_k=1, n_bootstrap=20).pairs()
     [(1, 2)]
@@ -162,7 +163,15 @@ def rank_heads(values: HeadScores | np.ndarray, score: str = "a2r", top_k: int =
 
 
 def compare_heads(found: list[tuple[int, int]], reference: list[tuple[int, int]], n_total: int) -> dict[str, Any]:
-    """Overlap of two head lists: count, Jaccard, and hypergeometric P(overlap >= observed) under random choice."""
+    """Overlap of two head lists: count, Jaccard, and hypergeometric P(overlap >= observed) under random choice.
+
+    ``n_total`` is the number of heads both lists were chosen from (tiny-r1: 4 layers x 8 heads):
+
+    >>> import thinklens as tl
+    >>> c = tl.compare_heads([(1, 2), (1, 7), (2, 6)], [(1, 2), (2, 6), (3, 0)], n_total=32)
+    >>> c["overlap"], c["jaccard"], round(c["p_value"], 4), c["shared"]
+    (2, 0.5, 0.0177, [[1, 2], [2, 6]])
+    """
     from scipy.stats import hypergeom
 
     a = {tuple(int(x) for x in h) for h in found}

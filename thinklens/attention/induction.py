@@ -111,7 +111,18 @@ def _token_pool(model: Any, tokenizer: Any | None) -> np.ndarray:
 
 def induction_scores(model: Any, tokenizer: Any | None = None, *, seq_len: int = SEQ_LEN, n_seqs: int = N_SEQS,
                      seed: int = 0, bos_id: int | None = None, model_name: str = "") -> InductionScores:
-    """Mean attention from every second-copy token of ``[BOS] + r + r`` to the token after its first occurrence."""
+    """Mean attention from every second-copy token of ``[BOS] + r + r`` to the token after its first occurrence.
+
+    >>> import thinklens as tl
+    >>> model, tok, profile = tl.load_model("tiny-r1", device="cpu")
+    >>> ind = tl.induction_scores(model, tok, seq_len=32, n_seqs=4, model_name="tiny-r1")
+    >>> ind.scores.shape, round(ind.uniform_baseline(), 3), round(ind.threshold(), 3)
+    ((4, 8), 0.021, 0.21)
+    >>> [(layer, head, round(score, 3)) for layer, head, score in ind.top(3)]
+    [(3, 1, 0.044), (1, 5, 0.031), (0, 6, 0.029)]
+    >>> ind.heads_above()  # tiny-r1 has no induction head: none reaches 10x the uniform baseline
+    []
+    """
     from thinklens.modules import attention_shape, input_device
 
     if seq_len < 2 or n_seqs < 1:

@@ -135,7 +135,21 @@ def check_trace(trace: Trace, max_tokens: int | None = None) -> str | None:
 
 def trace_head_scores(model: Any, trace: Trace, *, reasoning_queries: bool = True, answer_profile: bool = False,
                       chunk_elements: int | None = None) -> TraceScores:
-    """Segment scores of one trace (one forward pass, batch 1). Raises ThinklensError if the trace has no answer."""
+    """Segment scores of one trace (one forward pass, batch 1). Raises ThinklensError if the trace has no answer.
+
+    >>> import thinklens as tl
+    >>> from thinklens.attention.segments import ANSWER_SCORES
+    >>> from thinklens.toy import full_text, generate_problems
+    >>> model, tok, profile = tl.load_model("tiny-r1", device="cpu")
+    >>> trace = tl.Trace.from_text(full_text(generate_problems(1, seed=2)[0]), tok, profile)
+    >>> ts = tl.trace_head_scores(model, trace)
+    >>> ts.scores["a2r"].shape, ts.token_len, ts.think_start, ts.think_end
+    ((4, 8), 100, 18, 71)
+    >>> float(abs(sum(ts.scores[n] for n in ANSWER_SCORES) - 1).max()) < 1e-5  # each head's answer mass sums to 1
+    True
+    >>> round(float(ts.scores["a2r"][1, 2]), 3), round(float(ts.scores["r2r"][1, 2]), 3)  # head L1H2
+    (0.675, 0.626)
+    """
     from thinklens.modules import attention_shape
 
     reason = check_trace(trace)
@@ -188,7 +202,19 @@ class HeadScores:
     """Scores of many traces: ``scores[name]`` is ``[n_traces, n_layers, n_heads]`` (names in :data:`SCORE_NAMES`).
 
     Saved as ``head_scores.npz`` (arrays + ``ids``, ``token_len``, ``think_start``, ``think_end``) with a JSON
-    sidecar ``head_scores.json`` (model, settings, skipped traces and reasons)."""
+    sidecar ``head_scores.json`` (model, settings, skipped traces and reasons).
+
+    >>> import tempfile, thinklens as tl
+    >>> from thinklens.toy import full_text, generate_problems
+    >>> model, tok, profile = tl.load_model("tiny-r1", device="cpu")
+    >>> rows = [tl.trace_head_scores(model, tl.Trace.from_text(full_text(p), tok, profile))
+    ...         for p in generate_problems(3, seed=2)]
+    >>> d = tempfile.mkdtemp()
+    >>> _ = tl.HeadScores.from_traces(["a", "b", "c"], rows, model="tiny-r1").save(d)
+    >>> hs = tl.HeadScores.load(d)
+    >>> hs.ids, hs.shape, hs.get("a2r").shape, hs.token_len.tolist(), hs.model
+    (['a', 'b', 'c'], (4, 8), (3, 4, 8), [100, 121, 101], 'tiny-r1')
+    """
 
     ids: list[str]
     scores: dict[str, np.ndarray]
@@ -325,7 +351,23 @@ def score_trace_file(model: Any, tokenizer: Any, traces: str | Path, output: str
     line and id; a rerun skips both and consolidates everything into ``head_scores.npz`` at the end (traces in file
     order). The first ``token_view`` scorable traces of the file also keep their per-reasoning-token answer
     attention in ``output/tokens/`` (for the token view). The file is streamed (one record in memory at a time) and
-    a record longer than ``max_tokens`` allows in characters is refused before it is tokenized."""
+    a record longer than ``max_tokens`` allows in characters is refused before it is tokenized.
+
+    >>> import json, os, tempfile, thinklens as tl
+    >>> from thinklens.toy import full_text, generate_problems
+    >>> model, tok, profile = tl.load_model("tiny-r1", device="cpu")
+    >>> d = tempfile.mkdtemp()
+    >>> with open(os.path.join(d, "traces.jsonl"), "w") as f:
+    ...     for p in generate_problems(4, seed=2):
+    ...         _ = f.write(json.dumps({"id": p.id, "text": full_text(p)}) + "\\n")
+    ...     _ = f.write(json.dumps({"id": "open", "text": "<think>\\n7*4=28\\n"}) + "\\n")
+    >>> hs = tl.score_trace_file(model, tok, os.path.join(d, "traces.jsonl"), os.path.join(d, "out"),
+    ...                          profile=profile, progress=False)
+    >>> hs.n_traces, hs.shape, [s["reason"].split(": ", 1)[1] for s in hs.skipped]
+    (4, (4, 8), ['unfinished reasoning: no </think>'])
+    >>> sorted(os.listdir(os.path.join(d, "out")))
+    ['head_scores.json', 'head_scores.npz', 'scores_partial.jsonl', 'skipped.jsonl', 'tokens']
+    """
     from thinklens import distributed
     from thinklens.jsonl import JsonlWriter, read_jsonl
     from thinklens.progress import bar

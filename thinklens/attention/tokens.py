@@ -132,7 +132,26 @@ class CueStats:
 
 def cue_statistics(items: list[TokenAttention], cues: tuple[str, ...] | list[str] = DEFAULT_CUES, *,
                    n_permutations: int = 10_000, seed: int = 0) -> CueStats:
-    """Mean normalized attention on cue tokens vs other reasoning tokens, pooled over traces, permutation p-value."""
+    """Mean normalized attention on cue tokens vs other reasoning tokens, pooled over traces, permutation p-value.
+
+    On three tiny-r1 traces that each correct a slip with "Wait", for three of its RFHs:
+
+    >>> import thinklens as tl
+    >>> from thinklens.attention.tokens import token_attention
+    >>> from thinklens.toy import full_text, generate_problems
+    >>> model, tok, profile = tl.load_model("tiny-r1", device="cpu")
+    >>> items = []
+    >>> for p in generate_problems(3, seed=0, slip_rate=1.0):
+    ...     trace = tl.Trace.from_text(full_text(p), tok, profile)
+    ...     attn = tl.trace_head_scores(model, trace, answer_profile=True).answer_profile  # [layers, heads, T]
+    ...     r = trace.reasoning
+    ...     items.append(token_attention(p.id, trace, attn[:, :, r.start : r.end], [(1, 2), (1, 7), (2, 6)]))
+    >>> st = tl.cue_statistics(items, n_permutations=1000)
+    >>> st.n_traces, st.n_cue_tokens, st.n_other_tokens  # "Wait" is 4 tokens in tiny-r1's character vocabulary
+    (3, 12, 195)
+    >>> round(st.mean_cue, 3), round(st.mean_other, 3), round(st.p_value, 4)  # 1 = the trace's mean token
+    (0.392, 1.037, 0.0509)
+    """
     from thinklens.stats import permutation_test
 
     if not items:
@@ -156,7 +175,22 @@ def analyze_tokens(scores_dir: str | Path, heads: list[tuple[int, int]] | None =
                    cues: tuple[str, ...] | list[str] = DEFAULT_CUES, ignore_case: bool = False,
                    n_permutations: int = 10_000, seed: int = 0) -> tuple[list[TokenAttention], CueStats]:
     """Token attention for ``heads`` (default: the top-k RFHs by ``a2r`` of ``scores_dir/head_scores.npz``) on every
-    stored trace, plus the cue statistics; saves ``cue_stats.json`` in ``scores_dir``."""
+    stored trace, plus the cue statistics; saves ``cue_stats.json`` in ``scores_dir``.
+
+    >>> import json, os, tempfile, thinklens as tl
+    >>> from thinklens.toy import full_text, generate_problems
+    >>> model, tok, profile = tl.load_model("tiny-r1", device="cpu")
+    >>> d = tempfile.mkdtemp()
+    >>> with open(os.path.join(d, "traces.jsonl"), "w") as f:
+    ...     for p in generate_problems(4, seed=0, slip_rate=0.5):
+    ...         _ = f.write(json.dumps({"id": p.id, "text": full_text(p)}) + "\\n")
+    >>> _ = tl.score_trace_file(model, tok, os.path.join(d, "traces.jsonl"), d, profile=profile, progress=False)
+    >>> items, st = tl.analyze_tokens(d, top_k=3, n_permutations=1000)
+    >>> st.heads, [int(it.cue_mask.sum()) for it in items], round(st.diff, 3), round(st.p_value, 4)
+    ([(2, 6), (1, 2), (1, 1)], [4, 4, 0, 4], -0.667, 0.0759)
+    >>> json.load(open(os.path.join(d, "cue_stats.json")))["n_cue_tokens"]
+    12
+    """
     from thinklens.attention.heads import rank_heads
     from thinklens.attention.segments import HeadScores
 

@@ -23,6 +23,7 @@ ON_UNFINISHED = ("drop", "force-close")  # what becomes of a trace whose reasoni
 class GenerationSettings:
     """Generation: decoding settings, stored in every trace record's ``generation`` field.
 
+    >>> from thinklens.empirical.settings import GenerationSettings
     >>> from thinklens.profiles import get_profile
     >>> s = GenerationSettings(temperature=0.6, top_p=0.95).resolved(get_profile("tiny-r1"), "arithmetic")
     >>> s.max_new_tokens, s.batch_size, s.math_instruction

@@ -181,6 +181,7 @@ def build_csv_pairs(rows: list[dict[str, str]], responses: dict[str, dict], toke
 
     ``answer``: ``"keep"`` (the paper's construction, the model's own answer text stays) or ``"drop"``.
 
+    >>> from thinklens.patching.csv_pairs import build_csv_pairs
     >>> from thinklens.patching.pairs import toy_tokenizer
     >>> from thinklens.profiles import get_profile
     >>> def rec(rid, q, a):

@@ -61,6 +61,7 @@ def toy_pairs(n: int, seed: int, tokenizer: Any, split: str = "test",
     segment then restates the answer, as the paper's long answer texts do, and ``answer_kept`` names N's first
     digit there.
 
+    >>> from thinklens.patching.pairs import toy_pairs, toy_tokenizer
     >>> pairs, rejects = toy_pairs(2, 0, toy_tokenizer(), answer="restate")
     >>> len(pairs), sorted(pairs[0].positions)
     (2, ['answer_flip', 'answer_kept', 'answer_step', 'final', 'think_close'])

@@ -207,6 +207,7 @@ def patch_pair(
 
     >>> from thinklens.models import load_model
     >>> from thinklens.patching.pairs import toy_pairs
+    >>> from thinklens.patching.sweeps import patch_pair
     >>> model, tok, profile = load_model("tiny-r1", device="cpu", dtype="fp32")
     >>> r = patch_pair(model, profile, toy_pairs(1, 0, tok)[0][0], "answer_flip,final")
     >>> len(r.nld), len(r.nld[0]) == model.config.num_hidden_layers
@@ -275,6 +276,7 @@ def patch_pairs(
     >>> import tempfile
     >>> from thinklens.models import load_model
     >>> from thinklens.patching.pairs import toy_pairs
+    >>> from thinklens.patching.sweeps import patch_pairs
     >>> model, tok, profile = load_model("tiny-r1", device="cpu", dtype="fp32")
     >>> res = patch_pairs(model, profile, toy_pairs(2, 0, tok)[0], tempfile.mkdtemp(), positions="final",
     ...                   progress=False)
