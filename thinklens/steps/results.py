@@ -101,7 +101,7 @@ class StepsConfig:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ThinklensError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         for name in ("proximity", "n_bootstrap", "seed", "resampling_traces"):
-            if name in ("proximity", "resampling_traces") and getattr(self, name) is None:  # the dataset's default (resolved by run_steps)
+            if name in ("proximity", "resampling_traces") and getattr(self, name) is None:  # default / all
                 continue
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ThinklensError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
