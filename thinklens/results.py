@@ -246,9 +246,13 @@ def verdicts(results: dict[str, Any], t: Thresholds = THRESHOLDS) -> list[Verdic
     return out
 
 
-def _fmt(x: Any, nd: int = 3) -> str:
+def fmt_number(x: Any, nd: int = 3) -> str:
+    """A number as the report and the verdicts write it (``n/a`` for None, 3 significant digits when tiny)."""
     if x is None:
         return "n/a"
     if isinstance(x, float):
         return f"{x:.{nd}g}" if abs(x) < 1e-3 and x != 0 else f"{x:.{nd}f}"
     return str(x)
+
+
+_fmt = fmt_number

@@ -95,6 +95,9 @@ class RunConfig:
     stages: tuple[str, ...] = opt((), "comma-separated subset of the stages to run (default: all)", metavar="A,B")
     top_k: int = opt(10, "Reasoning-Focus Heads to report")
     n_bootstrap: int = opt(1000, "bootstrap resamples of traces for the stability of the head ranking")
+    retrieval_lengths: tuple[int, ...] = opt((), "retrieval heads: context lengths of the needle tests in tokens, "
+                                             "comma-separated (default: the haystack format's; passkey: "
+                                             "500,1000,2000)", metavar="N,M")
     steps: StepsConfig = opt(factory=StepsConfig)  # which reasoning steps the answer uses
 
     def __post_init__(self) -> None:
@@ -118,6 +121,13 @@ class RunConfig:
         if isinstance(self.stages, str):
             self.stages = tuple(s.strip() for s in self.stages.split(",") if s.strip())
         self.stages = tuple(self.stages)
+        if isinstance(self.retrieval_lengths, str):
+            self.retrieval_lengths = tuple(x.strip() for x in self.retrieval_lengths.split(",") if x.strip())
+        try:
+            self.retrieval_lengths = tuple(int(x) for x in self.retrieval_lengths)
+        except (TypeError, ValueError) as err:
+            raise ThinklensError(f"RunConfig.retrieval_lengths must be token counts, got {self.retrieval_lengths!r}"
+                                 ) from err
         for name in ("limit", "n_pairs", "top_k", "n_bootstrap"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "n_pairs" else 1):
@@ -132,6 +142,7 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["stages"] = list(self.stages)
+        d["retrieval_lengths"] = list(self.retrieval_lengths)
         return d
 
     @classmethod

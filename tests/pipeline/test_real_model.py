@@ -24,8 +24,10 @@ def test_thinklens_run_on_smollm2_gguf(tmp_path):
     out = tmp_path / "smol"
     cmd = [str(Path(sys.executable).parent / "thinklens"), "run", "--model", str(gguf), "--thinking", "prompted",
            "--on-unfinished", "force-close", "--dataset", "arithmetic", "--limit", "12", "--max-new-tokens", "128",
-           "--pairs-csv", str(csv), "--n-pairs", "12", "--steps-limit", "3", "--output", str(out), "--quiet"]
-    # bounded for CI on 2 cores: 12 problems x 2 modes + 24 contrastive queries of <= 128 new tokens, 3 traces' steps
+           "--pairs-csv", str(csv), "--n-pairs", "12", "--steps-limit", "3", "--retrieval-lengths", "300",
+           "--output", str(out), "--quiet"]
+    # bounded for CI on 2 cores: 12 problems x 2 modes + 24 contrastive queries of <= 128 new tokens, 3 traces' steps,
+    # retrieval tests of 300 tokens (the exact command of issue 12 was run by hand: see the README's second example)
     # one torch thread: on a shared 2-core machine two threads that fight for the cores are several times slower
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     t0 = time.perf_counter()

@@ -85,7 +85,7 @@ def test_every_option_takes_effect_on_a_rerun(random_r1_dir, tmp_path):
     again = run(_cfg(random_r1_dir, out, limit=4, stages="attention,heads", top_k=3), progress=False)
     assert len(again.results["heads"]["top"]) == 3
     assert len(json.loads((out / "heads.json").read_text())["heads"]) == 3
-    assert again.stages["heads"]["settings"] == {"top_k": 3, "n_bootstrap": 50}
+    assert again.stages["heads"]["settings"] == {"top_k": 3, "n_bootstrap": 50, "retrieval_lengths": []}
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ from typing import Any
 from thinklens.errors import ThinklensError
 from thinklens.report import fig_attention, fig_empirical, fig_heads, fig_patching, fig_steps
 from thinklens.report.layer_view import layer_view_data
-from thinklens.results import headline_results, load_head_scores, patching_summary, run_notes, verdicts
+from thinklens.results import fmt_number, headline_results, load_head_scores, patching_summary, run_notes, verdicts
 from thinklens.rundir import RunPaths, load_config
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -151,20 +151,12 @@ def render_figures(paths: RunPaths, commands: dict[str, str]) -> list[Figure]:
     return out
 
 
-def _num(x: Any, nd: int = 3) -> str:
-    if x is None:
-        return "n/a"
-    if isinstance(x, float):
-        return f"{x:.{nd}g}" if abs(x) < 1e-3 and x != 0 else f"{x:.{nd}f}"
-    return str(x)
-
-
 def _environment() -> Any:
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=False, lstrip_blocks=False)
-    env.filters["num"] = _num
+    env.filters["num"] = fmt_number
     return env
 
 

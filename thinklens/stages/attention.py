@@ -68,7 +68,8 @@ def heads_command(c: RunConfig, p: RunPaths) -> list[str]:
     cmds.append(command("heads", "tokens", cue_dir, "--output", p.token_view, "--seed", c.seed))
     cmds.append(command("heads", "induction", *_model(c), "--output", p.induction, "--seed", c.seed))
     cmds.append(command("heads", "retrieval", *_model(c), "--output", p.retrieval, "--seed", c.seed, "--top",
-                        c.top_k, "--scores", p.attention_dir, "--induction", p.induction))
+                        c.top_k, "--scores", p.attention_dir, "--induction", p.induction,
+                        *(["--lengths", ",".join(map(str, c.retrieval_lengths))] if c.retrieval_lengths else [])))
     return cmds
 
 
@@ -131,6 +132,7 @@ def _overlaps(ctx: StageContext, ranking: Any, shape: tuple[int, int]) -> dict[s
     m = ctx.model()
     ind = induction_scores(m.model, m.tokenizer, seed=c.seed, model_name=c.model.name)
     ind.save(p.induction)
-    ret = retrieval_scores(m.model, m.tokenizer, profile=m.profile, model_name=c.model.name, seed=c.seed)
+    ret = retrieval_scores(m.model, m.tokenizer, profile=m.profile, model_name=c.model.name, seed=c.seed,
+                           lengths=c.retrieval_lengths or None)
     ret.save(p.retrieval)
     return head_overlaps(ranking.pairs(), ind, ret, shape[0] * shape[1])

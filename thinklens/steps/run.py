@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
+import itertools
 import json
 import os
 import time
@@ -205,7 +206,7 @@ def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path,
     >>> len(res.trace_ids()), res.steps[-1]["category"]
     (3, 'final_answer')
     """
-    from thinklens.jsonl import JsonlWriter, read_jsonl, read_records
+    from thinklens.jsonl import JsonlWriter, count_lines, read_jsonl, read_records
     from thinklens.progress import bar
     from thinklens.steps.summary import consolidate
     from thinklens.traces import record_id
@@ -241,9 +242,7 @@ def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path,
 
     skipped = {str(r["id"]) for r in read_records(out / SKIPPED_FILE)} if (out / SKIPPED_FILE).exists() else set()
     done: set[str] = set()
-    lines = list(read_jsonl(traces_path))
-    if config.max_traces is not None:
-        lines = lines[: config.max_traces]
+    lines = itertools.islice(read_jsonl(traces_path), config.max_traces)  # streamed: one record in memory at a time
     seen: dict[str, int] = {}
     t_all = time.perf_counter()
     with JsonlWriter(out / PROGRESS_FILE) as wp, JsonlWriter(out / SKIPPED_FILE) as ws:
@@ -252,7 +251,9 @@ def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path,
                 skipped.add(key)
                 ws.write({"id": key, "line": line, "reason": reason})
 
-        for item in bar(lines, desc="steps", unit="trace", disable=not progress):
+        n_lines = count_lines(traces_path)
+        total = n_lines if config.max_traces is None else min(n_lines, config.max_traces)
+        for item in bar(lines, desc="steps", unit="trace", total=total, disable=not progress):
             if item.error is not None:
                 skip(f"line:{item.lineno}", item.lineno, f"{item.where}: {item.error}")
                 continue
