@@ -28,7 +28,8 @@ def steps_dir(tiny_r1, tmp_path_factory):
     sys.modules.update(fake_modules({"suppression": 0, "truncation": 0, "resampling": 0}))
     try:
         run_steps(model, tok, prof, d / "t.jsonl", d / "out", StepsConfig(
-            methods="attention,suppression,truncation,resampling", proximity=1, n_bootstrap=50), progress=False)
+            methods="attention,suppression,truncation,resampling", proximity=1, n_bootstrap=50,
+            resampling_traces=100), progress=False)
     finally:
         for k, v in saved.items():
             if v is None:

@@ -88,7 +88,8 @@ BAD_LINES = ["{not json", json.dumps({"id": "unfinished", "text": "<｜begin▁o
 def test_all_methods_files_and_fields(tiny_r1, tmp_path, fakes):
     model, tok, prof = tiny_r1
     probs = write_tiny_traces(tmp_path / "t.jsonl", 8, seed=2, extra_lines=BAD_LINES)
-    cfg = StepsConfig(methods="attention,suppression,truncation,resampling", n_bootstrap=100, proximity=1)
+    cfg = StepsConfig(methods="attention,suppression,truncation,resampling", n_bootstrap=100, proximity=1,
+                      resampling_traces=100)
     res = run_steps(model, tok, prof, tmp_path / "t.jsonl", tmp_path / "out", cfg, progress=False)
     out = tmp_path / "out"
     for name in ("steps.jsonl", "receivers.json", "truncation.json", "agreement.json", "result.json",

@@ -45,13 +45,17 @@ class DatasetSpec:
     contrastive_problems: Callable[[int, int], list[Any]] | None = None
     # receiver heads: how many steps later a step must be to count (None: Thought Anchors' 4); short traces need less
     steps_proximity: int | None = None
+    # counterfactual resampling in a run: on the first N traces (n_steps x 2 x rollouts generations each, so off by
+    # default for real models; the organism's short traces afford it)
+    steps_resampling_traces: int = 0
 
 
 def _organism_spec() -> DatasetSpec:
     from thinklens.toy import tasks
 
     return DatasetSpec("arithmetic", math_instruction=False, reference_traces=tasks.reference_records,
-                       contrastive_problems=tasks.contrastive_pairs, steps_proximity=1)  # 3-7 steps per trace
+                       contrastive_problems=tasks.contrastive_pairs, steps_proximity=1,  # 3-7 steps per trace
+                       steps_resampling_traces=10)
 
 
 DATASETS: dict[str, Callable[[], DatasetSpec]] = {

@@ -19,6 +19,8 @@ def steps_config(c: RunConfig) -> Any:
     cfg = c.steps
     if cfg.proximity is None and spec.steps_proximity is not None:
         cfg = dataclasses.replace(cfg, proximity=spec.steps_proximity)
+    if cfg.resampling_traces is None:
+        cfg = dataclasses.replace(cfg, resampling_traces=spec.steps_resampling_traces)
     return cfg
 
 

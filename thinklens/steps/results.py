@@ -71,8 +71,9 @@ class StepsConfig:
                                 "such as tiny-r1's need 1)", metavar="N")
     n_rollouts: int = opt(4, "resampling: rollouts per step and side (Thought Anchors: 100)", flag="--rollouts",
                           metavar="N")
-    resampling_traces: int | None = opt(10, "resampling: only the first N traces (each costs n_steps x 2 x rollouts "
-                                        "generations; 0: none)", flag="--resampling-traces", metavar="N")
+    resampling_traces: int | None = opt(None, "resampling: only the first N traces (each costs n_steps x 2 x "
+                                        "rollouts generations; default: the dataset's in a run (arithmetic: 10), "
+                                        "else 0)", flag="--resampling-traces", metavar="N")
     max_traces: int | None = opt(None, "only the first N traces of the file", flag="--steps-limit", metavar="N")
     max_tokens: int | None = opt(None, "skip traces longer than N tokens", flag="--steps-max-tokens", metavar="N")
     max_answer_tokens: int = opt(16, "early answering: tokens generated per forced answer", metavar="N")

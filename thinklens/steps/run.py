@@ -236,9 +236,13 @@ def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path,
         for r in read_records(out / PROGRESS_FILE):
             ran[str(r["id"])] = set(r.get("ran", []))
 
+    limit = config.resampling_traces if config.resampling_traces is not None else 0
+    if "resampling" in wanted and limit == 0:
+        notes.append("resampling ran on no trace: --resampling-traces N runs it on the first N (each costs n_steps x "
+                     "2 x rollouts generations)")
+
     def wanted_for(k: int) -> set[str]:  # the k-th trace of the file: resampling only on the first few
-        limit = config.resampling_traces
-        return wanted - {"resampling"} if limit is not None and k >= limit else wanted
+        return wanted - {"resampling"} if k >= limit else wanted
 
     skipped = {str(r["id"]) for r in read_records(out / SKIPPED_FILE)} if (out / SKIPPED_FILE).exists() else set()
     done: set[str] = set()
