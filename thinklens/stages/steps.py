@@ -21,6 +21,8 @@ def steps_config(c: RunConfig) -> Any:
         cfg = dataclasses.replace(cfg, proximity=spec.steps_proximity)
     if cfg.resampling_traces is None:
         cfg = dataclasses.replace(cfg, resampling_traces=spec.steps_resampling_traces)
+    if cfg.resampling_temperature is None and spec.steps_resampling_temperature is not None:
+        cfg = dataclasses.replace(cfg, resampling_temperature=spec.steps_resampling_temperature)
     return cfg
 
 

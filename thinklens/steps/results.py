@@ -43,8 +43,8 @@ RESAMPLING_DIR = "resampling"  # per-trace rollout caches of the resampling meth
 DEFAULT_METHODS: tuple[str, ...] = METHODS
 TRUNCATION_BINS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
 # settings that change what is computed per trace: a rerun into the same directory must keep them
-PER_TRACE_FIELDS = ("methods", "segment", "min_chars", "proximity", "n_rollouts", "max_tokens", "max_answer_tokens",
-                    "suppression_engine", "seed", "text_field")
+PER_TRACE_FIELDS = ("methods", "segment", "min_chars", "proximity", "n_rollouts", "resampling_temperature",
+                    "max_tokens", "max_answer_tokens", "suppression_engine", "seed", "text_field")
 
 
 @dataclass
@@ -74,6 +74,8 @@ class StepsConfig:
     resampling_traces: int | None = opt(None, "resampling: only the first N traces (each costs n_steps x 2 x "
                                         "rollouts generations; default: the dataset's in a run (arithmetic: 10), "
                                         "else 0)", flag="--resampling-traces", metavar="N")
+    resampling_temperature: float | None = opt(None, "resampling: sampling temperature of the rollouts (default: the "
+                                               "dataset's in a run, else R1's 0.6 as Thought Anchors)", metavar="T")
     max_traces: int | None = opt(None, "only the first N traces of the file", flag="--steps-limit", metavar="N")
     max_tokens: int | None = opt(None, "skip traces longer than N tokens", flag="--steps-max-tokens", metavar="N")
     max_answer_tokens: int = opt(16, "early answering: tokens generated per forced answer", metavar="N")
@@ -106,6 +108,9 @@ class StepsConfig:
                 continue
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ThinklensError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
+        t = self.resampling_temperature
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0):
+            raise ThinklensError(f"resampling_temperature must be a number > 0 or None, got {t!r}")
         for name in ("max_traces", "max_tokens"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 1):

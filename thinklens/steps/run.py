@@ -156,9 +156,10 @@ def process_trace(model: Any, tokenizer: Any, profile: Any, record: dict[str, An
         t = time.perf_counter()
         cache = output_dir / RESAMPLING_DIR / f"{safe_name(rid)}.jsonl"
         cache.parent.mkdir(parents=True, exist_ok=True)
+        temperature = {} if config.resampling_temperature is None else {"temperature": config.resampling_temperature}
         res = modules["resampling"].resampling_importance(model, tokenizer, profile, trace, spans, gold=gold,
                                                           n_rollouts=config.n_rollouts, seed=config.seed,
-                                                          cache_path=cache)
+                                                          cache_path=cache, **temperature)
         methods["resampling"] = {"importance": _check_len("resampling", "importance", res.importance, n),
                                  "kl": _check_len("resampling", "kl", getattr(res, "kl", [None] * n), n)}
         seconds["resampling"] = time.perf_counter() - t
