@@ -122,3 +122,24 @@ def trace_answer(trace: Any) -> str | None:
     if trace.answer is None:
         return None
     return extract_answer(trace.span_text(trace.answer))[0]
+
+
+def consecutive_groups(sizes: Sequence[int], budget: int) -> list[list[int]]:
+    """Consecutive indices whose ``sizes`` sum to at most ``budget`` (at least one index per group): how many
+    packed suffixes, rows or traces one forward may hold.
+
+    >>> consecutive_groups([3, 2, 4, 1], 5)
+    [[0, 1], [2, 3]]
+    """
+    groups: list[list[int]] = []
+    cur: list[int] = []
+    used = 0
+    for i, need in enumerate(sizes):
+        if cur and used + need > budget:
+            groups.append(cur)
+            cur, used = [], 0
+        cur.append(i)
+        used += need
+    if cur:
+        groups.append(cur)
+    return groups

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from thinklens.steps._common import consecutive_groups
+
 # pick(logits [b, V] float32, active row indices) -> next token per active row [b]
 Picker = Callable[[torch.Tensor, list[int]], torch.Tensor]
 # stop(row index, its generated tokens so far) -> finished?
@@ -157,15 +159,4 @@ def row_chunks(cuts: Sequence[int], max_cache_tokens: int, extra: int = 0) -> li
 def trace_groups(needs: Sequence[int], max_cache_tokens: int) -> list[list[int]]:
     """Consecutive trace indices whose cached tokens (``needs[t]``: the trace's cache plus its rows' share) fit
     ``max_cache_tokens`` together (at least one trace per group)."""
-    groups: list[list[int]] = []
-    cur: list[int] = []
-    used = 0
-    for t, need in enumerate(needs):
-        if cur and used + need > max_cache_tokens:
-            groups.append(cur)
-            cur, used = [], 0
-        cur.append(t)
-        used += need
-    if cur:
-        groups.append(cur)
-    return groups
+    return consecutive_groups(needs, max_cache_tokens)

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from thinklens.errors import ThinklensError
-from thinklens.steps._common import check_spans, device_of, require_answer
+from thinklens.steps._common import check_spans, consecutive_groups, device_of, require_answer
 
 ENGINES = ("fast", "naive")
 IMPL_NAME = "thinklens_suppress"
@@ -221,20 +221,6 @@ def _naive(model: Any, ids: torch.Tensor, spans: list[tuple[int, int]], keep: to
     return base, torch.stack(out)
 
 
-def _chunks(lengths: list[int], max_tokens: int) -> list[list[int]]:
-    """Consecutive groups of indices whose lengths sum to at most ``max_tokens`` (at least one each)."""
-    chunks, cur, rows = [], [], 0
-    for i, n in enumerate(lengths):
-        if cur and rows + n > max_tokens:
-            chunks.append(cur)
-            cur, rows = [], 0
-        cur.append(i)
-        rows += n
-    if cur:
-        chunks.append(cur)
-    return chunks
-
-
 def _fast(model: Any, ids: torch.Tensor, spans: list[tuple[int, int]], keep: torch.Tensor,
           heads: dict[int, list[int]] | None, max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One cached forward, then each step's suffix ``[b, E)`` packed with others over the shared cache."""
@@ -245,7 +231,7 @@ def _fast(model: Any, ids: torch.Tensor, spans: list[tuple[int, int]], keep: tor
     base, full = out.logits[0], out.past_key_values  # [n_ans, V]
     result: list[torch.Tensor | None] = [None] * len(spans)
     order = sorted(range(len(spans)), key=lambda i: spans[i][1])
-    for chunk in _chunks([E - spans[i][1] for i in order], max_tokens):
+    for chunk in consecutive_groups([E - spans[i][1] for i in order], max_tokens):
         idx = [order[j] for j in chunk]
         starts = [spans[i][1] for i in idx]
         offsets = np.cumsum([0] + [E - b for b in starts])  # copy r occupies packed rows [o_r, o_r+1)
