@@ -163,3 +163,24 @@ def test_attention_stage_on_reference_traces(random_r1_dir, tmp_path):
         assert (out / rel).is_file(), rel
     html = (out / "report.html").read_text()
     assert "Token view" in html and "induction heads" in html
+
+
+def test_changed_steps_settings_start_the_stage_over(tmp_path):
+    """In a run, the steps stage with other per-trace settings sets its earlier results aside and recomputes (the
+    standalone command refuses instead); on tiny-r1's own traces."""
+    from thinklens.jsonl import JsonlWriter
+    from thinklens.toy.tasks import full_text, generate_problems
+
+    out = tmp_path / "run"
+    with JsonlWriter(out / "traces" / "with.jsonl") as w:
+        for p in generate_problems(3, seed=0):
+            w.write({"id": p.id, "model": "tiny-r1", "reasoning": "with", "text": full_text(p),
+                     "gold_answer": p.answer})
+    cfg = dict(model="tiny-r1", dataset="arithmetic", limit=3, output=str(out), stages="steps")
+    first = run(RunConfig(**cfg, steps={"methods": "attention"}), progress=False)
+    assert first.results["steps"]["methods"] == ["attention"]
+    again = run(RunConfig(**cfg, steps={"methods": "attention,truncation"}), progress=False)
+    assert again.results["steps"]["methods"] == ["attention", "truncation"]
+    assert (out / "steps.old" / "steps.jsonl").is_file()
+    rows = [json.loads(line) for line in (out / "steps" / "steps.jsonl").read_text().splitlines()]
+    assert rows and all(r["truncation"] is not None for r in rows)

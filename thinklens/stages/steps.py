@@ -37,6 +37,7 @@ def steps(ctx: StageContext) -> dict[str, Any]:
     c, p = ctx.config, ctx.paths
     if not p.traces_with.exists():
         raise ThinklensError(f"{p.traces_with} not found: run the collect stage first")
+    _start_over_if_changed(ctx, steps_config(c))
     m = ctx.model()
     res = run_steps(m.model, m.tokenizer, m.profile, p.traces_with, p.steps_dir, steps_config(c), rfh=_rfh(p),
                     model_name=c.model.name, progress=ctx.show_progress)
@@ -48,6 +49,30 @@ def steps(ctx: StageContext) -> dict[str, Any]:
     if notes:
         out["note"] = "; ".join(notes)
     return out
+
+
+def _start_over_if_changed(ctx: StageContext, cfg: Any) -> None:
+    """In a run the stage owns ``steps/``: results computed with other per-trace settings (methods, segmentation,
+    rollouts, ...) are set aside as ``steps.old/`` and the stage starts over, as every stage whose settings changed
+    does (the standalone ``thinklens steps`` refuses instead, so that nothing is lost silently)."""
+    import json
+    import shutil
+
+    from thinklens.steps.results import StepsConfig
+    from thinklens.steps.run import CONFIG_FILE
+
+    saved = ctx.paths.steps_dir / CONFIG_FILE
+    if not saved.exists():
+        return
+    try:
+        old = StepsConfig.from_dict(json.loads(saved.read_text())).per_trace()
+    except (OSError, ValueError, ThinklensError):
+        old = None
+    if old != cfg.per_trace():
+        aside = ctx.paths.steps_dir.with_name(ctx.paths.steps_dir.name + ".old")
+        shutil.rmtree(aside, ignore_errors=True)
+        ctx.paths.steps_dir.rename(aside)
+        ctx.log(f"steps settings changed: the earlier results are in {aside}; recomputing")
 
 
 def steps_command(c: RunConfig, p: RunPaths) -> list[str]:

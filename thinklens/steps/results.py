@@ -124,7 +124,8 @@ class StepsConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StepsConfig:
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: (tuple(v) if k == "methods" else v) for k, v in d.items() if k in known})
+        return cls(**{k: (tuple(v) if k == "methods" and not isinstance(v, str) else v) for k, v in d.items()
+                      if k in known})
 
     def per_trace(self) -> dict[str, Any]:
         d = self.to_dict()
