@@ -23,10 +23,10 @@ def test_thinklens_run_on_smollm2_gguf(tmp_path):
         pytest.skip(f"reference data not available: {csv}")
     out = tmp_path / "smol"
     cmd = [str(Path(sys.executable).parent / "thinklens"), "run", "--model", str(gguf), "--thinking", "prompted",
-           "--on-unfinished", "force-close", "--dataset", "arithmetic", "--limit", "10", "--max-new-tokens", "128",
-           "--pairs-csv", str(csv), "--n-pairs", "8", "--steps-limit", "3", "--resampling-traces", "0",
+           "--on-unfinished", "force-close", "--dataset", "arithmetic", "--limit", "8", "--max-new-tokens", "128",
+           "--pairs-csv", str(csv), "--n-pairs", "6", "--steps-limit", "3", "--resampling-traces", "0",
            "--retrieval-lengths", "300", "--output", str(out), "--quiet"]
-    # bounded for CI on 2 cores: 10 problems x 2 modes + 16 contrastive queries of <= 128 new tokens, 3 traces' steps,
+    # bounded for CI on 2 cores: 8 problems x 2 modes + 12 contrastive queries of <= 128 new tokens, 3 traces' steps,
     # retrieval tests of 300 tokens (the exact command of issue 12 was run by hand: see the README's second example)
     # one torch thread: on a shared 2-core machine two threads that fight for the cores are several times slower
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -39,7 +39,7 @@ def test_thinklens_run_on_smollm2_gguf(tmp_path):
                      indent=1)[:6000])
 
     (model, ev), = results["evaluation"].items()
-    assert ev["n"] >= 8 and ev["thinking"] == "prompted" and ev["without_mode"] == "forced"
+    assert ev["n"] >= 6 and ev["thinking"] == "prompted" and ev["without_mode"] == "forced"
     assert ev["n_forced_close"]["with"] >= 1  # the model rarely closes a think block itself: budget forcing did
     assert len(results["heads"]["top"]) >= 5
     layers, heads = 30, 9
@@ -50,7 +50,7 @@ def test_thinklens_run_on_smollm2_gguf(tmp_path):
         note = results["notes"]["patching"]
         assert "rejected" in note, note
     with_recs = [json.loads(line) for line in (out / "traces" / "with.jsonl").read_text().splitlines()]
-    assert len(with_recs) == 10 and all(r["prompt"].endswith("<|im_start|>assistant\n<think>\n") for r in with_recs)
+    assert len(with_recs) == 8 and all(r["prompt"].endswith("<|im_start|>assistant\n<think>\n") for r in with_recs)
     assert (out / "report.html").stat().st_size > 10_000
     _report_renders(out / "report.html", tmp_path)
 
