@@ -5,15 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from thinklens.errors import ThinklensError
-from thinklens.options import command, to_argv
+from thinklens.options import command
 from thinklens.rundir import RunConfig, RunPaths
-from thinklens.stages.context import StageContext
+from thinklens.stages.context import StageContext, model_argv
 
 TOKEN_VIEW_TRACES = 50  # traces whose per-token answer attention is kept (cue statistics, token view)
-
-
-def _model(c: RunConfig) -> list[str]:
-    return to_argv(c.model, always=("name",))
 
 
 def attention(ctx: StageContext) -> dict[str, Any]:
@@ -30,7 +26,7 @@ def attention(ctx: StageContext) -> dict[str, Any]:
 
 
 def attention_command(c: RunConfig, p: RunPaths) -> list[str]:
-    return [command("attention", *_model(c), "--traces", p.traces_with, "--output", p.attention_dir,
+    return [command("attention", *model_argv(c), "--traces", p.traces_with, "--output", p.attention_dir,
                     "--token-view", min(c.limit, TOKEN_VIEW_TRACES))]
 
 
@@ -63,11 +59,11 @@ def heads_command(c: RunConfig, p: RunPaths) -> list[str]:
         n = min(c.limit, TOKEN_VIEW_TRACES)
         cmds.append(command("traces", "reference", "--dataset", c.dataset, "--n", n, "--seed", c.seed, "--output",
                             p.traces_reference))
-        cmds.append(command("attention", *_model(c), "--traces", p.traces_reference, "--output", cue_dir,
+        cmds.append(command("attention", *model_argv(c), "--traces", p.traces_reference, "--output", cue_dir,
                             "--no-reasoning-queries", "--token-view", n))
     cmds.append(command("heads", "tokens", cue_dir, "--output", p.token_view, "--seed", c.seed))
-    cmds.append(command("heads", "induction", *_model(c), "--output", p.induction, "--seed", c.seed))
-    cmds.append(command("heads", "retrieval", *_model(c), "--output", p.retrieval, "--seed", c.seed, "--top",
+    cmds.append(command("heads", "induction", *model_argv(c), "--output", p.induction, "--seed", c.seed))
+    cmds.append(command("heads", "retrieval", *model_argv(c), "--output", p.retrieval, "--seed", c.seed, "--top",
                         c.top_k, "--scores", p.attention_dir, "--induction", p.induction,
                         *(["--lengths", ",".join(map(str, c.retrieval_lengths))] if c.retrieval_lengths else [])))
     return cmds

@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from thinklens.rundir import RunConfig, RunPaths
+from thinklens.rundir import RunConfig, RunPaths, read_json
 
 
 @dataclass
@@ -65,3 +65,17 @@ class StageContext:
         from thinklens.progress import prefixed
 
         return prefixed(self.label)
+
+
+def model_argv(c: RunConfig) -> list[str]:
+    """The model flags of a stage's reproduce command (``--model NAME`` and whatever else was set)."""
+    from thinklens.options import to_argv
+
+    return to_argv(c.model, always=("name",))
+
+
+def ranked_heads(p: RunPaths, k: int | None = None) -> list[tuple[int, int]]:
+    """The run's Reasoning-Focus Heads ``[(layer, head), ...]`` from ``heads.json`` (the top ``k``; [] before the
+    heads stage ran)."""
+    heads = (read_json(p.heads) or {}).get("heads") or []
+    return [(int(h[0]), int(h[1])) for h in heads[:k]]

@@ -6,7 +6,7 @@ from typing import Any
 from thinklens.errors import ThinklensError
 from thinklens.options import command, to_argv
 from thinklens.rundir import RunConfig, RunPaths
-from thinklens.stages.context import StageContext
+from thinklens.stages.context import StageContext, model_argv
 
 MODES = ("with", "without")
 
@@ -62,7 +62,7 @@ def _collect_on_server(c: RunConfig, problems: list[dict[str, Any]], mode: str, 
 
 
 def collect_command(c: RunConfig, p: RunPaths) -> list[str]:
-    base = ["collect", *_model_argv(c), "--dataset", c.dataset, "--limit", str(c.limit), "--seed", str(c.seed),
+    base = ["collect", *model_argv(c), "--dataset", c.dataset, "--limit", str(c.limit), "--seed", str(c.seed),
             *command_argv_generation(c), *to_argv(c.server)]
     return [command(*base, "--reasoning", mode, "--output", str(path)) for mode, path in _paths(p, "traces").items()]
 
@@ -108,10 +108,6 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
 def evaluate_command(c: RunConfig, p: RunPaths) -> list[str]:
     return [command("evaluate", *map(str, _paths(p, "graded").values()), "--save", str(p.evaluation_dir),
                     "--seed", str(c.seed), "--min-usable", str(c.min_usable))]
-
-
-def _model_argv(c: RunConfig) -> list[str]:
-    return to_argv(c.model, always=("name",))
 
 
 def command_argv_generation(c: RunConfig) -> list[str]:

@@ -6,19 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from thinklens.errors import ThinklensError
-from thinklens.options import command, to_argv
-from thinklens.rundir import RunConfig, RunPaths, read_json
-from thinklens.stages.context import StageContext
+from thinklens.options import command
+from thinklens.rundir import RunConfig, RunPaths
+from thinklens.stages.context import StageContext, model_argv, ranked_heads
 
 # the causal test of the RFHs: tiny-r1's copy heads are its ground truth (issue 14: top-3 vs 3 random, 5 draws)
 ABLATION_TOP_K = 3
 ABLATION_DRAWS = 5
 ABLATION_TRACES = 100  # the first N scored traces (the accuracy difference needs ~100 for a paired test)
 DEBUG_TOP_K = 5  # RFHs whose answer->step attention locates the step the answer was read from
-
-
-def _model(c: RunConfig) -> list[str]:
-    return to_argv(c.model, always=("name",))
 
 
 def ablation(ctx: StageContext) -> dict[str, Any]:
@@ -35,16 +31,16 @@ def ablation(ctx: StageContext) -> dict[str, Any]:
 
 
 def ablation_command(c: RunConfig, p: RunPaths) -> list[str]:
-    return [command("heads", "ablate", *_model(c), "--scores", p.attention_dir, "--top", ABLATION_TOP_K,
+    return [command("heads", "ablate", *model_argv(c), "--scores", p.attention_dir, "--top", ABLATION_TOP_K,
                     "--random-draws", ABLATION_DRAWS, "--limit", min(c.limit, ABLATION_TRACES), "--seed", c.seed,
                     "--output", p.ablation_dir)]
 
 
 def _rfh(p: RunPaths, k: int) -> list[tuple[int, int]]:
-    heads = (read_json(p.heads) or {}).get("heads") or []
+    heads = ranked_heads(p, k)
     if not heads:
         raise ThinklensError(f"{p.heads} has no ranked heads: run the heads stage first")
-    return [(int(h[0]), int(h[1])) for h in heads[:k]]
+    return heads
 
 
 def debugging(ctx: StageContext) -> dict[str, Any]:
@@ -71,6 +67,6 @@ def debugging(ctx: StageContext) -> dict[str, Any]:
 
 
 def debugging_command(c: RunConfig, p: RunPaths) -> list[str]:
-    return [command("heads", "debug", *_model(c), "--scores", p.attention_dir, "--graded", p.graded_with,
+    return [command("heads", "debug", *model_argv(c), "--scores", p.attention_dir, "--graded", p.graded_with,
                     "--top", DEBUG_TOP_K, "--segment", c.steps.segment, "--min-chars", c.steps.min_chars,
                     "--output", p.debug_dir)]

@@ -5,11 +5,7 @@ from typing import Any
 
 from thinklens.options import command, to_argv
 from thinklens.rundir import RunConfig, RunPaths
-from thinklens.stages.context import StageContext
-
-
-def _model(c: RunConfig) -> list[str]:
-    return to_argv(c.model, always=("name",))
+from thinklens.stages.context import StageContext, model_argv
 
 
 def _spec(c: RunConfig) -> Any:
@@ -55,16 +51,16 @@ def patching_command(c: RunConfig, p: RunPaths) -> list[str]:
     spec = _spec(c)
     if c.pairs_csv:
         build = [command("pairs", "prepare", "--csv", c.pairs_csv, "--output", p.pair_queries),
-                 command("collect", *_model(c), "--dataset", p.pair_queries, "--limit", 2 * c.n_pairs,
+                 command("collect", *model_argv(c), "--dataset", p.pair_queries, "--limit", 2 * c.n_pairs,
                          "--reasoning", "with", "--seed", c.seed, *to_argv(c.generation, skip=("seed",)),
                          "--output", p.pair_responses),
-                 command("pairs", "build", *_model(c), "--csv", c.pairs_csv, "--responses", p.pair_responses,
+                 command("pairs", "build", *model_argv(c), "--csv", c.pairs_csv, "--responses", p.pair_responses,
                          "--output", p.pairs)]
     elif spec.contrastive_problems is not None:
         build = [command("pairs", "toy", "--n", c.n_pairs, "--seed", c.seed, "--output", p.pairs)]
     else:
         return []
-    return build + [command("patch", *_model(c), "--pairs", p.pairs, "--output", p.patching_dir)]
+    return build + [command("patch", *model_argv(c), "--pairs", p.pairs, "--output", p.patching_dir)]
 
 
 def _csv_pairs(ctx: StageContext) -> tuple[list[Any], list[dict[str, Any]]]:

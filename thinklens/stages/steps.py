@@ -7,8 +7,8 @@ from typing import Any
 
 from thinklens.errors import ThinklensError
 from thinklens.options import command, to_argv
-from thinklens.rundir import RunConfig, RunPaths, read_json
-from thinklens.stages.context import StageContext
+from thinklens.rundir import RunConfig, RunPaths
+from thinklens.stages.context import StageContext, model_argv, ranked_heads
 
 
 def steps_config(c: RunConfig) -> Any:
@@ -26,20 +26,16 @@ def steps_config(c: RunConfig) -> Any:
     return cfg
 
 
-def _rfh(p: RunPaths) -> list[tuple[int, int]] | None:
-    heads = read_json(p.heads) or {}
-    return [(int(h[0]), int(h[1])) for h in heads.get("heads", [])] or None
-
-
 def steps(ctx: StageContext) -> dict[str, Any]:
     from thinklens.steps.run import run_steps
 
     c, p = ctx.config, ctx.paths
     if not p.traces_with.exists():
         raise ThinklensError(f"{p.traces_with} not found: run the collect stage first")
-    _start_over_if_changed(ctx, steps_config(c))
+    cfg = steps_config(c)
+    _start_over_if_changed(ctx, cfg)
     m = ctx.model()
-    res = run_steps(m.model, m.tokenizer, m.profile, p.traces_with, p.steps_dir, steps_config(c), rfh=_rfh(p),
+    res = run_steps(m.model, m.tokenizer, m.profile, p.traces_with, p.steps_dir, cfg, rfh=ranked_heads(p) or None,
                     model_name=c.model.name, progress=ctx.show_progress)
     from thinklens.report.step_view import write_step_view
 
@@ -77,6 +73,6 @@ def _start_over_if_changed(ctx: StageContext, cfg: Any) -> None:
 
 def steps_command(c: RunConfig, p: RunPaths) -> list[str]:
     cfg = steps_config(c)
-    return [command("steps", *to_argv(c.model, always=("name",)), "--traces", p.traces_with, "--output",
+    return [command("steps", *model_argv(c), "--traces", p.traces_with, "--output",
                     p.steps_dir, "--rfh-scores", p.head_scores, *to_argv(cfg, skip=("seed",)), "--seed", c.seed,
                     "--figures")]
