@@ -14,13 +14,18 @@ answering are real token sequences).
   query tokens instead of ``n E``: ``suppression_token_bound`` = ``n E / sum_i (E - b_i)`` is the speedup that
   prefix reuse alone allows (about 2 for steps spread evenly over the reasoning) and the measured ratio cannot
   exceed it by much (packing only saves per-forward overhead).
+* Answer suppression (``scope="answer"``): the same blocking, but only the answer's own queries are blocked from the
+  step (its direct read of the step; the reasoning after the step is untouched), so the fast engine recomputes only
+  the answer rows of each step, all packed over the one cached forward: about ``n E / (E + n |answer|)`` fewer
+  query tokens than the naive engine's one full forward per step (``answer_suppression_token_bound``).
 * Early answering: ``early_answering`` ``"fast"`` (one forward of the trace, all ``n + 1`` truncation points
   decoded as one batch over its cache) vs ``"naive"`` (one ``model.generate`` per point). A random model never
   closes the answer box, so every point decodes its full ``--answer-tokens`` budget in both engines.
 
-The last output line is one JSON object: ``suppression_speedup_vs_naive``, ``truncation_speedup_vs_naive`` (ratios
-of process CPU times, robust to other jobs on the machine; ``*_wall`` are wall-clock ratios), ``max_abs_diff``
-(fast vs naive suppression KL and log-prob change), ``truncation_answers_equal`` (fast and naive read the same
+The last output line is one JSON object: ``suppression_speedup_vs_naive`` (the total-effect scope),
+``answer_suppression_speedup_vs_naive``, ``truncation_speedup_vs_naive`` (ratios of process CPU times, robust to
+other jobs on the machine; ``*_wall`` are wall-clock ratios), ``max_abs_diff`` (fast vs naive KL and log-prob change,
+the larger over both suppression scopes), ``truncation_answers_equal`` (fast and naive read the same
 tokens at every point), the token bound above, timings and shapes.
 """
 from __future__ import annotations
@@ -104,6 +109,29 @@ def build(args: argparse.Namespace):
     return model, tok, get_profile("default"), trace, spans
 
 
+def forward_flops(cfg, n_query: int, mean_keys: float, n_unembed: int) -> float:
+    """Multiply-add FLOPs of a forward: ``n_query`` tokens through every layer (weights + attention over
+    ``mean_keys`` keys on average) and ``n_unembed`` rows through the vocabulary projection."""
+    d, hd = cfg.hidden_size, cfg.hidden_size // cfg.num_attention_heads
+    layer = d * hd * (2 * cfg.num_attention_heads + 2 * cfg.num_key_value_heads) + 3 * d * cfg.intermediate_size
+    per_token = 2 * layer + 4 * cfg.num_attention_heads * hd * mean_keys
+    return cfg.num_hidden_layers * per_token * n_query + 2 * cfg.vocab_size * d * n_unembed
+
+
+def flop_bounds(cfg, E: int, n_ans: int, spans: list[tuple[int, int]]) -> dict[str, float]:
+    """Naive over fast FLOPs of the two suppression scopes: what the engines' algorithms allow, packing aside.
+    Both engines run one base forward over ``E`` tokens and unembed ``n_ans`` rows per step; the naive engine runs
+    one more full forward per step, the fast one the blocked queries only: the suffix ``[b, E)`` of each step (all)
+    or the answer rows (answer)."""
+    full = forward_flops(cfg, E, E / 2, n_ans)
+    naive = (len(spans) + 1) * full
+    total = full + sum(forward_flops(cfg, E - b, (E + b) / 2, n_ans) for _, b in spans)
+    q0 = E - n_ans
+    answer = full + len(spans) * forward_flops(cfg, n_ans, q0 + n_ans / 2, n_ans)
+    return {"suppression_flop_bound": round(naive / total, 2),
+            "answer_suppression_flop_bound": round(naive / answer, 2)}
+
+
 def report(name: str, fw: float, fc: float, nw: float, nc: float) -> None:
     print(f"{name}: fast {fw:.2f} s wall, {fc:.2f} s cpu; naive {nw:.2f} s wall, {nc:.2f} s cpu", file=sys.stderr)
 
@@ -124,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--answer-tokens", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=4096, help="packed query tokens per suppression forward")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--only", choices=("suppression", "truncation"), default=None, help="run one method only")
+    ap.add_argument("--only", choices=("suppression", "answer_suppression", "truncation"), default=None,
+                    help="run one method only")
     args = ap.parse_args(argv)
     args.tokens = args.tokens or (300 if args.quick else 2000)
     args.steps = args.steps or (8 if args.quick else 40)
@@ -135,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     model, tok, profile, trace, spans = build(args)
     E = trace.answer.end - 1
     bound = len(spans) * E / sum(E - b for _, b in spans)
+    bounds = flop_bounds(model.config, E, len(trace.answer), spans)
     out: dict = {}
     if args.only in (None, "suppression"):
         # warm-up (allocator, thread pools, kernels) on the last steps only
@@ -148,8 +178,27 @@ def main(argv: list[str] | None = None) -> int:
             "max_abs_diff": max(float(np.abs(sf.kl - sn.kl).max()),
                                 float(np.abs(sf.logprob_delta - sn.logprob_delta).max())),
             "suppression_speedup_wall": round(sn_w / sf_w, 2), "suppression_token_bound": round(bound, 2),
+            "suppression_flop_bound": bounds["suppression_flop_bound"],
             "suppression_kl_range": [float(sn.kl.min()), float(sn.kl.max())],
             "suppression_fast_cpu_seconds": round(sf_c, 3), "suppression_naive_cpu_seconds": round(sn_c, 3)})
+    if args.only in (None, "answer_suppression"):
+        kw = {"scope": "answer", "max_tokens": args.max_tokens}
+        suppression_effects(model, profile, trace, spans[-2:], **kw)
+        suppression_effects(model, profile, trace, spans[-1:], engine="naive", **kw)
+        af, af_w, af_c = timed(lambda: suppression_effects(model, profile, trace, spans, **kw))
+        an, an_w, an_c = timed(lambda: suppression_effects(model, profile, trace, spans, engine="naive", **kw))
+        report("answer suppression", af_w, af_c, an_w, an_c)
+        n_ans = len(trace.answer)
+        diff = max(float(np.abs(af.kl - an.kl).max()), float(np.abs(af.logprob_delta - an.logprob_delta).max()))
+        out.update({
+            "answer_suppression_speedup_vs_naive": round(an_c / af_c, 2),
+            "answer_suppression_speedup_wall": round(an_w / af_w, 2),
+            "answer_suppression_token_bound": round((len(spans) + 1) * E / (E + len(spans) * n_ans), 2),
+            "answer_suppression_flop_bound": bounds["answer_suppression_flop_bound"],
+            "answer_suppression_max_abs_diff": diff, "max_abs_diff": max(out.get("max_abs_diff", 0.0), diff),
+            "answer_suppression_kl_range": [float(an.kl.min()), float(an.kl.max())],
+            "answer_suppression_fast_cpu_seconds": round(af_c, 3),
+            "answer_suppression_naive_cpu_seconds": round(an_c, 3)})
     if args.only in (None, "truncation"):
         early_answering(model, tok, profile, trace, spans[-2:], max_answer_tokens=2)
         early_answering(model, tok, profile, trace, spans[-1:], max_answer_tokens=2, engine="naive")

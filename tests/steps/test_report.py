@@ -25,7 +25,7 @@ def steps_dir(tiny_r1, tmp_path_factory):
     d = tmp_path_factory.mktemp("steps")
     write_tiny_traces(d / "t.jsonl", 6, seed=3)
     saved = {k: sys.modules.get(k) for k in fake_modules({})}
-    sys.modules.update(fake_modules({"suppression": 0, "truncation": 0, "resampling": 0}))
+    sys.modules.update(fake_modules({"suppression": 0, "answer_suppression": 0, "truncation": 0, "resampling": 0}))
     try:
         run_steps(model, tok, prof, d / "t.jsonl", d / "out", StepsConfig(
             methods="attention,suppression,truncation,resampling", proximity=1, n_bootstrap=50,

@@ -15,8 +15,8 @@ from thinklens.errors import ThinklensError
 from thinklens.steps.results import StepsConfig, StepsResult
 from thinklens.steps.run import METHOD_MODULES, run_steps
 
-STEP_FIELDS = ["id", "step", "tok_start", "tok_end", "text", "category", "attention", "suppression", "truncation",
-               "resampling"]
+STEP_FIELDS = ["id", "step", "tok_start", "tok_end", "text", "category", "attention", "suppression",
+               "answer_suppression", "truncation", "resampling"]
 
 
 @dataclass
@@ -44,9 +44,10 @@ def fake_modules(calls: dict[str, int]) -> dict[str, types.ModuleType]:
     """Stand-ins honouring the contract: suppression KL = step length; early answering recovers the answer only
     with the whole reasoning; resampling importance = 1 on the last step."""
 
-    def suppression_effects(model, profile, trace, spans, *, heads=None, engine="fast", max_tokens=4096):
-        calls["suppression"] += 1
-        n = np.array([b - a for a, b in spans], dtype=float)
+    def suppression_effects(model, profile, trace, spans, *, heads=None, engine="fast", scope="all",
+                            max_tokens=4096):
+        calls["suppression" if scope == "all" else "answer_suppression"] += 1
+        n = np.array([b - a for a, b in spans], dtype=float) * (1 if scope == "all" else 2)
         return _Supp(n, -n)
 
     def early_answering(model, tokenizer, profile, trace, spans, *, gold=None, max_answer_tokens=16):
@@ -75,7 +76,7 @@ def fake_modules(calls: dict[str, int]) -> dict[str, types.ModuleType]:
 
 @pytest.fixture
 def fakes(monkeypatch):
-    calls = {"suppression": 0, "truncation": 0, "resampling": 0}
+    calls = {"suppression": 0, "answer_suppression": 0, "truncation": 0, "resampling": 0}
     for name, mod in fake_modules(calls).items():
         monkeypatch.setitem(sys.modules, name, mod)
     return calls
@@ -88,8 +89,7 @@ BAD_LINES = ["{not json", json.dumps({"id": "unfinished", "text": "<｜begin▁o
 def test_all_methods_files_and_fields(tiny_r1, tmp_path, fakes):
     model, tok, prof = tiny_r1
     probs = write_tiny_traces(tmp_path / "t.jsonl", 8, seed=2, extra_lines=BAD_LINES)
-    cfg = StepsConfig(methods="attention,suppression,truncation,resampling", n_bootstrap=100, proximity=1,
-                      resampling_traces=100)
+    cfg = StepsConfig(n_bootstrap=100, proximity=1, resampling_traces=100)  # every method (the default)
     res = run_steps(model, tok, prof, tmp_path / "t.jsonl", tmp_path / "out", cfg, progress=False)
     out = tmp_path / "out"
     for name in ("steps.jsonl", "receivers.json", "truncation.json", "agreement.json", "result.json",
@@ -102,14 +102,15 @@ def test_all_methods_files_and_fields(tiny_r1, tmp_path, fakes):
         st = res.trace_steps(p.id)
         assert [s["text"].strip() for s in st] == [*p.steps, f"Final answer is {p.answer}."]
         assert [s["suppression"] for s in st] == [s["tok_end"] - s["tok_start"] for s in st]
+        assert [s["answer_suppression"] for s in st] == [2 * (s["tok_end"] - s["tok_start"]) for s in st]
         assert [s["truncation"] for s in st] == [0.0] * (len(st) - 1) + [1.0]
         assert st[-1]["resampling"] == 1.0 and all(s["attention"] is not None for s in st)
-    assert fakes == {"suppression": 8, "truncation": 8, "resampling": 8}
+    assert fakes == {"suppression": 8, "answer_suppression": 8, "truncation": 8, "resampling": 8}
     trunc = json.loads((out / "truncation.json").read_text())
     assert trunc["fraction"] == [round(0.1 * i, 1) for i in range(11)]
     assert trunc["agreement"][:9] == [0.0] * 9 and trunc["agreement"][-1] == 1.0 and trunc["accuracy"][-1] == 1.0
     agr = json.loads((out / "agreement.json").read_text())
-    assert agr["available"] == ["attention", "suppression", "truncation", "resampling"]
+    assert agr["available"] == ["attention", "suppression", "answer_suppression", "truncation", "resampling"]
     tr_rs = next(p for p in agr["pairs"] if (p["a"], p["b"]) == ("truncation", "resampling"))
     assert tr_rs["spearman"] == pytest.approx(1.0) and tr_rs["top_step"] == 1.0
     skipped = {s["id"]: s["reason"] for s in res.meta["skipped"]}
@@ -166,7 +167,7 @@ def test_a_method_installed_later_is_added_on_rerun(tiny_r1, tmp_path, monkeypat
     monkeypatch.setitem(sys.modules, METHOD_MODULES["truncation"], None)
     first = run_steps(model, tok, prof, tmp_path / "t.jsonl", tmp_path / "out", cfg, progress=False)
     assert all(r["truncation"] is None for r in first.steps) and first.meta["notes"]
-    calls = {"suppression": 0, "truncation": 0, "resampling": 0}
+    calls = {"suppression": 0, "answer_suppression": 0, "truncation": 0, "resampling": 0}
     monkeypatch.setitem(sys.modules, METHOD_MODULES["truncation"], fake_modules(calls)[METHOD_MODULES["truncation"]])
     second = run_steps(model, tok, prof, tmp_path / "t.jsonl", tmp_path / "out", cfg, progress=False)
     assert calls["truncation"] == 3 and all(r["truncation"] is not None for r in second.steps)

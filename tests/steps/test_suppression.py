@@ -112,7 +112,8 @@ def _max_diff(a, b) -> float:
 
 
 @pytest.mark.parametrize("kind", ["qwen2", "llama"])
-def test_fast_matches_naive_random_gqa(kind):
+@pytest.mark.parametrize("scope", ["all", "answer"])
+def test_fast_matches_naive_random_gqa(kind, scope):
     """Random GQA configs, several packed chunks (small max_tokens), all heads and two heads of two layers."""
     from thinklens.profiles import get_profile
 
@@ -122,21 +123,42 @@ def test_fast_matches_naive_random_gqa(kind):
     for trace, _gold, _p in reference_traces(3, seed=5):
         spans = line_spans(trace)
         for heads in (None, [(0, 1), (2, 3), (2, 0)]):
-            fast = suppression_effects(model, profile, trace, spans, heads=heads, max_tokens=40)
-            naive = suppression_effects(model, profile, trace, spans, heads=heads, engine="naive")
+            fast = suppression_effects(model, profile, trace, spans, heads=heads, scope=scope, max_tokens=40)
+            naive = suppression_effects(model, profile, trace, spans, heads=heads, scope=scope, engine="naive")
             assert _max_diff(fast, naive) <= 1e-4, (kind, heads)
             assert fast.kl.max() > 1e-3  # the blocking does something: agreement is not trivial
+            assert fast.scope == naive.scope == scope
 
 
-def test_fast_matches_naive_tiny_r1():
+@pytest.mark.parametrize("scope", ["all", "answer"])
+def test_fast_matches_naive_tiny_r1(scope):
     model, _, profile = tiny()
     for trace, _gold, _p in reference_traces(4, seed=2):
         spans = line_spans(trace)
         for heads in (None, [(1, 2), (2, 6), (0, 0)]):
-            fast = suppression_effects(model, profile, trace, spans, heads=heads)
-            naive = suppression_effects(model, profile, trace, spans, heads=heads, engine="naive")
+            fast = suppression_effects(model, profile, trace, spans, heads=heads, scope=scope)
+            naive = suppression_effects(model, profile, trace, spans, heads=heads, scope=scope, engine="naive")
             assert _max_diff(fast, naive) <= 1e-4, heads
         assert fast.n_answer_tokens == len(trace.answer) and fast.base_logprob < 0
+
+
+def test_answer_scope_is_the_direct_effect():
+    """The two scopes are different interventions: blocking only the answer's queries leaves the reasoning after the
+    step as it was, so on a random model (whose later reasoning tokens do read the step) the effects differ; with
+    the step's later reasoning removed from the picture (the last step, nothing between it and the answer but
+    ``</think>``) the blocked query sets nearly coincide and so do the effects."""
+    from thinklens.profiles import get_profile
+
+    _, tok, _ = tiny()
+    model = random_model("qwen2", len(tok))
+    profile = get_profile("tiny-r1")
+    trace, _, _ = reference_traces(1, seed=5)[0]
+    spans = line_spans(trace)
+    total = suppression_effects(model, profile, trace, spans)
+    direct = suppression_effects(model, profile, trace, spans, scope="answer")
+    assert np.abs(total.kl[:-1] - direct.kl[:-1]).max() > 1e-3
+    between = trace.answer.start - 1 - spans[-1][1]  # queries blocked by "all" only: newline + </think>
+    assert between <= 2 and abs(total.kl[-1] - direct.kl[-1]) < 0.5 * max(total.kl[-1], 1e-3)
 
 
 def test_no_blocked_head_changes_nothing():
@@ -148,15 +170,17 @@ def test_no_blocked_head_changes_nothing():
 
 
 @pytest.mark.slow
-def test_ground_truth_answer_line_on_top():
+@pytest.mark.parametrize("scope", ["all", "answer"])
+def test_ground_truth_answer_line_on_top(scope):
     """tiny-r1 copies its answer from the lines that state/compute the final value: suppressing all heads' access
-    to one of them moves the answer most, in >= 80% of reference and greedy traces."""
+    to one of them (from every later token, or from the answer only) moves the answer most, in >= 80% of reference
+    and greedy traces."""
     model, _, profile = tiny()
     traces = reference_traces(20, seed=0) + greedy_traces(10)
     hits = []
     for trace, _gold, _p in traces:
         spans = line_spans(trace)
-        res = suppression_effects(model, profile, trace, spans)
+        res = suppression_effects(model, profile, trace, spans, scope=scope)
         hits.append(res.ranking()[0] in carrier_steps(trace, spans))
         assert res.logprob_delta[res.ranking()[0]] < -1.0  # the answer becomes much less likely
     assert np.mean(hits) >= 0.8, hits
@@ -176,6 +200,8 @@ def test_bad_input():
         suppression_effects(model, profile, trace, [(r.start, r.start + 3)], heads=[(9, 0)])
     with pytest.raises(ThinklensError, match="engine"):
         suppression_effects(model, profile, trace, [(r.start, r.start + 3)], engine="slow")
+    with pytest.raises(ThinklensError, match="scope"):
+        suppression_effects(model, profile, trace, [(r.start, r.start + 3)], scope="later")
     unfinished = Trace.from_text(trace.text.split("</think>")[0], tiny()[1], profile)
     with pytest.raises(ThinklensError, match="answer"):
         suppression_effects(model, profile, unfinished, [(r.start, r.start + 3)])

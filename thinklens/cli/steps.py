@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "steps", parents=[parent(ModelOptions, required=("name",))],
         help="which reasoning steps the answer uses (step attention, suppression, truncation, resampling)",
         description="Cut each trace's reasoning into steps (lines or sentences) and score every step with each "
-        "method: answer→step attention of the Reasoning-Focus Heads, attention suppression (KL of the answer), "
+        "method: answer→step attention of the Reasoning-Focus Heads, attention suppression (KL of the answer; "
+        "blocked from every later token, and from the answer only), "
         "early answering (truncation) and counterfactual resampling; find Thought Anchors' receiver heads; compare "
         "the methods (Spearman with bootstrap CIs, per step category). Writes DIR/steps.jsonl, receivers.json, "
         "truncation.json, agreement.json, result.json. Resumable: a rerun skips finished traces.")

@@ -97,8 +97,8 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("steps_agreement", "steps", "Do the methods agree on which steps matter?", fig_steps.plot_agreement,
                ("steps_dir",),
                "Spearman correlation between the per-step numbers of every pair of methods (attention of the RFHs, "
-               "attention suppression, early answering, counterfactual resampling) over all steps of all traces, with "
-               "95% bootstrap intervals (resampling traces).", "steps"),
+               "attention suppression, answer suppression, early answering, counterfactual resampling) over all "
+               "steps of all traces, with 95% bootstrap intervals (resampling traces).", "steps"),
     FigureSpec("steps_categories", "steps", "Which kinds of steps matter", fig_steps.plot_categories,
                ("steps_dir",),
                "Per step category (backtracking such as 'Wait', verification, computation, the final answer, other), "

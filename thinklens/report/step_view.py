@@ -28,6 +28,7 @@ import numpy as np
 from thinklens.errors import ThinklensError
 
 METHOD_LABELS = {"attention": "attention (RFHs)", "suppression": "suppression (KL)",
+                 "answer_suppression": "answer suppression (KL)",
                  "truncation": "truncation (effect)", "resampling": "resampling (importance)"}
 
 _CSS = """

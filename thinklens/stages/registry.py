@@ -89,7 +89,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("patching", patching.patching, patching.patching_command, (), ("patching_result",),
           doc="activation patching on contrastive pairs", parallel=True),
     Stage("steps", steps.steps, steps.steps_command, ("traces_with", "heads"), ("steps",), reads=("steps", "top_k"),
-          doc="which reasoning steps the answer uses (step attention, suppression, early answering, resampling)"),
+          doc="which reasoning steps the answer uses (step attention, suppression, answer suppression, early "
+              "answering, resampling)"),
     Stage("report", _report, _report_command, ("evaluation", "heads", "ablation", "debug", "patching_result", "steps"),
           ("report",),
           doc="figures and the self-contained report"),

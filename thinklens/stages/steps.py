@@ -1,5 +1,6 @@
 """The steps stage of a run: which reasoning steps the answer uses, by attention (the run's Reasoning-Focus Heads),
-attention suppression, early answering and counterfactual resampling, on the run's own with-reasoning traces."""
+attention suppression (total and answer-only), early answering and counterfactual resampling, on the run's own
+with-reasoning traces."""
 from __future__ import annotations
 
 import dataclasses

@@ -1,8 +1,8 @@
 """Do the step methods agree? Rank correlations, per-category means and top-step agreement.
 
-Input: per trace, one value per step for each method (``attention``, ``suppression``, ``truncation``,
-``resampling``; ``None`` when the method did not run on that trace) and each step's category. Output, NaN-safe
-(a pair or category without data gets ``None``):
+Input: per trace, one value per step for each method (``attention``, ``suppression``, ``answer_suppression``,
+``truncation``, ``resampling``; ``None`` when the method did not run on that trace) and each step's category.
+Output, NaN-safe (a pair or category without data gets ``None``):
 
 * ``pairs``: for every pair of methods, Spearman's rho over all steps of all traces where both are finite
   (``scipy.stats.spearmanr``), its p-value, and a 95% percentile bootstrap interval that resamples *traces* with
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-METHODS: tuple[str, ...] = ("attention", "suppression", "truncation", "resampling")
+METHODS: tuple[str, ...] = ("attention", "suppression", "answer_suppression", "truncation", "resampling")
 DEFAULT_BOOTSTRAP = 1000
 
 

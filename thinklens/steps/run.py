@@ -39,6 +39,7 @@ from thinklens.steps.results import (
 
 CONFIG_FILE = "config.json"
 METHOD_MODULES: dict[str, str] = {"suppression": "thinklens.steps.suppression",
+                                  "answer_suppression": "thinklens.steps.suppression",
                                   "truncation": "thinklens.steps.truncation",
                                   "resampling": "thinklens.steps.resampling"}
 
@@ -134,14 +135,16 @@ def process_trace(model: Any, tokenizer: Any, profile: Any, record: dict[str, An
         _save_npz(output_dir / arrays_name, answer_step=sa.answer_step.astype(np.float32), vertical=vert,
                   kurtosis=kurt, n_tokens=sa.n_tokens)
         seconds["attention"] = time.perf_counter() - t
-    if "suppression" in modules:
+    for name, scope in (("suppression", "all"), ("answer_suppression", "answer")):
+        if name not in modules:
+            continue
         t = time.perf_counter()
         kw = {"max_tokens": config.max_tokens} if config.max_tokens else {}
-        res = modules["suppression"].suppression_effects(model, profile, trace, spans,
-                                                         engine=config.suppression_engine, **kw)
-        methods["suppression"] = {"kl": _check_len("suppression", "kl", res.kl, n),
-                                  "logprob_delta": _check_len("suppression", "logprob_delta", res.logprob_delta, n)}
-        seconds["suppression"] = time.perf_counter() - t
+        res = modules[name].suppression_effects(model, profile, trace, spans, engine=config.suppression_engine,
+                                                scope=scope, **kw)
+        methods[name] = {"kl": _check_len(name, "kl", res.kl, n),
+                         "logprob_delta": _check_len(name, "logprob_delta", res.logprob_delta, n)}
+        seconds[name] = time.perf_counter() - t
     if "truncation" in modules:
         t = time.perf_counter()
         res = modules["truncation"].early_answering(model, tokenizer, profile, trace, spans, gold=gold,

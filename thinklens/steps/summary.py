@@ -28,6 +28,7 @@ from thinklens.steps.results import (
 
 # method -> (key in a progress record's "methods", field holding the per-step value)
 METHOD_VALUE: dict[str, tuple[str, str]] = {"suppression": ("suppression", "kl"),
+                                            "answer_suppression": ("answer_suppression", "kl"),
                                             "truncation": ("truncation", "effect"),
                                             "resampling": ("resampling", "importance")}
 

@@ -2,7 +2,10 @@
 
 After Thought Anchors (Bogdan, Macar, Nanda, Conmy 2025, section 4): for each step ``[a, b)``, every query at or
 after ``b`` is blocked from the step's keys (in every layer and head, or only in the given ``(layer, head)`` pairs,
-e.g. the top Reasoning-Focus Heads), the answer is teacher-forced, and we measure
+e.g. the top Reasoning-Focus Heads), the answer is teacher-forced, and we measure the step's *total* effect
+(``scope="all"``). ``scope="answer"`` blocks only the answer's own queries (the positions that predict the answer
+tokens) and leaves the reasoning after the step as it was: the step's *direct* effect, the causal counterpart of the
+answer→step attention that defines the RFHs. Both give
 
 * ``kl[i]``: the mean over the answer tokens of ``KL(base || suppressed)`` between the next-token distributions that
   predict each answer token (logits at positions ``answer.start - 1 ... answer.end - 2``: the answer = the trace's
@@ -19,21 +22,24 @@ GQA models work), so no per-head ``[b, H, q, k]`` mask and no ``T x T`` probabil
 
 Engines (:data:`ENGINES`):
 
-* ``"naive"`` (the reference): one full forward over the trace per step, with ``hidden[b:, a:b] = True``.
-* ``"fast"``: the step's own keys and everything before ``b`` are unchanged by the blocking (they come from queries
-  before ``b``), so one forward of the trace keeps the KV cache and each step recomputes only its suffix
-  ``[b, answer.end - 1)`` on top of the cached prefix. The suffixes of several steps are *packed* end to end into
-  one sequence (at most ``max_tokens`` query tokens per forward) over the single shared cache, with a custom 4D
-  mask (copy ``i`` sees the cached tokens before its ``b_i`` and its own earlier tokens) and position ids
-  ``b_i ... `` per copy, exactly as :mod:`thinklens.patching.engine` packs patched runs; the cache is viewed up to
-  the chunk's last step end only (no copy sees further). Only the answer-predicting positions are unembedded
-  (``logits_to_keep``). Memory per forward: the ``[packed, T + packed]`` boolean mask.
+* ``"naive"`` (the reference): one full forward over the trace per step, with ``hidden[s:, a:b] = True`` where
+  ``s`` is the first blocked query (``b`` for scope all, the first answer-predicting position for scope answer).
+* ``"fast"``: the step's own keys and everything before ``s`` are unchanged by the blocking, so one forward of the
+  trace keeps the KV cache and each step recomputes only its blocked queries ``[s, answer.end - 1)`` (scope all:
+  the suffix after the step; scope answer: the answer rows) on top of the cached prefix. These rows of several steps
+  are *packed* end to end into one sequence (at most ``max_tokens`` query tokens per forward) over the single shared
+  cache, with a custom 4D mask (copy ``i`` sees the cached tokens before its ``s_i`` and its own earlier tokens) and
+  position ids ``s_i ...`` per copy, exactly as :mod:`thinklens.patching.engine` packs patched runs; the cache is
+  viewed up to the chunk's largest ``s_i`` only (no copy sees further). Only the answer-predicting positions are
+  unembedded (``logits_to_keep``). Memory per forward: the ``[packed, T + packed]`` boolean mask.
 
-What the fast engine saves is every token before each step: with ``n`` steps spread evenly over a reasoning of
-``R`` tokens it computes about ``n R / 2`` query tokens instead of ``n T`` (so at most ~2x: measured 1.87x against a
-bound of 2.13 in ``benchmarks/steps.py``), plus the packing of many short late suffixes into few forwards; it
-cannot skip the later reasoning tokens, whose attention the blocking changes. ``fast`` and ``naive`` agree to
-<= 1e-4 (measured <= 3e-5; tests: tiny-r1, random Qwen2 and Llama GQA configs, all heads and per head).
+What the fast engine saves with scope all is every token before each step: with ``n`` steps spread evenly over a
+reasoning of ``R`` tokens it computes about ``n R / 2`` query tokens instead of ``n T`` (so at most ~2x for any exact
+engine: measured 1.70-1.87x against a FLOP bound of 1.98 in ``benchmarks/steps.py``); it cannot skip the later
+reasoning tokens, whose attention the blocking changes. With scope answer it recomputes only the answer rows of
+every step, packed into one forward: measured 16.4x (FLOP bound 17.6; the answer rows' vocabulary projection is the
+same in both engines). ``fast`` and ``naive`` agree to <= 1e-4 (measured <= 3.1e-5; tests: tiny-r1, random Qwen2
+and Llama GQA configs, both scopes, all heads and per head).
 """
 from __future__ import annotations
 
@@ -49,6 +55,7 @@ from thinklens.errors import ThinklensError
 from thinklens.steps._common import check_spans, consecutive_groups, device_of, require_answer
 
 ENGINES = ("fast", "naive")
+SCOPES = ("all", "answer")  # who is blocked from the step: every later query (total effect) / the answer's only
 IMPL_NAME = "thinklens_suppress"
 
 
@@ -62,6 +69,7 @@ class SuppressionResult:
     spans: list[tuple[int, int]] = field(default_factory=list)
     heads: list[tuple[int, int]] | None = None  # None: every head of every layer
     engine: str = "fast"
+    scope: str = "all"
     base_logprob: float = 0.0  # sum over answer tokens of log p(token) without suppression
     n_answer_tokens: int = 0
 
@@ -72,7 +80,8 @@ class SuppressionResult:
     def to_dict(self) -> dict[str, Any]:
         return {"kl": self.kl.tolist(), "logprob_delta": self.logprob_delta.tolist(),
                 "spans": [list(s) for s in self.spans], "heads": None if self.heads is None else
-                [list(h) for h in self.heads], "engine": self.engine, "base_logprob": self.base_logprob,
+                [list(h) for h in self.heads], "engine": self.engine, "scope": self.scope,
+                "base_logprob": self.base_logprob,
                 "n_answer_tokens": self.n_answer_tokens}
 
 
@@ -207,48 +216,50 @@ def _effects(base: torch.Tensor, sup: torch.Tensor, targets: torch.Tensor) -> tu
     return kl.double().cpu().numpy(), (ts - tb).double().cpu().numpy()
 
 
-def _naive(model: Any, ids: torch.Tensor, spans: list[tuple[int, int]], keep: torch.Tensor,
+def _naive(model: Any, ids: torch.Tensor, spans: list[tuple[int, int]], starts: list[int], keep: torch.Tensor,
            heads: dict[int, list[int]] | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One full forward per step. ``ids [1, E]``; returns base ``[n_ans, V]`` and suppressed ``[n, n_ans, V]``."""
+    """One full forward per step; queries from ``starts[i]`` on are blocked from step ``i``. ``ids [1, E]``; returns
+    base ``[n_ans, V]`` and suppressed ``[n, n_ans, V]``."""
     E = ids.shape[1]
     base = model(input_ids=ids, use_cache=False, logits_to_keep=keep).logits[0]  # [n_ans, V]
     out = []
-    for a, b in spans:
+    for (a, b), s in zip(spans, starts):
         hidden = torch.zeros(E, E, dtype=torch.bool, device=ids.device)  # [q, k]
-        hidden[b:, a:b] = True
+        hidden[s:, a:b] = True
         with _blocking(model, _Block(hidden, heads)):
             out.append(model(input_ids=ids, use_cache=False, logits_to_keep=keep).logits[0])  # [n_ans, V]
     return base, torch.stack(out)
 
 
-def _fast(model: Any, ids: torch.Tensor, spans: list[tuple[int, int]], keep: torch.Tensor,
+def _fast(model: Any, ids: torch.Tensor, spans: list[tuple[int, int]], starts: list[int], keep: torch.Tensor,
           heads: dict[int, list[int]] | None, max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One cached forward, then each step's suffix ``[b, E)`` packed with others over the shared cache."""
+    """One cached forward, then each step's suffix ``[starts[i], E)`` (the blocked queries) packed with others over
+    the shared cache."""
     from transformers import DynamicCache
 
     dev, E = ids.device, ids.shape[1]
     out = model(input_ids=ids, use_cache=True, logits_to_keep=keep)
     base, full = out.logits[0], out.past_key_values  # [n_ans, V]
     result: list[torch.Tensor | None] = [None] * len(spans)
-    order = sorted(range(len(spans)), key=lambda i: spans[i][1])
-    for chunk in consecutive_groups([E - spans[i][1] for i in order], max_tokens):
+    order = sorted(range(len(spans)), key=lambda i: starts[i])
+    for chunk in consecutive_groups([E - starts[i] for i in order], max_tokens):
         idx = [order[j] for j in chunk]
-        starts = [spans[i][1] for i in idx]
-        offsets = np.cumsum([0] + [E - b for b in starts])  # copy r occupies packed rows [o_r, o_r+1)
-        N, P = int(offsets[-1]), max(starts)  # no copy of the chunk sees cached positions >= P
+        chunk_starts = [starts[i] for i in idx]
+        offsets = np.cumsum([0] + [E - b for b in chunk_starts])  # copy r occupies packed rows [o_r, o_r+1)
+        N, P = int(offsets[-1]), max(chunk_starts)  # no copy of the chunk sees cached positions >= P
         kpos = torch.arange(P, device=dev)
         allowed = torch.zeros(N, P + N, dtype=torch.bool, device=dev)  # [N, P + N]
         hidden = torch.zeros(N, P + N, dtype=torch.bool, device=dev)  # [N, P + N]
         for r, i in enumerate(idx):
             a, b = spans[i]
             o0, o1 = int(offsets[r]), int(offsets[r + 1])
-            allowed[o0:o1, :P] = kpos < b
+            allowed[o0:o1, :P] = kpos < starts[i]
             allowed[o0:o1, P + o0:P + o1] = torch.ones(o1 - o0, o1 - o0, dtype=torch.bool, device=dev).tril()
             hidden[o0:o1, a:b] = True
-        packed = torch.cat([ids[0, b:] for b in starts])[None]  # [1, N]
-        pos = torch.cat([torch.arange(b, E, device=dev) for b in starts])[None]  # [1, N]
+        packed = torch.cat([ids[0, b:] for b in chunk_starts])[None]  # [1, N]
+        pos = torch.cat([torch.arange(b, E, device=dev) for b in chunk_starts])[None]  # [1, N]
         rows = torch.cat([torch.as_tensor(offsets[r] - b, device=dev) + keep
-                          for r, b in enumerate(starts)])  # [c * n_ans] answer-predicting packed rows
+                          for r, b in enumerate(chunk_starts)])  # [c * n_ans] answer-predicting packed rows
         cache = DynamicCache(ddp_cache_data=[(la.keys[:, :, :P], la.values[:, :, :P])
                                              for la in full.layers])  # views of the shared cache, never mutated
         with _blocking(model, _Block(hidden, heads)):
@@ -269,14 +280,17 @@ def suppression_effects(
     *,
     heads: Sequence[Sequence[int]] | None = None,
     engine: str = "fast",
+    scope: str = "all",
     max_tokens: int = 4096,
 ) -> SuppressionResult:
-    """Block attention to each step from every later query and measure the teacher-forced answer's change.
+    """Block attention to each step and measure the teacher-forced answer's change.
 
     ``spans``: the steps as absolute ``[start, end)`` token spans of ``trace.ids`` inside the reasoning;
-    ``heads``: ``(layer, head)`` pairs to block (default: all heads of all layers); ``engine``: ``"fast"``
-    (prefix KV reuse, up to ``max_tokens`` packed query tokens per forward) or ``"naive"`` (the reference). On
-    tiny-r1 the line that states the final value carries the answer::
+    ``heads``: ``(layer, head)`` pairs to block (default: all heads of all layers); ``scope``: ``"all"`` blocks
+    every later query (Thought Anchors: the step's total effect), ``"answer"`` only the answer's own queries (its
+    direct read of the step; see the module doc); ``engine``: ``"fast"`` (prefix KV reuse, up to ``max_tokens``
+    packed query tokens per forward) or ``"naive"`` (the reference). On tiny-r1 the line that states the final value
+    carries the answer, by both scopes::
 
         >>> from thinklens.models import load_model
         >>> from thinklens.toy import full_text, generate_problems
@@ -290,9 +304,14 @@ def suppression_effects(
         >>> res = suppression_effects(model, profile, trace, spans)
         >>> trace.span_text(type(r)(*spans[res.ranking()[0]]))
         'Final answer is 45.'
+        >>> direct = suppression_effects(model, profile, trace, spans, scope="answer")
+        >>> direct.ranking()[0] == res.ranking()[0]
+        True
     """
     if engine not in ENGINES:
         raise ThinklensError(f"unknown engine {engine!r}; choose from {ENGINES}")
+    if scope not in SCOPES:
+        raise ThinklensError(f"unknown suppression scope {scope!r}; choose from {SCOPES}")
     if max_tokens < 1:
         raise ThinklensError(f"max_tokens must be >= 1, got {max_tokens}")
     steps = check_spans(trace, spans)
@@ -304,12 +323,14 @@ def suppression_effects(
     ids = torch.as_tensor(trace.ids[:E], dtype=torch.long, device=dev)[None]  # [1, E]
     keep = torch.arange(a0 - 1, E, device=dev)  # [n_ans] positions whose logits predict the answer tokens
     targets = torch.as_tensor(trace.ids[a0:a1], dtype=torch.long, device=dev)  # [n_ans]
+    # the blocked queries start after the step (all) or at the first answer-predicting position (answer)
+    starts = [b if scope == "all" else max(b, a0 - 1) for _, b in steps]
     if engine == "naive":
-        base, sup = _naive(model, ids, steps, keep, by_layer)
+        base, sup = _naive(model, ids, steps, starts, keep, by_layer)
     else:
-        base, sup = _fast(model, ids, steps, keep, by_layer, max_tokens)
+        base, sup = _fast(model, ids, steps, starts, keep, by_layer, max_tokens)
     kl, delta = _effects(base, sup, targets)
     base_lp = float(torch.log_softmax(base.float(), -1).gather(-1, targets[:, None]).sum())
     return SuppressionResult(kl=kl, logprob_delta=delta, spans=steps,
                              heads=None if heads is None else [(int(h[0]), int(h[1])) for h in heads],
-                             engine=engine, base_logprob=base_lp, n_answer_tokens=int(a1 - a0))
+                             engine=engine, scope=scope, base_logprob=base_lp, n_answer_tokens=int(a1 - a0))
