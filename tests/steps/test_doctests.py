@@ -8,8 +8,9 @@ import pytest
 
 MODULES = ["thinklens.steps.categories", "thinklens.steps.segment", "thinklens.steps.attention",
            "thinklens.steps.receivers", "thinklens.steps.agreement", "thinklens.steps.results",
-           "thinklens.steps.summary", "thinklens.steps.run", "thinklens.cli.steps", "thinklens.report.fig_steps",
-           "thinklens.report.step_view"]
+           "thinklens.steps.summary", "thinklens.steps.run", "thinklens.steps.suppression",
+           "thinklens.steps.truncation", "thinklens.steps.resampling", "thinklens.cli.steps",
+           "thinklens.report.fig_steps", "thinklens.report.step_view"]
 
 
 @pytest.mark.slow
