@@ -21,9 +21,9 @@ stage whose files are still there and whose settings are unchanged, reruns it ot
 effect), reruns the stages that read a rerun stage's files, and lets partial stages resume from what they wrote.
 
 Several GPUs and nodes (``torchrun --nproc-per-node N -m thinklens run ...``): every rank loads the model on its own
-device; the stages with items (collect, attention, patching) share them among the ranks
-(:mod:`thinklens.distributed`), the others (grade, evaluate, heads, report) run on rank 0 while the rest wait, and
-rank 0 alone writes the run's state and results.
+device; the stages that run the model (collect, attention, heads' induction and retrieval tests, ablation,
+debugging, patching, steps) share their items among the ranks (:mod:`thinklens.distributed`), the others (grade,
+evaluate, report) run on rank 0 while the rest wait, and rank 0 alone writes the run's state and results.
 """
 from __future__ import annotations
 

@@ -84,14 +84,14 @@ def tiny(one_thread):
 
 @pytest.fixture(scope="module")
 def traces(tmp_path_factory) -> Path:
-    """Toy traces (with slips), one bad line and one repeated id."""
+    """Toy traces (with slips and gold answers), one bad line and one repeated id."""
     from thinklens.toy import full_text, generate_problems
 
     path = tmp_path_factory.mktemp("traces") / "traces.jsonl"
     problems = generate_problems(N_TRACES, seed=11)
     with path.open("w") as f:
         for i, p in enumerate(problems):
-            f.write(json.dumps({"id": p.id, "text": full_text(p)}) + "\n")
+            f.write(json.dumps({"id": p.id, "text": full_text(p), "gold_answer": p.answer}) + "\n")
             if i == 7:
                 f.write("{torn\n")
         f.write(json.dumps({"id": problems[3].id, "text": "again"}) + "\n")
@@ -224,3 +224,78 @@ def test_run_on_two_ranks_writes_the_one_process_run(one_thread, tmp_path):
         assert (tmp_path / "run2" / name).read_bytes() == (tmp_path / "run1" / name).read_bytes(), name
     assert (tmp_path / "run2" / "report.html").is_file()
     assert not list((tmp_path / "run2").rglob("*.rank*-of-*"))
+    # heads (induction, retrieval), ablation, debugging and steps ran on both ranks: one process's files
+    assert_same_stage_files(tmp_path / "run1", tmp_path / "run2")
+
+
+# files whose only difference may be timings (dropped) and the run directory's path (replaced) in their settings
+TIMED = ("steps/progress.jsonl", "steps/result.json", "attention/ablation/ablation.json")
+
+
+def _untimed(x: object) -> object:
+    if isinstance(x, dict):
+        return {k: _untimed(v) for k, v in x.items() if k not in ("seconds", "timings")}
+    return [_untimed(v) for v in x] if isinstance(x, list) else x
+
+
+def _text(path: Path, root: Path) -> str:
+    text = path.read_text().replace(str(root), "ROOT")
+    if path.relative_to(root).as_posix() not in TIMED:
+        return text
+    if path.suffix == ".jsonl":
+        return "\n".join(json.dumps(_untimed(json.loads(line))) for line in text.splitlines())
+    return json.dumps(_untimed(json.loads(text)))
+
+
+def assert_same_stage_files(one: Path, two: Path, dirs: tuple[str, ...] = ("attention/ablation", "attention/debug",
+                                                                         "steps")) -> int:
+    """Every JSON/JSONL/NPZ file of ``dirs`` (and the induction and retrieval scores) is one process's: text equal
+    (timings aside), arrays exactly equal; returns how many files were compared."""
+    names = ["attention/induction.json", "attention/retrieval.json"]
+    names += sorted(q.relative_to(one).as_posix() for d in dirs if (one / d).is_dir() for q in (one / d).rglob("*")
+                    if q.suffix in (".json", ".jsonl", ".npz"))
+    names = [n for n in names if (one / n).exists()]
+    for n in names:
+        a, b = one / n, two / n
+        assert b.exists(), n
+        if a.suffix == ".npz":
+            with np.load(a) as za, np.load(b) as zb:
+                assert za.files == zb.files, n
+                for k in za.files:
+                    assert np.array_equal(za[k], zb[k], equal_nan=za[k].dtype.kind == "f"), f"{n}:{k}"
+        else:
+            assert _text(a, one) == _text(b, two), n
+    return len(names)
+
+
+def test_ablation_on_two_ranks_shares_batches_and_writes_the_one_process_files(tiny, attention_reference, tmp_path):
+    from thinklens.attention.ablation import run_ablation
+
+    kw = dict(top_k=3, random_draws=2, limit=12, batch_size=2)  # 6 batches: 3 per rank
+    run_ablation(tiny.model, tiny.tokenizer, tiny.profile, attention_reference, tmp_path / "r1" / "attention/ablation",
+                 model_name="tiny-r1", progress=False, **kw)
+    torchrun(["heads", "ablate", "--model", "tiny-r1", "--scores", str(attention_reference), "--top", "3",
+              "--random-draws", "2", "--limit", "12", "--batch-size", "2", "--output",
+              str(tmp_path / "r2" / "attention/ablation"), "--json"])
+    assert assert_same_stage_files(tmp_path / "r1", tmp_path / "r2", ("attention/ablation",)) >= 5
+
+
+def test_steps_killed_mid_run_resumes_in_one_process_to_the_one_process_result(tiny, traces, tmp_path):
+    from thinklens.steps.results import StepsConfig
+    from thinklens.steps.run import run_steps
+
+    subset = tmp_path / "traces.jsonl"  # 30 lines, one of them torn
+    subset.write_text("".join(traces.read_text().splitlines(keepends=True)[:30]))
+    config = StepsConfig(methods="attention,truncation", proximity=1)
+    run_steps(tiny.model, tiny.tokenizer, tiny.profile, subset, tmp_path / "one" / "steps", config, progress=False)
+    out = tmp_path / "two" / "steps"
+    n = killed_mid_run(["steps", "--model", "tiny-r1", "--traces", str(subset), "--output", str(out), "--methods",
+                        "attention,truncation", "--proximity", "1", "--quiet"], out / "progress.jsonl", min_records=4)
+    assert 0 < n < 29 and not (out / "steps.jsonl").exists()
+    # the rerun has another world size: it folds the two ranks' parts, then runs only the missing traces
+    run_steps(tiny.model, tiny.tokenizer, tiny.profile, subset, out, config, progress=False)
+    ids = [line.record["id"] for line in read_jsonl(out / "progress.jsonl")]
+    assert len(ids) == len(set(ids)) == 29
+    assert not part_files(out / "progress.jsonl") and not part_files(out / "skipped.jsonl")
+    for name in ("steps.jsonl", "receivers.json", "truncation.json", "agreement.json", "skipped.jsonl"):
+        assert (out / name).read_text() == (tmp_path / "one" / "steps" / name).read_text(), name

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from thinklens.attention.ablation_result import AblationResult
+from thinklens.attention.ablation_rows import _prefill, answer_logprob, greedy_rows
 from thinklens.errors import ThinklensError
 
 ABLATION_MODES = ("mean", "zero")
@@ -200,109 +201,6 @@ class MeanOutputs:
         return (self.sums / np.maximum(self.counts, 1)[:, None, None]).astype(np.float32)
 
 
-# -- a group of traces x conditions: one shared prefix cache, greedy answers, teacher-forced log-probs ----------
-@dataclass
-class _Prefix:
-    """Left-padded prefixes without their last token, and their KV cache (per layer ``[G, n_kv, W, hd]``)."""
-
-    kv: list[tuple[torch.Tensor, torch.Tensor]]
-    mask: torch.Tensor  # [G, W] 1 on real tokens
-    last: torch.Tensor  # [G] the last prefix token (``</think>``): the first ablated position
-    length: torch.Tensor  # [G] real prefix tokens before ``last`` (= ``last``'s position)
-
-
-def _prefill(model: Any, prefixes: list[list[int]], pad_id: int) -> _Prefix:
-    device = next(model.parameters()).device
-    W = max(len(p) - 1 for p in prefixes)
-    ids = torch.full((len(prefixes), W), pad_id, dtype=torch.long)  # [G, W]
-    mask = torch.zeros((len(prefixes), W), dtype=torch.long)  # [G, W]
-    for i, p in enumerate(prefixes):
-        ids[i, W - len(p) + 1:] = torch.tensor(p[:-1])
-        mask[i, W - len(p) + 1:] = 1
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)  # [G, W]
-    with torch.no_grad():
-        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-                    use_cache=True, logits_to_keep=1)
-    kv = [(la.keys, la.values) for la in out.past_key_values.layers]
-    return _Prefix(kv, mask.to(device), torch.tensor([p[-1] for p in prefixes], device=device),
-                   mask.sum(-1).to(device))
-
-
-def _rows_cache(pre: _Prefix, repeats: int) -> Any:
-    """A new DynamicCache with every prefix repeated ``repeats`` times (row = trace * repeats + condition)."""
-    from transformers import DynamicCache
-
-    return DynamicCache(ddp_cache_data=[(k.repeat_interleave(repeats, 0), v.repeat_interleave(repeats, 0))
-                                        for k, v in pre.kv])
-
-
-def greedy_rows(model: Any, pre: _Prefix, repeats: int, max_new: list[int], eos_id: int,
-                acc: MeanOutputs | None = None) -> list[list[int]]:
-    """Greedy answers of every row (trace-major), from the last prefix token on; a row stops at EOS (included)
-    or after ``max_new[trace]`` tokens. ``acc`` (if given) only counts positions of unfinished rows.
-
-    Example::
-
-        pre = _prefill(model, [trace.ids[: trace.think_close.end]], tok.eos_token_id)
-        greedy_rows(model, pre, 1, [40], tok.eos_token_id)[0]  # the answer tokens + EOS
-    """
-    cache = _rows_cache(pre, repeats)
-    B = pre.mask.shape[0] * repeats
-    mask = pre.mask.repeat_interleave(repeats, 0)  # [B, W]
-    pos = pre.length.repeat_interleave(repeats, 0)  # [B]
-    x = pre.last.repeat_interleave(repeats, 0)[:, None]  # [B, 1]
-    caps = [max_new[r // repeats] for r in range(B)]
-    out: list[list[int]] = [[] for _ in range(B)]
-    done = [False] * B
-    with torch.no_grad():
-        for _ in range(max(caps)):
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)  # [B, W + steps so far + 1]
-            if acc is not None:
-                acc.weights = torch.tensor([[0.0 if d else 1.0] for d in done])  # [B, 1]
-            o = model(input_ids=x, attention_mask=mask, position_ids=pos[:, None], past_key_values=cache,
-                      use_cache=True)
-            cache = o.past_key_values
-            nxt = o.logits[:, -1].argmax(-1)  # [B]
-            for r, t in enumerate(nxt.tolist()):
-                if not done[r]:
-                    out[r].append(t)
-                    done[r] = t == eos_id or len(out[r]) >= caps[r]
-            if all(done):
-                break
-            x, pos = nxt[:, None], pos + 1
-    if acc is not None:
-        acc.weights = None
-    return out
-
-
-def answer_logprob(model: Any, pre: _Prefix, repeats: int, answers: list[list[int]]) -> np.ndarray:
-    """[rows] summed log-probability of ``answers[trace]`` after the last prefix token (teacher-forced, one forward
-    for all rows; answers right-padded, which causal attention never lets earlier tokens see).
-
-    Example::
-
-        answer_logprob(model, pre, 1, [trace.ids[trace.think_close.end:]])  # array([-0.002])
-    """
-    device = pre.mask.device
-    B, A = pre.mask.shape[0] * repeats, max(1, max(len(a) for a in answers))
-    ids = torch.zeros((B, A), dtype=torch.long, device=device)  # [B, A]: last token + answer[:-1]
-    tgt = torch.zeros((B, A), dtype=torch.long, device=device)  # [B, A]
-    real = torch.zeros((B, A), dtype=torch.bool, device=device)
-    for r in range(B):
-        a = answers[r // repeats]
-        if a:
-            ids[r, : len(a)] = torch.tensor([int(pre.last[r // repeats])] + a[:-1], device=device)
-            tgt[r, : len(a)] = torch.tensor(a, device=device)
-            real[r, : len(a)] = True
-    mask = torch.cat([pre.mask.repeat_interleave(repeats, 0), torch.ones_like(ids)], dim=1)  # [B, W + A]
-    pos = pre.length.repeat_interleave(repeats, 0)[:, None] + torch.arange(A, device=device)[None]  # [B, A]
-    with torch.no_grad():
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=_rows_cache(pre, repeats),
-                       use_cache=True).logits  # [B, A, vocab]
-    lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, tgt[..., None])[..., 0]  # [B, A]
-    return (lp * real).sum(-1).double().cpu().numpy()
-
-
 def grade_answer(tokenizer: Any, tokens: list[int], gold: str) -> tuple[str | None, bool, str]:
     """(extracted answer, correct, answer text) of generated answer tokens (EOS dropped), graded like stage 1.
 
@@ -382,17 +280,26 @@ def _pad_id(tokenizer: Any) -> int:
 
 def _base_pass(model: Any, tokenizer: Any, profile: Any, items: list, settings: AblationSettings, out: Path,
                batch_size: int, progress: bool) -> tuple[dict[str, dict[str, Any]], np.ndarray]:
-    """Unablated answers, their log-probs and the heads' mean answer outputs (saved when complete)."""
+    """Unablated answers, their log-probs and the heads' mean answer outputs (saved when complete). Under torchrun
+    batch ``g`` is rank ``g % WORLD_SIZE``'s; each batch's head-output sums are kept apart and added in batch order,
+    so the means are bit for bit those of one process."""
+    from thinklens import distributed
     from thinklens.progress import bar
 
     if (out / BASE_FILE).exists() and (out / MEANS_FILE).exists():
         base = json.loads((out / BASE_FILE).read_text())
         if all(rid in base for rid, _, _ in items):
             return base, np.load(out / MEANS_FILE)["means"]
-    acc = MeanOutputs(model, profile)
+    world = distributed.world()
+    groups = _groups(items, batch_size)
     base: dict[str, dict[str, Any]] = {}
-    pbar = bar(total=len(items), desc="ablation base", unit="trace", disable=not progress)
-    for group in _groups(items, batch_size):
+    sums: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # batch -> (head-output sums, counts)
+    pbar = bar(total=len(range(world.rank, len(groups), world.size)), desc="ablation base", unit="batch",
+               disable=not progress)
+    for g, group in enumerate(groups):
+        if not world.owns(g):
+            continue
+        acc = MeanOutputs(model, profile)
         pre = _prefill(model, [tr.ids[: tr.think_close.end] for _, tr, _ in group], _pad_id(tokenizer))
         with acc.recording():
             gens = greedy_rows(model, pre, 1, [_max_new(tr, settings) for _, tr, _ in group],
@@ -402,11 +309,26 @@ def _base_pass(model: Any, tokenizer: Any, profile: Any, items: list, settings: 
             pred, ok, text = grade_answer(tokenizer, toks, gold)
             base[rid] = {"tokens": toks, "answer": pred, "correct": ok, "logprob": float(lp), "text": text,
                          "gold": gold, "matches_trace": text.strip() == trace.span_text(trace.answer).strip()}
-        pbar.update(len(group))
+        sums[g] = (acc.sums, acc.counts)
+        pbar.update(1)
     pbar.close()
-    means = acc.means()
-    np.savez(out / MEANS_FILE, means=means)
-    (out / BASE_FILE).write_text(json.dumps(base, ensure_ascii=False) + "\n")
+    parts = distributed.gather((base, sums))
+    total = MeanOutputs(model, profile)
+    for g in range(len(groups)):  # batch order, as one process adds them
+        s, c = next(p[1][g] for p in parts if g in p[1])
+        total.sums += s
+        total.counts += c
+    merged = {}
+    for p in parts:
+        merged.update(p[0])
+    base = {rid: merged[rid] for rid, _, _ in items}  # item order: the file one process writes
+    means = total.means()
+
+    def save() -> None:
+        np.savez(out / MEANS_FILE, means=means)
+        (out / BASE_FILE).write_text(json.dumps(base, ensure_ascii=False) + "\n")
+
+    distributed.on_main(save, share=False)
     return base, means
 
 
@@ -432,9 +354,10 @@ def run_ablation(model: Any, tokenizer: Any, profile: Any, scores: str | Path, o
     >>> s["rfh"], s["accuracy_base"], s["accuracy_rfh_ablated"], s["accuracy_random_ablated"]
     ([[1, 2], [1, 7], [2, 6]], 1.0, 0.125, [1.0, 0.875])
     """
+    from thinklens import distributed
     from thinklens.attention.heads import rank_heads
     from thinklens.attention.segments import HeadScores
-    from thinklens.jsonl import JsonlWriter, read_jsonl
+    from thinklens.jsonl import JsonlWriter
     from thinklens.progress import bar
 
     t0 = time.perf_counter()
@@ -445,36 +368,36 @@ def run_ablation(model: Any, tokenizer: Any, profile: Any, scores: str | Path, o
     draws = matched_random_heads(rfh, hs.shape[1], random_draws, seed)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    _check_settings(out, {**asdict(settings), "rfh": [list(h) for h in rfh],
-                          "random_heads": [[list(h) for h in d] for d in draws]})
+    distributed.on_main(_check_settings, out, {**asdict(settings), "rfh": [list(h) for h in rfh],
+                          "random_heads": [[list(h) for h in d] for d in draws]}, share=False)
     skipped: list[dict[str, Any]] = []
     items = _load_items(hs, settings, tokenizer, profile, skipped)
     base, means = _base_pass(model, tokenizer, profile, items, settings, out, batch_size, progress)
     conds = [rfh] + draws
-    done: dict[str, dict[str, Any]] = {}
-    if (out / PARTIAL_FILE).exists():
-        done = {str(it.record["id"]): it.record for it in read_jsonl(out / PARTIAL_FILE) if it.record is not None}
-    todo = [it for it in items if it[0] not in done]
-    pbar = bar(total=len(items), initial=len(items) - len(todo), desc="ablation", unit="trace",
-               disable=not progress)
-    with JsonlWriter(out / PARTIAL_FILE) as w:
-        for group in _groups(todo, batch_size):
-            pre = _prefill(model, [tr.ids[: tr.think_close.end] for _, tr, _ in group], _pad_id(tokenizer))
-            rows = [c for _ in group for c in conds]  # row = trace * len(conds) + condition
-            with ablate_heads(model, profile, rows, mode, means):
-                gens = greedy_rows(model, pre, len(conds), [_max_new(tr, settings) for _, tr, _ in group],
-                                   tokenizer.eos_token_id)
-                lps = answer_logprob(model, pre, len(conds), [base[rid]["tokens"] for rid, _, _ in group])
-            for g, (rid, _, gold) in enumerate(group):
-                mine = range(g * len(conds), (g + 1) * len(conds))
-                graded = [grade_answer(tokenizer, gens[r], gold) for r in mine]
-                rec = {"id": rid, "answers": [x[0] for x in graded], "correct": [x[1] for x in graded],
-                       "texts": [x[2] for x in graded], "logprob": [float(lps[r]) for r in mine],
-                       "n_answer_tokens": len(base[rid]["tokens"])}
-                w.write(rec)
-                done[rid] = rec
-            pbar.update(len(group))
-    pbar.close()
+    position = {rid: i for i, (rid, _, _) in enumerate(items)}
+    world = distributed.world()  # under torchrun batch g of the pending traces is rank g % WORLD_SIZE's
+    with distributed.sharded_files(out / PARTIAL_FILE, order=lambda r: position.get(str(r.get("id")))) as (mine_p,):
+        done = _partial(out)  # after the parts of a killed launch were folded in
+        todo = [it for it in items if it[0] not in done]
+        groups = [g for i, g in enumerate(_groups(todo, batch_size)) if world.owns(i)]
+        pbar = bar(total=len(groups), desc="ablation", unit="batch", disable=not progress)
+        with JsonlWriter(mine_p) as w:
+            for group in groups:
+                pre = _prefill(model, [tr.ids[: tr.think_close.end] for _, tr, _ in group], _pad_id(tokenizer))
+                rows = [c for _ in group for c in conds]  # row = trace * len(conds) + condition
+                with ablate_heads(model, profile, rows, mode, means):
+                    gens = greedy_rows(model, pre, len(conds), [_max_new(tr, settings) for _, tr, _ in group],
+                                       tokenizer.eos_token_id)
+                    lps = answer_logprob(model, pre, len(conds), [base[rid]["tokens"] for rid, _, _ in group])
+                for g, (rid, _, gold) in enumerate(group):
+                    mine = range(g * len(conds), (g + 1) * len(conds))
+                    graded = [grade_answer(tokenizer, gens[r], gold) for r in mine]
+                    w.write({"id": rid, "answers": [x[0] for x in graded], "correct": [x[1] for x in graded],
+                             "texts": [x[2] for x in graded], "logprob": [float(lps[r]) for r in mine],
+                             "n_answer_tokens": len(base[rid]["tokens"])})
+                pbar.update(1)
+        pbar.close()
+    done = _partial(out)  # every rank's records, merged
     ids = [rid for rid, _, _ in items]
     b = [base[i] for i in ids]
     d = [done[i] for i in ids]
@@ -486,5 +409,13 @@ def run_ablation(model: Any, tokenizer: Any, profile: Any, scores: str | Path, o
                          gold=[bi["gold"] for bi in b], base_matches_trace=[bool(bi["matches_trace"]) for bi in b],
                          model=model_name, settings={**asdict(settings), "scores": str(scores)}, skipped=skipped,
                          seconds=time.perf_counter() - t0)
-    res.save(out)
+    distributed.on_main(res.save, out, share=False)
     return res
+
+
+def _partial(out: Path) -> dict[str, dict[str, Any]]:
+    from thinklens.jsonl import read_jsonl
+
+    if not (out / PARTIAL_FILE).exists():
+        return {}
+    return {str(it.record["id"]): it.record for it in read_jsonl(out / PARTIAL_FILE) if it.record is not None}

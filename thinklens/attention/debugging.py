@@ -233,7 +233,8 @@ def debug_graded_file(model: Any, tokenizer: Any, profile: Any, graded: str | Pa
                       segment: Segmenter = line_steps, limit: int | None = None, text_field: str | None = None,
                       model_name: str = "", progress: bool = True) -> DebugResult:
     """Debug every gradable record of a graded JSONL file (``is_correct``, ``extracted_answer``, ``gold_answer``).
-    Bad records are skipped with their reason. A constructed failure on tiny-r1: the final line states 99.
+    Bad records are skipped with their reason. Under torchrun line ``i`` is rank ``i % WORLD_SIZE``'s and every rank
+    returns the merged result (one process's). A constructed failure on tiny-r1: the final line states 99.
 
     >>> import json
     >>> from thinklens.models import load_model
@@ -249,32 +250,44 @@ def debug_graded_file(model: Any, tokenizer: Any, profile: Any, graded: str | Pa
     >>> t.step_text[t.top_step], t.first_extracted_step, t.gold_in_reasoning
     ('Final answer is 99.', 3, True)
     """
+    from thinklens import distributed
     from thinklens.jsonl import read_jsonl
     from thinklens.progress import bar
     from thinklens.traces import record_id
 
     if not Path(graded).is_file():
         raise ThinklensError(f"{graded}: no such graded file")
-    out, skipped = [], []
+    world = distributed.world()  # under torchrun line i of the graded file is rank i % WORLD_SIZE's
     lines = list(read_jsonl(graded))
-    for it in bar(lines, desc="debug", unit="trace", disable=not progress):
+    rows: list[tuple[int, str, Any]] = []  # (line index, "trace" | "skipped", what)
+    n_ok = 0
+    for n, it in enumerate(bar(lines, desc="debug", unit="trace", disable=not progress)):
+        if not world.owns(n):
+            continue
+        if limit is not None and n_ok >= limit:  # the first `limit` of all ranks are among each rank's first `limit`
+            break
         if it.record is None:
-            skipped.append({"line": it.lineno, "reason": it.error})
+            rows.append((n, "skipped", {"line": it.lineno, "reason": it.error}))
             continue
         rec, rid = it.record, record_id(it.record, it.lineno)
         if rec.get("is_correct") is None or rec.get("gold_answer") is None:
-            skipped.append({"id": rid, "line": it.lineno, "reason": rec.get("error") or "not graded"})
+            rows.append((n, "skipped", {"id": rid, "line": it.lineno, "reason": rec.get("error") or "not graded"}))
             continue
         try:
             trace = Trace.from_record(rec, tokenizer, profile, text_field)
             if trace.answer is None or len(trace.answer) == 0 or len(trace.reasoning) == 0:
                 raise ThinklensError("no answer or no reasoning")
-            out.append(debug_trace(model, trace, heads, rid=str(rid), is_correct=rec["is_correct"],
-                                   gold=rec["gold_answer"], extracted=rec.get("extracted_answer"), segment=segment))
+            rows.append((n, "trace", debug_trace(model, trace, heads, rid=str(rid), is_correct=rec["is_correct"],
+                                                 gold=rec["gold_answer"], extracted=rec.get("extracted_answer"),
+                                                 segment=segment)))
+            n_ok += 1
         except ThinklensError as err:
-            skipped.append({"id": rid, "line": it.lineno, "reason": str(err)})
-        if limit is not None and len(out) >= limit:
+            rows.append((n, "skipped", {"id": rid, "line": it.lineno, "reason": str(err)}))
+    out, skipped = [], []
+    for _, kind, what in sorted((r for part in distributed.gather(rows) for r in part), key=lambda r: r[0]):
+        if limit is not None and len(out) >= limit:  # file order, as one process stops
             break
+        (out if kind == "trace" else skipped).append(what)
     settings = {"graded": str(graded), "segment": getattr(segment, "__name__", str(segment)),
                 "step_attention": "answer queries (EOS excluded) → step tokens, mean over RFHs, summed per step"}
     return DebugResult(out, [tuple(h) for h in heads], model_name, settings, skipped)

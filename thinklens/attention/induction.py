@@ -112,6 +112,7 @@ def _token_pool(model: Any, tokenizer: Any | None) -> np.ndarray:
 def induction_scores(model: Any, tokenizer: Any | None = None, *, seq_len: int = SEQ_LEN, n_seqs: int = N_SEQS,
                      seed: int = 0, bos_id: int | None = None, model_name: str = "") -> InductionScores:
     """Mean attention from every second-copy token of ``[BOS] + r + r`` to the token after its first occurrence.
+    Under torchrun the sequences are shared among the ranks and every rank returns one process's scores.
 
     >>> import thinklens as tl
     >>> model, tok, profile = tl.load_model("tiny-r1", device="cpu")
@@ -123,6 +124,7 @@ def induction_scores(model: Any, tokenizer: Any | None = None, *, seq_len: int =
     >>> ind.heads_above()  # tiny-r1 has no induction head: none reaches 10x the uniform baseline
     []
     """
+    from thinklens import distributed
     from thinklens.modules import attention_shape, input_device
 
     if seq_len < 2 or n_seqs < 1:
@@ -132,18 +134,27 @@ def induction_scores(model: Any, tokenizer: Any | None = None, *, seq_len: int =
         bos_id = tokenizer.bos_token_id
     pool = _token_pool(model, tokenizer)
     rng = np.random.default_rng(seed)
-    red = _InductionReducer(n_layers, n_heads, seq_len)
     head = [bos_id] if bos_id is not None else []
     # second copy; with or without BOS the target is query - seq_len + 1
     positions = np.arange(len(head) + seq_len, len(head) + 2 * seq_len)
     device = input_device(model)
-    with capture_attention(model, positions, red):
-        for _ in range(n_seqs):
-            r = rng.choice(pool, size=seq_len, replace=len(pool) < seq_len).tolist()
-            ids = torch.tensor([head + r + r], dtype=torch.long, device=device)
-            with torch.no_grad():
-                model(input_ids=ids, use_cache=False, logits_to_keep=1)
-    scores = (red.sums / red.counts.clamp(min=1)[:, None]).numpy().astype(np.float32)
+    seqs = [rng.choice(pool, size=seq_len, replace=len(pool) < seq_len).tolist() for _ in range(n_seqs)]
+    world = distributed.world()  # under torchrun sequence i is rank i % WORLD_SIZE's
+    mine = {}
+    for i, r in enumerate(seqs):
+        if world.owns(i):
+            red = _InductionReducer(n_layers, n_heads, seq_len)
+            with capture_attention(model, positions, red), torch.no_grad():
+                model(input_ids=torch.tensor([head + r + r], dtype=torch.long, device=device), use_cache=False,
+                      logits_to_keep=1)
+            mine[i] = (red.sums, red.counts)
+    sums = torch.zeros(n_layers, n_heads, dtype=torch.float64)
+    counts = torch.zeros(n_layers, dtype=torch.float64)
+    scored = {i: r for part in distributed.gather(mine) for i, r in part.items()}
+    for i in range(n_seqs):  # sequence order, whichever rank ran it: one process's sums bit for bit
+        sums += scored[i][0]
+        counts += scored[i][1]
+    scores = (sums / counts.clamp(min=1)[:, None]).numpy().astype(np.float32)
     settings = {"seq_len": seq_len, "n_seqs": n_seqs, "seed": seed, "bos": bos_id is not None}
     return InductionScores(scores, model_name, settings)
 

@@ -278,7 +278,8 @@ def retrieval_scores(model: Any, tokenizer: Any, *, fmt: str | None = None, prof
                      lengths: tuple[int, ...] | None = None, depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0),
                      n_needles: int | None = None, seed: int = 0, bos: str | None = None, progress: bool = False
                      ) -> RetrievalScores:
-    """Retrieval score of every head from seeded needle tests (tiny-r1: its copy heads, ~2 s).
+    """Retrieval score of every head from seeded needle tests (tiny-r1: its copy heads, ~2 s). Under torchrun the
+    tests are shared among the ranks and every rank returns one process's scores.
 
     >>> from thinklens.models import load_model
     >>> model, tok, profile = load_model("tiny-r1", device="cpu", dtype="fp32")
@@ -286,6 +287,7 @@ def retrieval_scores(model: Any, tokenizer: Any, *, fmt: str | None = None, prof
     >>> rs.n_passed > 0, sorted((layer, head) for layer, head, _ in rs.top(3))
     (True, [(1, 1), (1, 2), (1, 3)])
     """
+    from thinklens import distributed
     from thinklens.modules import attention_shape
     from thinklens.progress import bar
 
@@ -296,9 +298,13 @@ def retrieval_scores(model: Any, tokenizer: Any, *, fmt: str | None = None, prof
         bos = getattr(tokenizer, "bos_token", None)
     tests = build_tests(tokenizer, name, lengths=lengths, depths=depths, n_needles=n_needles, seed=seed, bos=bos)
     L, H, _, _ = attention_shape(model)
+    world = distributed.world()  # under torchrun test i is rank i % WORLD_SIZE's; the sums run in test order
+    mine = {i: score_test(model, t) for i, t in enumerate(bar(tests, desc="retrieval", unit="test",
+                                                                disable=not progress)) if world.owns(i)}
+    scored = {i: r for part in distributed.gather(mine) for i, r in part.items()}
     hit_sum, mass_sum, n_pass, rows = np.zeros((L, H)), np.zeros((L, H)), 0, []
-    for t in bar(tests, desc="retrieval", unit="test", disable=not progress):
-        hits, mass, share = score_test(model, t)
+    for i, t in enumerate(tests):
+        hits, mass, share = scored[i]
         passed = share > SUCCESS_SHARE
         if passed:
             hit_sum += hits

@@ -202,6 +202,8 @@ def run_induction(ns: argparse.Namespace) -> int:
     with torch.no_grad():
         res = induction_scores(model, tokenizer, seq_len=args.seq_len, n_seqs=args.n_seqs, seed=args.seed,
                                model_name=ns.name)
+    if not _main():
+        return 0
     res.save(args.output)
     print_json({"output": args.output, "top": [list(t) for t in res.top(args.top)]})
     return 0
@@ -283,6 +285,8 @@ def run_retrieval(ns: argparse.Namespace) -> int:
         out["reference"] = compare_with_reference(args.compare, args.compare_model or args.name, found, L * H)
     import json
 
+    if not _main():
+        return 0
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(out, indent=1, allow_nan=False) + "\n")
     brief = {k: out[k] for k in ("n_tests", "n_passed", "threshold", "top", "retrieval_heads")}
@@ -291,6 +295,14 @@ def run_retrieval(ns: argparse.Namespace) -> int:
                                  for w in ("before", "after")} for f in ("induction", "retrieval")}
     print_json({"output": args.output, **brief})
     return 0
+
+
+def _main() -> bool:
+    """Whether this process reports: always, except on ranks other than 0 of a torchrun launch (the model-running
+    subcommands share their items among the ranks, and every rank holds the merged result)."""
+    from thinklens import distributed
+
+    return distributed.world().is_main
 
 
 def run_ablate(ns: argparse.Namespace) -> int:
@@ -303,6 +315,8 @@ def run_ablate(ns: argparse.Namespace) -> int:
                        mode=args.mode, seed=args.seed, limit=args.limit, traces=args.traces,
                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, model_name=args.name,
                        progress=not args.json)
+    if not _main():
+        return 0
     s = res.summary()
     if args.json:
         print_json({"output": out, **s})
@@ -334,6 +348,8 @@ def run_debug(ns: argparse.Namespace) -> int:
         kw["segment"] = lambda trace: step_spans(segment_reasoning(trace, args.segment, args.min_chars))
     res = debug_graded_file(model, tokenizer, profile, args.graded, rfh, limit=args.limit, model_name=args.name,
                             progress=not args.json, **kw)
+    if not _main():
+        return 0
     path = res.save(args.output)
     summary = res.summary()
     if args.json:

@@ -72,6 +72,10 @@ def run(ns: argparse.Namespace) -> int:
     with torch.no_grad():
         res = run_steps(model, tokenizer, profile, args.traces, args.output, config, rfh=rfh,
                         model_name=options.name, progress=not args.quiet)
+    from thinklens import distributed
+
+    if not distributed.world().is_main:  # under torchrun rank 0 reports for all (the results are merged)
+        return 0
     out = {"output": args.output, **res.summary(), "n_skipped": res.meta.get("n_skipped"),
            "notes": res.meta.get("notes")}
     if args.figures:

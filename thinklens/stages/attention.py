@@ -31,17 +31,37 @@ def attention_command(c: RunConfig, p: RunPaths) -> list[str]:
 
 
 def heads(ctx: StageContext) -> dict[str, Any]:
-    """Rank the RFHs (top k, bootstrap stability), then cue statistics and the induction/retrieval overlaps."""
+    """Rank the RFHs (top k, bootstrap stability), then cue statistics and the induction/retrieval overlaps. Under
+    torchrun rank 0 ranks the heads and reads the cues while the others wait; the induction sequences and retrieval
+    tests are shared among all ranks; rank 0 writes ``heads.json``."""
+    from thinklens import distributed
+
+    ranking, shape, cues = distributed.on_main(_rank_and_cues, ctx)
+    ind, ret = _family_scores(ctx)
+    return distributed.on_main(_write_heads, ctx, ranking, shape, cues, ind, ret)
+
+
+def _rank_and_cues(ctx: StageContext) -> tuple[Any, tuple[int, int], dict[str, Any]]:
     from thinklens.attention.heads import rank_heads
     from thinklens.attention.segments import HeadScores
-    from thinklens.rundir import write_json
 
     c, p = ctx.config, ctx.paths
     scores = HeadScores.load(p.head_scores)
     ranking = rank_heads(scores, "a2r", top_k=c.top_k, n_bootstrap=c.n_bootstrap, seed=c.seed)
+    return ranking, scores.shape, _cues(ctx, ranking)
+
+
+def _write_heads(ctx: StageContext, ranking: Any, shape: tuple[int, int], cues: dict[str, Any], ind: Any,
+                 ret: Any) -> dict[str, Any]:
+    from thinklens.attention.overlaps import head_overlaps
+    from thinklens.rundir import write_json
+
+    p = ctx.paths
+    ind.save(p.induction)
+    ret.save(p.retrieval)
     out = ranking.to_json()
-    out["cues"] = _cues(ctx, ranking)
-    out["overlaps"] = _overlaps(ctx, ranking, scores.shape)
+    out["cues"] = cues
+    out["overlaps"] = head_overlaps(ranking.pairs(), ind, ret, shape[0] * shape[1])
     out["induction_overlap"] = {**out["overlaps"]["induction"]["after"],
                                 "threshold": out["overlaps"]["induction"]["threshold"]}
     out["retrieval_overlap"] = {**out["overlaps"]["retrieval"]["after"],
@@ -117,18 +137,15 @@ def _score_reference_traces(ctx: StageContext) -> Any:
     return p.reference_attention_dir
 
 
-def _overlaps(ctx: StageContext, ranking: Any, shape: tuple[int, int]) -> dict[str, Any]:
-    """RFH overlap with induction and retrieval heads (Wu et al. 2024), before and after each family's threshold
-    (a head counts only when it scores well above a uniform-attention head); saves both score files."""
+def _family_scores(ctx: StageContext) -> tuple[Any, Any]:
+    """Induction and retrieval scores of every head (Wu et al. 2024), for the RFH overlaps (:func:`_write_heads`);
+    under torchrun every rank takes its share of the sequences and tests and gets the merged scores."""
     from thinklens.attention.induction import induction_scores
-    from thinklens.attention.overlaps import head_overlaps
     from thinklens.attention.retrieval import retrieval_scores
 
-    c, p = ctx.config, ctx.paths
+    c = ctx.config
     m = ctx.model()
     ind = induction_scores(m.model, m.tokenizer, seed=c.seed, model_name=c.model.name)
-    ind.save(p.induction)
     ret = retrieval_scores(m.model, m.tokenizer, profile=m.profile, model_name=c.model.name, seed=c.seed,
                            lengths=c.retrieval_lengths or None)
-    ret.save(p.retrieval)
-    return head_overlaps(ranking.pairs(), ind, ret, shape[0] * shape[1])
+    return ind, ret

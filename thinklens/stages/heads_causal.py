@@ -18,6 +18,7 @@ DEBUG_TOP_K = 5  # RFHs whose answer->step attention locates the step the answer
 
 
 def ablation(ctx: StageContext) -> dict[str, Any]:
+    """Under torchrun every rank takes its share of the batches (:func:`thinklens.attention.ablation.run_ablation`)."""
     from thinklens.attention.ablation import run_ablation
 
     c, p = ctx.config, ctx.paths
@@ -44,7 +45,9 @@ def _rfh(p: RunPaths, k: int) -> list[tuple[int, int]]:
 
 
 def debugging(ctx: StageContext) -> dict[str, Any]:
-    """Debug every graded with-reasoning trace on the steps stage's segmentation (the run's ``steps.segment``)."""
+    """Debug every graded with-reasoning trace on the steps stage's segmentation (the run's ``steps.segment``); under
+    torchrun every rank takes its share of the traces and rank 0 writes the merged result."""
+    from thinklens import distributed
     from thinklens.attention.debugging import debug_graded_file
     from thinklens.report.fig_heads import debug_html
     from thinklens.steps.segment import segment_reasoning, step_spans
@@ -59,8 +62,12 @@ def debugging(ctx: StageContext) -> dict[str, Any]:
 
     res = debug_graded_file(m.model, m.tokenizer, m.profile, p.graded_with, _rfh(p, DEBUG_TOP_K), segment=segment,
                             model_name=c.model.name, progress=ctx.show_progress)
-    res.save(p.debug_dir)
-    debug_html(res, p.debug_view)
+
+    def save() -> None:
+        res.save(p.debug_dir)
+        debug_html(res, p.debug_view)
+
+    distributed.on_main(save, share=False)
     s = res.summary()
     return {k: s.get(k) for k in ("n_traces", "n_incorrect", "incorrect_top_step_has_wrong_value",
                                   "correct_top_step_has_correct_value")}

@@ -1,6 +1,7 @@
 """The steps stage of a run: which reasoning steps the answer uses, by attention (the run's Reasoning-Focus Heads),
 attention suppression (total and answer-only), early answering and counterfactual resampling, on the run's own
-with-reasoning traces."""
+with-reasoning traces. Under torchrun every rank takes its share of the traces (:func:`thinklens.steps.run.run_steps`);
+rank 0 sets old results aside, consolidates and draws the step view."""
 from __future__ import annotations
 
 import dataclasses
@@ -28,19 +29,20 @@ def steps_config(c: RunConfig) -> Any:
 
 
 def steps(ctx: StageContext) -> dict[str, Any]:
+    from thinklens import distributed
     from thinklens.steps.run import run_steps
 
     c, p = ctx.config, ctx.paths
     if not p.traces_with.exists():
         raise ThinklensError(f"{p.traces_with} not found: run the collect stage first")
     cfg = steps_config(c)
-    _start_over_if_changed(ctx, cfg)
+    distributed.on_main(_start_over_if_changed, ctx, cfg, share=False)
     m = ctx.model()
     res = run_steps(m.model, m.tokenizer, m.profile, p.traces_with, p.steps_dir, cfg, rfh=ranked_heads(p) or None,
                     model_name=c.model.name, progress=ctx.show_progress)
     from thinklens.report.step_view import write_step_view
 
-    write_step_view(p.steps_dir, p.step_view)
+    distributed.on_main(write_step_view, p.steps_dir, p.step_view, share=False)
     out = res.summary()
     notes = res.meta.get("notes") or []
     if notes:

@@ -210,6 +210,7 @@ def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path,
     >>> len(res.trace_ids()), res.steps[-1]["category"]
     (3, 'final_answer')
     """
+    from thinklens import distributed
     from thinklens.jsonl import JsonlWriter, count_lines, read_jsonl, read_records
     from thinklens.progress import bar
     from thinklens.steps.summary import consolidate
@@ -223,7 +224,7 @@ def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path,
         raise ThinklensError(f"{traces_path}: no such trace file")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _check_config(out, config)
+    distributed.on_main(_check_config, out, config, share=False)
     notes: list[str] = []
     modules: dict[str, ModuleType] = {}
     for m in config.methods:
@@ -235,11 +236,6 @@ def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path,
                 modules[m] = mod
     # a finished trace is done when it ran every method available now (a method installed since is added on rerun)
     wanted = {m for m in config.methods if m == "attention" or m in modules}
-    ran: dict[str, set[str]] = {}
-    if (out / PROGRESS_FILE).exists():
-        for r in read_records(out / PROGRESS_FILE):
-            ran[str(r["id"])] = set(r.get("ran", []))
-
     limit = config.resampling_traces if config.resampling_traces is not None else 0
     if "resampling" in wanted and limit == 0:
         notes.append("resampling ran on no trace: --resampling-traces N runs it on the first N (each costs n_steps x "
@@ -248,60 +244,88 @@ def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path,
     def wanted_for(k: int) -> set[str]:  # the k-th trace of the file: resampling only on the first few
         return wanted - {"resampling"} if k >= limit else wanted
 
-    skipped = {str(r["id"]) for r in read_records(out / SKIPPED_FILE)} if (out / SKIPPED_FILE).exists() else set()
+    def lines() -> Any:  # streamed: one record in memory at a time, a fresh pass each call
+        return itertools.islice(read_jsonl(traces_path), config.max_traces)
+
+    first: dict[str, int] = {}  # id -> line of its first occurrence: the order one process writes in
+    for item in lines():
+        if item.record is not None:
+            first.setdefault(record_id(item.record, item.lineno), item.lineno)
+
+    def order(row: dict[str, Any]) -> int | None:
+        return row.get("line") if "reason" in row else first.get(str(row.get("id")))
+
+    world = distributed.world()  # under torchrun, line i of the trace file is rank i % WORLD_SIZE's
     done: set[str] = set()
-    lines = itertools.islice(read_jsonl(traces_path), config.max_traces)  # streamed: one record in memory at a time
     seen: dict[str, int] = {}
     t_all = time.perf_counter()
-    with JsonlWriter(out / PROGRESS_FILE) as wp, JsonlWriter(out / SKIPPED_FILE) as ws:
-        def skip(key: str, line: int, reason: str) -> None:
-            if key not in skipped:
-                skipped.add(key)
-                ws.write({"id": key, "line": line, "reason": reason})
+    with distributed.sharded_files(out / PROGRESS_FILE, out / SKIPPED_FILE, order=order) as (my_progress, my_skipped):
+        ran: dict[str, set[str]] = {}  # read after the parts of a killed launch were folded in
+        if (out / PROGRESS_FILE).exists():
+            for r in read_records(out / PROGRESS_FILE):
+                ran[str(r["id"])] = set(r.get("ran", []))
+        skipped = {str(r["id"]) for r in read_records(out / SKIPPED_FILE)} if (out / SKIPPED_FILE).exists() else set()
+        with JsonlWriter(my_progress) as wp, JsonlWriter(my_skipped) as ws:
+            def skip(key: str, line: int, reason: str) -> None:
+                if key not in skipped:
+                    skipped.add(key)
+                    ws.write({"id": key, "line": line, "reason": reason})
 
-        n_lines = count_lines(traces_path)
-        total = n_lines if config.max_traces is None else min(n_lines, config.max_traces)
-        for item in bar(lines, desc="steps", unit="trace", total=total, disable=not progress):
-            if item.error is not None:
-                skip(f"line:{item.lineno}", item.lineno, f"{item.where}: {item.error}")
-                continue
-            rid = record_id(item.record, item.lineno)
-            if rid in seen:
-                skip(f"duplicate:{rid}:{item.lineno}", item.lineno,
-                     f"{item.where} ({rid}): duplicate id (first at line {seen[rid]})")
-                continue
-            seen[rid] = item.lineno
-            want = wanted_for(len(seen) - 1)
-            if rid in skipped:
-                continue
-            if want <= ran.get(rid, set()):
+            n_lines = count_lines(traces_path)
+            total = n_lines if config.max_traces is None else min(n_lines, config.max_traces)
+            pbar = bar(total=len(range(world.rank, total, world.size)), desc="steps", unit="trace",
+                       disable=not progress)
+            for n, item in enumerate(lines()):  # every rank walks every line (ids, the resampled first N)
+                mine = world.owns(n)
+                pbar.update(1 if mine else 0)
+                if item.error is not None:
+                    if mine:
+                        skip(f"line:{item.lineno}", item.lineno, f"{item.where}: {item.error}")
+                    continue
+                rid = record_id(item.record, item.lineno)
+                if rid in seen:
+                    if mine:
+                        skip(f"duplicate:{rid}:{item.lineno}", item.lineno,
+                             f"{item.where} ({rid}): duplicate id (first at line {seen[rid]})")
+                    continue
+                seen[rid] = item.lineno
+                want = wanted_for(len(seen) - 1)
+                if rid in skipped or not mine:
+                    continue
+                if want <= ran.get(rid, set()):
+                    done.add(rid)
+                    continue
+                try:
+                    mods = {k: v for k, v in modules.items() if k in want}
+                    rec = process_trace(model, tokenizer, profile, item.record, rid, config, out, mods)
+                except ThinklensError as err:
+                    skip(rid, item.lineno, f"{traces_path}:{item.lineno} ({rid}): {err}")
+                    continue
+                except Exception as err:  # out of memory on one long trace must not end the batch
+                    if "out of memory" not in str(err).lower():
+                        raise
+                    _free_memory()
+                    first_line = str(err).splitlines()[0][:200]
+                    skip(rid, item.lineno, f"{traces_path}:{item.lineno} ({rid}): out of memory: {first_line}")
+                    continue
+                wp.write(rec)
                 done.add(rid)
-                continue
-            try:
-                mods = {k: v for k, v in modules.items() if k in want}
-                rec = process_trace(model, tokenizer, profile, item.record, rid, config, out, mods)
-            except ThinklensError as err:
-                skip(rid, item.lineno, f"{traces_path}:{item.lineno} ({rid}): {err}")
-                continue
-            except Exception as err:  # out of memory on one long trace must not end the batch
-                if "out of memory" not in str(err).lower():
-                    raise
-                _free_memory()
-                first = str(err).splitlines()[0][:200]
-                skip(rid, item.lineno, f"{traces_path}:{item.lineno} ({rid}): out of memory: {first}")
-                continue
-            wp.write(rec)
-            done.add(rid)
-    if not done:
+            pbar.close()
+    if not sum(distributed.gather(len(done))):
         raise ThinklensError(f"{traces_path}: no trace could be processed ({len(skipped)} skipped; see "
                              f"{out / SKIPPED_FILE})")
     t_loop = time.perf_counter() - t_all
-    t1 = time.perf_counter()
-    result = consolidate(out, config, rfh=rfh, model_name=model_name, notes=notes, only_ids=set(seen),
-                         timings={"this_run_seconds": round(t_loop, 3)})
-    result.meta["timings"]["consolidate"] = round(time.perf_counter() - t1, 3)
-    result.save(out)
-    return result
+
+    def finish() -> StepsResult:  # the aggregates, from the merged files (rank 0 of a launch)
+        t1 = time.perf_counter()
+        result = consolidate(out, config, rfh=rfh, model_name=model_name, notes=notes, only_ids=list(seen),
+                             timings={"this_run_seconds": round(t_loop, 3)})
+        result.meta["timings"]["consolidate"] = round(time.perf_counter() - t1, 3)
+        result.save(out)
+        return result
+
+    result = distributed.on_main(finish, share=False)
+    return result if result is not None else StepsResult.load(out)
 
 
 def _free_memory() -> None:

@@ -8,6 +8,7 @@ kurtosis of *all* traces; both are known only when every trace is done. Per trac
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -134,9 +135,11 @@ def _load_arrays(out: Path, rec: dict[str, Any]) -> dict[str, np.ndarray] | None
 
 def consolidate(output_dir: str | Path, config: StepsConfig, *, rfh: list[tuple[int, int]] | None = None,
                 model_name: str = "", notes: list[str] | None = None, timings: dict[str, float] | None = None,
-                only_ids: set[str] | None = None) -> StepsResult:
+                only_ids: Collection[str] | None = None) -> StepsResult:
     """Build and save the :class:`StepsResult` of ``output_dir`` from its work files (see the module doc);
-    ``only_ids``: keep these traces only (the current selection of a rerun with a smaller ``max_traces``).
+    ``only_ids``: keep these traces only (the current selection of a rerun with a smaller ``max_traces``); a list
+    also orders them (the trace file's order), so that a resumed run, or the merged parts of a torchrun launch,
+    aggregates in the order of one uninterrupted process whatever order ``progress.jsonl`` holds them in.
 
     >>> import json, tempfile
     >>> d = Path(tempfile.mkdtemp())
@@ -155,6 +158,9 @@ def consolidate(output_dir: str | Path, config: StepsConfig, *, rfh: list[tuple[
                 records[str(r["id"])] = r  # a later record of the same id wins
     skipped = list(read_records(out / SKIPPED_FILE)) if (out / SKIPPED_FILE).exists() else []
     ids = list(records)
+    if isinstance(only_ids, (list, tuple)):
+        position = {k: n for n, k in enumerate(only_ids)}
+        ids.sort(key=position.__getitem__)
     arrays = {i: _load_arrays(out, records[i]) for i in ids}
     with_attn = [i for i in ids if arrays[i] is not None]
     heads, source = choose_rfh([arrays[i]["answer_step"] for i in with_attn], rfh, config.top_k)
