@@ -289,11 +289,11 @@ def assert_same_stage_files(one: Path, two: Path, dirs: tuple[str, ...] = ("atte
 def test_ablation_on_two_ranks_shares_batches_and_writes_the_one_process_files(tiny, attention_reference, tmp_path):
     from thinklens.attention.ablation import run_ablation
 
-    kw = dict(top_k=3, random_draws=2, limit=12, batch_size=2)  # 6 batches: 3 per rank
+    kw = dict(top_k=3, random_draws=1, limit=8, batch_size=2)  # 4 batches: 2 per rank
     run_ablation(tiny.model, tiny.tokenizer, tiny.profile, attention_reference, tmp_path / "r1" / "attention/ablation",
                  model_name="tiny-r1", progress=False, **kw)
     torchrun(["heads", "ablate", "--model", "tiny-r1", "--scores", str(attention_reference), "--top", "3",
-              "--random-draws", "2", "--limit", "12", "--batch-size", "2", "--output",
+              "--random-draws", "1", "--limit", "8", "--batch-size", "2", "--output",
               str(tmp_path / "r2" / "attention/ablation"), "--json"])
     assert assert_same_stage_files(tmp_path / "r1", tmp_path / "r2", ("attention/ablation",)) >= 5
 
