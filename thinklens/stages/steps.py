@@ -9,22 +9,29 @@ from typing import Any
 from thinklens.errors import ThinklensError
 from thinklens.options import command, to_argv
 from thinklens.rundir import RunConfig, RunPaths
-from thinklens.stages.context import StageContext, model_argv, ranked_heads
+from thinklens.stages.context import StageContext, model_argv, ranked_heads, run_profile
 
 
 def steps_config(c: RunConfig) -> Any:
-    """The run's steps settings, with the dataset's receiver-head proximity where none was given."""
+    """The run's steps settings: the dataset's receiver-head proximity, and the model profile's resampling (how
+    many traces, temperature, rollout length) where none was given.
+
+    >>> import thinklens as tl
+    >>> cfg = steps_config(tl.RunConfig(output="/tmp/tl_doc_run"))  # tiny-r1 on arithmetic
+    >>> cfg.resampling_traces, cfg.resampling_temperature, cfg.max_rollout_tokens
+    (10, 2.0, 1024)
+    """
     from thinklens.empirical.datasets import dataset_spec
+    from thinklens.steps.results import with_profile_defaults
 
     spec = dataset_spec(c.dataset)
     cfg = c.steps
     if cfg.proximity is None and spec.steps_proximity is not None:
         cfg = dataclasses.replace(cfg, proximity=spec.steps_proximity)
+    profile = run_profile(c)
     if cfg.resampling_traces is None:
-        cfg = dataclasses.replace(cfg, resampling_traces=spec.steps_resampling_traces)
-    if cfg.resampling_temperature is None and spec.steps_resampling_temperature is not None:
-        cfg = dataclasses.replace(cfg, resampling_temperature=spec.steps_resampling_temperature)
-    return cfg
+        cfg = dataclasses.replace(cfg, resampling_traces=profile.resampling_traces)
+    return with_profile_defaults(cfg, profile)
 
 
 def steps(ctx: StageContext) -> dict[str, Any]:

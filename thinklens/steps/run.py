@@ -242,8 +242,9 @@ def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path,
 
     limit = config.resampling_traces if config.resampling_traces is not None else 0
     if "resampling" in wanted and limit == 0:
-        notes.append("resampling ran on no trace: --resampling-traces N runs it on the first N (each costs n_steps x "
-                     "2 x rollouts generations)")
+        notes.append("resampling skipped: it is off by default for this model (each trace costs n_steps x 2 x "
+                     "rollouts generations of up to --max-rollout-tokens); --resampling-traces N runs it on the first "
+                     "N, --plan shows the cost first")
 
     def wanted_for(k: int) -> set[str]:  # the k-th trace of the file: resampling only on the first few
         return wanted - {"resampling"} if k >= limit else wanted
