@@ -21,7 +21,7 @@ import numpy as np
 
 TOP_K = 3  # the anchors a user reads off a trace
 ROUND = 4  # rollouts per cut point and round (the first round included)
-Z = 1.0  # half-width multiplier of the stopping rule (tuned on the organism: benchmarks/resampling.py)
+Z = 0.75  # half-width multiplier: measured on the organism (docs/steps-methods.md, benchmarks/resampling.py)
 
 
 def halfwidth(n_with: int, s_with: int, n_without: int, s_without: int) -> float:

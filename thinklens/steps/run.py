@@ -18,6 +18,7 @@ import importlib
 import itertools
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from types import ModuleType
@@ -34,6 +35,7 @@ from thinklens.steps.results import (
     SKIPPED_FILE,
     StepsConfig,
     StepsResult,
+    with_profile_defaults,
     write_json,
 )
 
@@ -101,8 +103,23 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+class RolloutMeter:
+    """The rollouts a steps run has drawn: what is left of ``--rollout-budget``, and a progress bar counting them."""
+
+    def __init__(self, budget: int | None, bar: Any = None) -> None:
+        self.left, self.bar, self.drawn = budget, bar, 0
+
+    def update(self, n: int) -> None:
+        self.drawn += n
+        if self.left is not None:
+            self.left -= n
+        if self.bar is not None:
+            self.bar.update(n)
+
+
 def process_trace(model: Any, tokenizer: Any, profile: Any, record: dict[str, Any], rid: str, config: StepsConfig,
-                  output_dir: Path, modules: dict[str, ModuleType]) -> dict[str, Any]:
+                  output_dir: Path, modules: dict[str, ModuleType],
+                  meter: RolloutMeter | None = None) -> dict[str, Any]:
     """Run the configured methods on one trace record; returns its ``progress.jsonl`` record (arrays saved).
     Raises ThinklensError when the trace is unusable."""
     from thinklens.attention.segments import check_trace
@@ -159,12 +176,18 @@ def process_trace(model: Any, tokenizer: Any, profile: Any, record: dict[str, An
         t = time.perf_counter()
         cache = output_dir / RESAMPLING_DIR / f"{safe_name(rid)}.jsonl"
         cache.parent.mkdir(parents=True, exist_ok=True)
-        temperature = {} if config.resampling_temperature is None else {"temperature": config.resampling_temperature}
-        res = modules["resampling"].resampling_importance(model, tokenizer, profile, trace, spans, gold=gold,
-                                                          n_rollouts=config.n_rollouts, seed=config.seed,
-                                                          cache_path=cache, **temperature)
+        config = with_profile_defaults(config, profile)
+        meter = meter or RolloutMeter(config.rollout_budget)
+        res = modules["resampling"].resampling_importance(
+            model, tokenizer, profile, trace, spans, gold=gold, n_rollouts=config.n_rollouts, seed=config.seed,
+            cache_path=cache, temperature=config.resampling_temperature, max_new_tokens=config.max_rollout_tokens,
+            adaptive=config.adaptive, max_rollouts=None if meter.left is None else max(0, meter.left),
+            on_rollout=meter.update)
+        limited = [int(j) for j in np.flatnonzero(getattr(res, "budget_limited", []))]
         methods["resampling"] = {"importance": _check_len("resampling", "importance", res.importance, n),
-                                 "kl": _check_len("resampling", "kl", getattr(res, "kl", [None] * n), n)}
+                                 "kl": _check_len("resampling", "kl", getattr(res, "kl", [None] * n), n),
+                                 "n_drawn": _clean(getattr(res, "n_drawn", None)),
+                                 "budget_limited": bool(limited), "budget_limited_cuts": limited}
         seconds["resampling"] = time.perf_counter() - t
     ran = (["attention"] if arrays_name else []) + list(methods)
     return {"id": rid, "ran": ran, "mode": mode, "n_tokens": len(trace), "reasoning": trace.reasoning.to_list(),
@@ -215,7 +238,7 @@ def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path,
     from thinklens.steps.summary import consolidate
     from thinklens.traces import record_id
 
-    config = config or StepsConfig()
+    config = with_profile_defaults(config or StepsConfig(), profile)
     if config.proximity is None:
         config = dataclasses.replace(config, proximity=DEFAULT_PROXIMITY)
     traces_path = Path(traces_path)
@@ -239,6 +262,8 @@ def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path,
     if (out / PROGRESS_FILE).exists():
         for r in read_records(out / PROGRESS_FILE):
             ran[str(r["id"])] = set(r.get("ran", []))
+            if ((r.get("methods") or {}).get("resampling") or {}).get("budget_limited"):
+                ran[str(r["id"])].discard("resampling")  # redone on a rerun (its drawn rollouts are cached)
 
     limit = config.resampling_traces if config.resampling_traces is not None else 0
     if "resampling" in wanted and limit == 0:
@@ -249,6 +274,14 @@ def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path,
     def wanted_for(k: int) -> set[str]:  # the k-th trace of the file: resampling only on the first few
         return wanted - {"resampling"} if k >= limit else wanted
 
+    meter = RolloutMeter(config.rollout_budget)
+    if "resampling" in wanted and limit > 0:
+        from thinklens.steps.plan import resampling_plan
+
+        plan = resampling_plan(model, tokenizer, profile, traces_path, config, calibrate=progress)
+        if progress:
+            print(plan.line(), file=sys.stderr, flush=True)
+        meter.bar = bar(desc="rollouts", unit="rollout", total=plan.max_rollouts, disable=not progress)
     skipped = {str(r["id"]) for r in read_records(out / SKIPPED_FILE)} if (out / SKIPPED_FILE).exists() else set()
     done: set[str] = set()
     lines = itertools.islice(read_jsonl(traces_path), config.max_traces)  # streamed: one record in memory at a time
@@ -280,7 +313,7 @@ def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path,
                 continue
             try:
                 mods = {k: v for k, v in modules.items() if k in want}
-                rec = process_trace(model, tokenizer, profile, item.record, rid, config, out, mods)
+                rec = process_trace(model, tokenizer, profile, item.record, rid, config, out, mods, meter)
             except ThinklensError as err:
                 skip(rid, item.lineno, f"{traces_path}:{item.lineno} ({rid}): {err}")
                 continue
@@ -293,6 +326,14 @@ def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path,
                 continue
             wp.write(rec)
             done.add(rid)
+    if meter.bar is not None:
+        meter.bar.close()
+    limited = [r for r in read_records(out / PROGRESS_FILE) if r.get("id") in seen and (
+        (r.get("methods") or {}).get("resampling") or {}).get("budget_limited")] if "resampling" in wanted else []
+    if limited:
+        notes.append(f"resampling budget (--rollout-budget {config.rollout_budget}) spent: {len(limited)} trace(s) "
+                     "have cut points with fewer rollouts than asked (budget_limited in progress.jsonl; a step with "
+                     "no rollout on a side has no importance); a rerun with a larger budget completes them")
     if not done:
         raise ThinklensError(f"{traces_path}: no trace could be processed ({len(skipped)} skipped; see "
                              f"{out / SKIPPED_FILE})")
