@@ -109,3 +109,44 @@ def test_resampling_defaults_come_from_the_model_profile():
     assert steps_config(asked).resampling_traces == 3
     assert not any("resampl" in f for f in DatasetSpec.__dataclass_fields__)
     assert dataset_spec("arithmetic").load is not None
+
+
+def test_rollouts_through_a_server_with_bounded_concurrency():
+    """Rollouts on an OpenAI-compatible server (a scripted one on 127.0.0.1): token-id prefixes go out as their exact
+    text to /completions, at most `concurrency` requests in flight, a trace's cut points together."""
+    import threading
+    import time
+
+    from tests.empirical.fake_openai import FakeOpenAI
+    from thinklens.empirical.backends.openai import OpenAIBackend, ServerSettings
+    from thinklens.empirical.backends.server_ids import ServerIdsBackend
+
+    _, tok, profile = tiny()
+    trace, gold, _ = reference_traces(1, seed=0)[0]
+    spans = line_spans(trace)
+    state = {"now": 0, "max": 0}
+    lock = threading.Lock()
+
+    class Counting(OpenAIBackend):
+        def complete(self, prompt, settings, seed):
+            with lock:
+                state["now"] += 1
+                state["max"] = max(state["max"], state["now"])
+            try:
+                time.sleep(0.02)
+                return super().complete(prompt, settings, seed)
+            finally:
+                with lock:
+                    state["now"] -= 1
+
+    with FakeOpenAI() as fake:
+        client = Counting(ServerSettings(base_url=fake.url, model="m"), think_open=profile.think_open,
+                          think_close=profile.think_close, eos=tok.eos_token)
+        res = resampling_importance(None, tok, profile, trace, spans, gold=gold, n_rollouts=2, temperature=0.6,
+                                    backend=ServerIdsBackend(client, tok, concurrency=3))
+    n_cuts = len(spans) + 1
+    assert len(fake.requests) == 2 * n_cuts and all(p.endswith("/completions") for p, _, _ in fake.requests)
+    assert 1 < state["max"] <= 3
+    prompts = [b["prompt"] for _, _, b in fake.requests]
+    assert all(trace.text.startswith(p) for p in prompts)  # exact prefixes of the trace's text
+    assert res.n_drawn.tolist() == [2] * n_cuts

@@ -44,7 +44,7 @@ def steps(ctx: StageContext) -> dict[str, Any]:
     _start_over_if_changed(ctx, cfg)
     m = ctx.model()
     res = run_steps(m.model, m.tokenizer, m.profile, p.traces_with, p.steps_dir, cfg, rfh=ranked_heads(p) or None,
-                    model_name=c.model.name, progress=ctx.show_progress)
+                    model_name=c.model.name, progress=ctx.show_progress, backend=_server_backend(c, m))
     from thinklens.report.step_view import write_step_view
 
     write_step_view(p.steps_dir, p.step_view)
@@ -53,6 +53,19 @@ def steps(ctx: StageContext) -> dict[str, Any]:
     if notes:
         out["note"] = "; ".join(notes)
     return out
+
+
+def _server_backend(c: RunConfig, m: Any) -> Any:
+    """When the run generates on a server, resampling's rollouts go there too (``--concurrency`` requests in flight,
+    a trace's cut points together for the server's prefix cache); else None (local, with prefix caching)."""
+    if c.generation.backend != "openai":
+        return None
+    from thinklens.empirical.backends.openai import OpenAIBackend
+    from thinklens.empirical.backends.server_ids import ServerIdsBackend
+
+    client = OpenAIBackend(c.server, think_open=m.profile.think_open, think_close=m.profile.think_close,
+                           eos=getattr(m.tokenizer, "eos_token", None) or m.profile.eos_token)
+    return ServerIdsBackend(client, m.tokenizer, c.server.concurrency)
 
 
 def _start_over_if_changed(ctx: StageContext, cfg: Any) -> None:

@@ -119,7 +119,7 @@ class RolloutMeter:
 
 def process_trace(model: Any, tokenizer: Any, profile: Any, record: dict[str, Any], rid: str, config: StepsConfig,
                   output_dir: Path, modules: dict[str, ModuleType],
-                  meter: RolloutMeter | None = None) -> dict[str, Any]:
+                  meter: RolloutMeter | None = None, backend: Any = None) -> dict[str, Any]:
     """Run the configured methods on one trace record; returns its ``progress.jsonl`` record (arrays saved).
     Raises ThinklensError when the trace is unusable."""
     from thinklens.attention.segments import check_trace
@@ -182,7 +182,7 @@ def process_trace(model: Any, tokenizer: Any, profile: Any, record: dict[str, An
             model, tokenizer, profile, trace, spans, gold=gold, n_rollouts=config.n_rollouts, seed=config.seed,
             cache_path=cache, temperature=config.resampling_temperature, max_new_tokens=config.max_rollout_tokens,
             adaptive=config.adaptive, max_rollouts=None if meter.left is None else max(0, meter.left),
-            on_rollout=meter.update)
+            on_rollout=meter.update, **({} if backend is None else {"backend": backend}))
         limited = [int(j) for j in np.flatnonzero(getattr(res, "budget_limited", []))]
         methods["resampling"] = {"importance": _check_len("resampling", "importance", res.importance, n),
                                  "kl": _check_len("resampling", "kl", getattr(res, "kl", [None] * n), n),
@@ -214,12 +214,14 @@ def _check_config(out: Path, config: StepsConfig) -> None:
 
 def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path, output_dir: str | Path,
               config: StepsConfig | None = None, *, rfh: list[tuple[int, int]] | None = None, model_name: str = "",
-              progress: bool = True) -> StepsResult:
+              progress: bool = True, backend: Any = None) -> StepsResult:
     """Which reasoning steps does the answer use? Run the step methods over ``traces_path`` into ``output_dir``.
 
     ``rfh``: the Reasoning-Focus Heads ``[(layer, head), ...]`` whose answer→step attention is the ``attention``
     number (e.g. from the attention stage's ranking); default: the top ``config.top_k`` heads by answer→reasoning
-    mass on these traces. Resumable (a trace is redone when a method it lacks has become available); unusable traces
+    mass on these traces. ``backend``: draw the resampling rollouts there (a generation backend, e.g. a server:
+    :class:`thinklens.empirical.backends.server_ids.ServerIdsBackend`) instead of locally. Resumable (a trace is
+    redone when a method it lacks has become available); unusable traces
     go to ``skipped.jsonl`` with their reason.
 
     >>> import json, tempfile
@@ -278,7 +280,7 @@ def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path,
     if "resampling" in wanted and limit > 0:
         from thinklens.steps.plan import resampling_plan
 
-        plan = resampling_plan(model, tokenizer, profile, traces_path, config, calibrate=progress)
+        plan = resampling_plan(model, tokenizer, profile, traces_path, config, calibrate=progress, backend=backend)
         if progress:
             print(plan.line(), file=sys.stderr, flush=True)
         meter.bar = bar(desc="rollouts", unit="rollout", total=plan.max_rollouts, disable=not progress)
@@ -313,7 +315,7 @@ def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path,
                 continue
             try:
                 mods = {k: v for k, v in modules.items() if k in want}
-                rec = process_trace(model, tokenizer, profile, item.record, rid, config, out, mods, meter)
+                rec = process_trace(model, tokenizer, profile, item.record, rid, config, out, mods, meter, backend)
             except ThinklensError as err:
                 skip(rid, item.lineno, f"{traces_path}:{item.lineno} ({rid}): {err}")
                 continue
