@@ -69,6 +69,13 @@ class Profile:
     # haystack of the retrieval-head needle tests (thinklens.attention.retrieval.FORMATS): natural language, or the
     # organism's own reasoning lines for a model that knows no English
     needle_haystack: str = "passkey"
+    # counterfactual resampling (thinklens.steps.resampling) in a run: on the first N traces (each costs n_steps x
+    # 2 x rollouts generations of up to resampling_max_new_tokens, so off for real models unless asked; a toy's
+    # short traces afford it), at R1's recommended temperature (Thought Anchors' rollouts), each rollout up to
+    # resampling_max_new_tokens (None: the family's max_new_tokens, as Thought Anchors' rollouts get the full budget)
+    resampling_traces: int = 0
+    resampling_temperature: float = 0.6
+    resampling_max_new_tokens: int | None = None
     match: tuple[str, ...] = field(default=(), compare=False)
     model_types: tuple[str, ...] = field(default=(), compare=False)
 
@@ -87,6 +94,20 @@ class Profile:
         for k in ("max_new_tokens", "batch_size"):
             if not isinstance(getattr(self, k), int) or getattr(self, k) < 1:
                 raise ThinklensError(f"profile {self.name!r}: {k} must be a positive integer")
+        r = self.resampling_max_new_tokens
+        if (r is not None and (not isinstance(r, int) or r < 1)) or not isinstance(self.resampling_traces, int) or \
+                self.resampling_traces < 0 or not float(self.resampling_temperature) > 0:
+            raise ThinklensError(f"profile {self.name!r}: resampling_traces must be >= 0, resampling_temperature > 0 "
+                                 "and resampling_max_new_tokens a positive integer or null")
+
+    @property
+    def rollout_tokens(self) -> int:
+        """The length of a resampling rollout: ``resampling_max_new_tokens``, else the generation budget.
+
+        >>> get_profile("tiny-r1").rollout_tokens, get_profile("smollm2").rollout_tokens
+        (1024, 512)
+        """
+        return self.resampling_max_new_tokens or self.max_new_tokens
 
     def no_reasoning_completion(self) -> str:
         """The forced finished thinking that follows a prompt ending in think_open (R1's no-reasoning mode)."""

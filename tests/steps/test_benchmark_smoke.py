@@ -46,3 +46,15 @@ def test_flop_bounds_of_the_two_scopes():
     # steps crowded at the end of the reasoning leave short suffixes: the prefix reuse then saves far more
     late = bench.flop_bounds(cfg, E, n_ans, [(E - 300 + i * 7, E - 300 + i * 7 + 6) for i in range(40)])
     assert late["suppression_flop_bound"] > 3 * b["suppression_flop_bound"]
+
+
+@pytest.mark.slow
+def test_resampling_benchmark_quick():
+    """benchmarks/resampling.py (adaptive vs fixed N) at tiny sizes: its last line carries the two numbers."""
+    script = Path(__file__).parents[2] / "benchmarks" / "resampling.py"
+    out = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, check=True,
+                         timeout=600)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert 0 < res["rollout_fraction"] <= 1 and 0 <= res["top3_agreement"] <= 1
+    assert res["prefix_exact"] is True and res["fixed_rollouts"] % 8 == 0 and res["fixed_n"] == 8
+    assert res["adaptive_rollouts"] <= res["fixed_rollouts"] and res["quick"] is True

@@ -10,7 +10,8 @@ MODULES = ["thinklens.steps.categories", "thinklens.steps.segment", "thinklens.s
            "thinklens.steps.receivers", "thinklens.steps.agreement", "thinklens.steps.results",
            "thinklens.steps.summary", "thinklens.steps.run", "thinklens.steps.suppression",
            "thinklens.steps.truncation", "thinklens.steps.resampling", "thinklens.cli.steps",
-           "thinklens.report.fig_steps", "thinklens.report.step_view"]
+           "thinklens.report.fig_steps", "thinklens.report.step_view", "thinklens.steps.adaptive",
+           "thinklens.steps.plan", "thinklens.steps._rollouts", "thinklens.stages.steps", "thinklens.stages.context"]
 
 
 @pytest.mark.slow

@@ -163,19 +163,17 @@ def test_tiny_r1_slips_matter_answer_lines_are_overdetermined():
 
 @pytest.mark.slow
 def test_at_the_organisms_run_settings_the_answer_carrying_line_is_on_top():
-    """The ground truth of issue 13 at the settings a run uses on the organism's dataset (its resampling
+    """The ground truth of issue 13 at the settings a run uses on the organism (its profile's resampling
     temperature, 4 rollouts): resampling importance is highest, and alone, at an answer-carrying line in >= 70% of
     traces (measured: 16 of 20). At R1's 0.6 tiny-r1's lines repeat themselves and most importances are 0."""
-    from thinklens.empirical.datasets import dataset_spec
     from thinklens.steps.results import StepsConfig
 
-    spec = dataset_spec("arithmetic")
     model, tok, profile = tiny()
     traces = reference_traces(20, seed=5)
     spans = [line_spans(t) for t, _, _ in traces]
     res = resampling_importance_many(model, tok, profile, [t for t, _, _ in traces], spans,
                                      golds=[g for _, g, _ in traces], n_rollouts=StepsConfig().n_rollouts,
-                                     temperature=spec.steps_resampling_temperature, max_new_tokens=64)
+                                     temperature=profile.resampling_temperature, max_new_tokens=64)
     on_top = 0
     for (t, _, _), s, r in zip(traces, spans, res):
         top = np.flatnonzero(r.importance == r.importance.max())

@@ -59,7 +59,8 @@ def fake_modules(calls: dict[str, int]) -> dict[str, types.ModuleType]:
                       kept.tolist(), np.diff(np.array(agrees, dtype=float)).tolist())
 
     def resampling_importance(model, tokenizer, profile, trace, spans, *, gold=None, n_rollouts=8, seed=0,
-                              cache_path=None):
+                              cache_path=None, temperature=0.6, max_new_tokens=1024, adaptive=False,
+                              max_rollouts=None, on_rollout=None):
         calls["resampling"] += 1
         imp = np.zeros(len(spans))
         imp[-1] = 1.0
@@ -118,7 +119,11 @@ def test_all_methods_files_and_fields(tiny_r1, tmp_path, fakes):
     assert "t.jsonl:10 (unfinished)" in skipped["unfinished"] and "no </think>" in skipped["unfinished"]
     assert "neither 'text' nor" in skipped["notext"]
     loaded = StepsResult.load(out)
-    assert loaded.steps == res.steps and loaded.config == cfg and loaded.meta["rfh"] == res.meta["rfh"]
+    from thinklens.steps.results import with_profile_defaults
+
+    used = with_profile_defaults(cfg, prof)  # the saved settings are those used: the profile's resampling defaults
+    assert (used.resampling_temperature, used.max_rollout_tokens) == (2.0, 1024)
+    assert loaded.steps == res.steps and loaded.config == used and loaded.meta["rfh"] == res.meta["rfh"]
 
 
 def test_resume_skips_done_traces_and_recovers_a_killed_run(tiny_r1, tmp_path, fakes):

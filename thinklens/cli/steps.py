@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rfh-scores", metavar="PATH", help="rank the RFHs from a head_scores.npz (`thinklens attention`)")
     add_config(p.add_argument_group("steps"), StepsConfig)
     p.add_argument("--figures", action="store_true", help="also draw DIR/figures/*.png and DIR/step_view.html")
+    p.add_argument("--plan", action="store_true", help="print what resampling would cost (rollouts, generated tokens, "
+                   "a time estimate from a short calibration) and stop")
     add_quiet(p)
     p.set_defaults(func=run)
 
@@ -47,6 +49,7 @@ def parse_head(s: str) -> tuple[int, int]:
 
 
 def run(ns: argparse.Namespace) -> int:
+    import sys
     from pathlib import Path
 
     import torch
@@ -69,6 +72,14 @@ def run(ns: argparse.Namespace) -> int:
         rfh = rank_heads(HeadScores.load(args.rfh_scores), "a2r", config.top_k, n_bootstrap=0).pairs()
     options = build(ModelOptions, ns)
     model, tokenizer, profile = options.load()
+    if args.plan:
+        from thinklens.steps.plan import resampling_plan
+        from thinklens.steps.results import with_profile_defaults
+
+        plan = resampling_plan(model, tokenizer, profile, args.traces, with_profile_defaults(config, profile))
+        print(plan.line(), file=sys.stderr)
+        print_json({"plan": plan.to_dict()})
+        return 0
     with torch.no_grad():
         res = run_steps(model, tokenizer, profile, args.traces, args.output, config, rfh=rfh,
                         model_name=options.name, progress=not args.quiet)

@@ -45,11 +45,9 @@ class DatasetSpec:
     contrastive_problems: Callable[[int, int], list[Any]] | None = None
     # receiver heads: how many steps later a step must be to count (None: Thought Anchors' 4); short traces need less
     steps_proximity: int | None = None
-    # counterfactual resampling in a run: on the first N traces (n_steps x 2 x rollouts generations each, so off by
-    # default for real models; the organism's short traces afford it)
-    steps_resampling_traces: int = 0
-    # counterfactual resampling's temperature (None: R1's recommended 0.6, as Thought Anchors)
-    steps_resampling_temperature: float | None = None
+    # (file, limit, seed, errors) -> problems: how the named set is read (None: a problem file); settings that exist
+    # because of a model (resampling temperature, how many traces are resampled) live on its profile, not here
+    load: Callable[[Any, int | None, int, list[str] | None], list[dict[str, Any]]] | None = None
 
 
 def _organism_spec() -> DatasetSpec:
@@ -57,14 +55,34 @@ def _organism_spec() -> DatasetSpec:
 
     return DatasetSpec("arithmetic", math_instruction=False, reference_traces=tasks.reference_records,
                        contrastive_problems=tasks.contrastive_pairs, steps_proximity=1,  # 3-7 steps per trace
-                       # tiny-r1's lines are near-deterministic at 0.6: resamples repeat the step and every
-                       # importance is 0; at 2.0 the answer-carrying line is on top in 16 of 20 traces (4 rollouts)
-                       steps_resampling_traces=10, steps_resampling_temperature=2.0)
+                       load=_load_arithmetic)
+
+
+def _load_arithmetic(file: Any, limit: int | None, seed: int, errors: list[str] | None) -> list[dict[str, Any]]:
+    return _load_file("arithmetic", file, errors) if file is not None else _arithmetic(limit, seed)
+
+
+def _load_math500(file: Any, limit: int | None, seed: int, errors: list[str] | None) -> list[dict[str, Any]]:
+    rows = read_problem_file(file, errors=errors) if file else _from_hub("HuggingFaceH4/MATH-500", None, "test",
+                                                                         "math500")
+    return _math500(rows)
+
+
+def _load_wildbench(file: Any, limit: int | None, seed: int, errors: list[str] | None) -> list[dict[str, Any]]:
+    rows = read_problem_file(file, need_answer=False, errors=errors) if file else _from_hub(
+        "allenai/WildBench", "v2", "test", "wildbench")
+    return _wildbench(rows)
+
+
+def _load_file(name: str, file: Any, errors: list[str] | None) -> list[dict[str, Any]]:
+    problems = read_problem_file(file or name, errors=errors)
+    tag = Path(file or name).stem if str(name).endswith(".jsonl") else name
+    return [{**p, "dataset": p.get("dataset", tag)} for p in problems]
 
 
 DATASETS: dict[str, Callable[[], DatasetSpec]] = {
-    "math500": lambda: DatasetSpec("math500"),
-    "wildbench": lambda: DatasetSpec("wildbench", math_instruction=False, has_gold=False),
+    "math500": lambda: DatasetSpec("math500", load=_load_math500),
+    "wildbench": lambda: DatasetSpec("wildbench", math_instruction=False, has_gold=False, load=_load_wildbench),
     "arithmetic": _organism_spec,  # tiny-r1's task (thinklens.toy.tasks)
 }
 
@@ -187,22 +205,11 @@ def load_problems(
     """
     if limit is not None and limit < 1:
         raise ThinklensError(f"limit must be >= 1, got {limit}")
-    if name == "arithmetic" and file is None:
-        problems = _arithmetic(limit, seed)
-    elif name == "math500":
-        rows = read_problem_file(file, errors=errors) if file else _from_hub("HuggingFaceH4/MATH-500", None,
-                                                                             "test", name)
-        problems = _math500(rows)
-    elif name == "wildbench":
-        if file:
-            rows = read_problem_file(file, need_answer=False, errors=errors)
-        else:
-            rows = _from_hub("allenai/WildBench", "v2", "test", name)
-        problems = _wildbench(rows)
+    spec = DATASETS[name]() if name in DATASETS else None
+    if spec is not None and spec.load is not None:
+        problems = spec.load(file, limit, seed, errors)
     elif file is not None or str(name).endswith(".jsonl"):
-        problems = read_problem_file(file or name, errors=errors)
-        tag = Path(file or name).stem if name.endswith(".jsonl") else name
-        problems = [{**p, "dataset": p.get("dataset", tag)} for p in problems]
+        problems = _load_file(name, file, errors)
     else:
         raise ThinklensError(f"unknown dataset {name!r}; use one of {', '.join(DATASETS)} or a .jsonl file")
     return problems[:limit] if limit else problems

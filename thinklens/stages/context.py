@@ -79,3 +79,16 @@ def ranked_heads(p: RunPaths, k: int | None = None) -> list[tuple[int, int]]:
     heads stage ran)."""
     heads = (read_json(p.heads) or {}).get("heads") or []
     return [(int(h[0]), int(h[1])) for h in heads[:k]]
+
+
+def run_profile(c: RunConfig) -> Any:
+    """The run's model profile without loading the model (``--profile``, else the served tokenizer or the model's
+    name/path), for settings the profile decides.
+
+    >>> import thinklens as tl
+    >>> run_profile(tl.RunConfig(output="/tmp/tl_doc_run")).name
+    'tiny-r1'
+    """
+    from thinklens.profiles import get_profile
+
+    return get_profile(c.model.profile) if c.model.profile else get_profile(c.server.tokenizer or c.model.name)

@@ -10,22 +10,29 @@ from typing import Any
 from thinklens.errors import ThinklensError
 from thinklens.options import command, to_argv
 from thinklens.rundir import RunConfig, RunPaths
-from thinklens.stages.context import StageContext, model_argv, ranked_heads
+from thinklens.stages.context import StageContext, model_argv, ranked_heads, run_profile
 
 
 def steps_config(c: RunConfig) -> Any:
-    """The run's steps settings, with the dataset's receiver-head proximity where none was given."""
+    """The run's steps settings: the dataset's receiver-head proximity, and the model profile's resampling (how
+    many traces, temperature, rollout length) where none was given.
+
+    >>> import thinklens as tl
+    >>> cfg = steps_config(tl.RunConfig(output="/tmp/tl_doc_run"))  # tiny-r1 on arithmetic
+    >>> cfg.resampling_traces, cfg.resampling_temperature, cfg.max_rollout_tokens
+    (10, 2.0, 1024)
+    """
     from thinklens.empirical.datasets import dataset_spec
+    from thinklens.steps.results import with_profile_defaults
 
     spec = dataset_spec(c.dataset)
     cfg = c.steps
     if cfg.proximity is None and spec.steps_proximity is not None:
         cfg = dataclasses.replace(cfg, proximity=spec.steps_proximity)
+    profile = run_profile(c)
     if cfg.resampling_traces is None:
-        cfg = dataclasses.replace(cfg, resampling_traces=spec.steps_resampling_traces)
-    if cfg.resampling_temperature is None and spec.steps_resampling_temperature is not None:
-        cfg = dataclasses.replace(cfg, resampling_temperature=spec.steps_resampling_temperature)
-    return cfg
+        cfg = dataclasses.replace(cfg, resampling_traces=profile.resampling_traces)
+    return with_profile_defaults(cfg, profile)
 
 
 def steps(ctx: StageContext) -> dict[str, Any]:
@@ -39,7 +46,7 @@ def steps(ctx: StageContext) -> dict[str, Any]:
     distributed.on_main(_start_over_if_changed, ctx, cfg, share=False)
     m = ctx.model()
     res = run_steps(m.model, m.tokenizer, m.profile, p.traces_with, p.steps_dir, cfg, rfh=ranked_heads(p) or None,
-                    model_name=c.model.name, progress=ctx.show_progress)
+                    model_name=c.model.name, progress=ctx.show_progress, backend=_server_backend(c, m))
     from thinklens.report.step_view import write_step_view
 
     distributed.on_main(write_step_view, p.steps_dir, p.step_view, share=False)
@@ -48,6 +55,19 @@ def steps(ctx: StageContext) -> dict[str, Any]:
     if notes:
         out["note"] = "; ".join(notes)
     return out
+
+
+def _server_backend(c: RunConfig, m: Any) -> Any:
+    """When the run generates on a server, resampling's rollouts go there too (``--concurrency`` requests in flight,
+    a trace's cut points together for the server's prefix cache); else None (local, with prefix caching)."""
+    if c.generation.backend != "openai":
+        return None
+    from thinklens.empirical.backends.openai import OpenAIBackend
+    from thinklens.empirical.backends.server_ids import ServerIdsBackend
+
+    client = OpenAIBackend(c.server, think_open=m.profile.think_open, think_close=m.profile.think_close,
+                           eos=getattr(m.tokenizer, "eos_token", None) or m.profile.eos_token)
+    return ServerIdsBackend(client, m.tokenizer, c.server.concurrency)
 
 
 def _start_over_if_changed(ctx: StageContext, cfg: Any) -> None:

@@ -31,8 +31,15 @@ over it (:mod:`thinklens.steps._decode`), each rollout with its own seeded gener
 rollout index), so results do not depend on batching. ``backend``: any object of the project's generation-backend
 protocol (:mod:`thinklens.empirical.backends`: ``generate(prompt_ids_list, settings, seed)``), e.g. vLLM with
 prefix caching or an OpenAI-compatible server; rollout ``r`` of every prompt is requested with seed
-``(seed, r)``-derived, so identical prompts still get ``N`` different samples. ``cache_path``: a JSONL of finished
-``(id, step)`` results, appended as each cut point finishes; a rerun with the same settings skips them.
+``(seed, r)``-derived, so identical prompts still get ``N`` different samples (:mod:`thinklens.steps._rollouts`).
+``cache_path``: a JSONL of drawn rollouts (each record: rollouts ``first..`` of one ``(id, step)``), appended as each
+cut point's batch finishes; a rerun with the same sampling settings reuses them, whatever its ``N``.
+
+Adaptive (``adaptive=True``, beyond Thought Anchors' fixed N): rollouts come in rounds of 4 per cut point; after each
+round only the cut points of the steps whose place in the trace's top 3 is still in doubt get another round, up to
+``N`` (the rule and its justification: :mod:`thinklens.steps.adaptive`). Since rollout ``r`` does not depend on what
+else is drawn, an adaptive run's rollouts are a prefix of the fixed run's. ``max_rollouts`` caps what one call draws;
+``budget_limited`` then flags the cut points left short (their steps' importance is NaN when a side has none).
 """
 from __future__ import annotations
 
@@ -57,6 +64,11 @@ from thinklens.steps._common import (
     same_answer,
     trace_answer,
 )
+from thinklens.steps._rollouts import rollouts_backend, rollouts_transformers, sample_tokens
+from thinklens.steps.adaptive import ROUND, TOP_K, halfwidth, unsettled_steps
+
+__all__ = ["ResamplingResult", "first_step", "resampling_importance", "resampling_importance_many", "same_step",
+           "sample_tokens", "smoothed_kl", "trace_key"]
 
 TEMPERATURE = 0.6  # R1's recommended sampling (Thought Anchors' rollouts too), with top_p 0.95
 TOP_P = 0.95
@@ -80,14 +92,17 @@ class ResamplingResult:
     first_steps: list[list[str]] = field(default_factory=list)  # [n_steps+1][N] resampled first step
     reference: str | None = None  # gold, else the trace's own answer
     scored_by: str = "gold"  # "gold" | "original"
-    n_rollouts: int = 0
+    n_rollouts: int = 0  # N: rollouts per cut point (the most, when adaptive)
+    n_drawn: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # [n_steps+1] rollouts used per cut point
+    budget_limited: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # [n_steps+1] cut short by budget
 
     def to_dict(self) -> dict[str, Any]:
         return {"importance": self.importance.tolist(), "kl": self.kl.tolist(),
                 "plain_importance": self.plain_importance.tolist(), "score": self.score.tolist(),
                 "n_dissimilar": self.n_dissimilar.tolist(), "answers": self.answers,
                 "first_steps": self.first_steps, "reference": self.reference, "scored_by": self.scored_by,
-                "n_rollouts": self.n_rollouts}
+                "n_rollouts": self.n_rollouts, "n_drawn": self.n_drawn.tolist(),
+                "budget_limited": self.budget_limited.tolist()}
 
 
 # ------------------------------------------------------------------------------------------------- statistics
@@ -172,120 +187,34 @@ def trace_key(trace: Any) -> str:
     return str(rid) if rid is not None else "sha1:" + hashlib.sha1(str(list(trace.ids)).encode()).hexdigest()[:16]
 
 
-def _settings_key(n_rollouts: int, seed: int, temperature: float, top_p: float, max_new_tokens: int,
-                  backend: Any) -> dict[str, Any]:
-    return {"n_rollouts": n_rollouts, "seed": seed, "temperature": temperature, "top_p": top_p,
-            "max_new_tokens": max_new_tokens, "backend": getattr(backend, "name", "transformers-prefix")}
+def _settings_key(seed: int, temperature: float, top_p: float, max_new_tokens: int, backend: Any) -> dict[str, Any]:
+    """What makes rollout ``r`` of a cut point what it is (not N: rollout r is the same in a run of any N)."""
+    return {"seed": seed, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
+            "backend": getattr(backend, "name", "transformers-prefix")}
 
 
-def _load_cache(path: Path | None, settings: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
-    """Finished ``(id, step)`` results of ``path`` made with the same settings (bad lines are skipped)."""
+def _load_cache(path: Path | None, settings: dict[str, Any]) -> dict[tuple[str, int], dict[int, dict[str, Any]]]:
+    """The cached rollouts ``{(id, step): {r: rollout}}`` of ``path`` made with the same settings (bad lines are
+    skipped; a record holds rollouts ``first, first+1, ...`` of one cut point)."""
     if path is None or not path.exists():
         return {}
     from thinklens.jsonl import read_records
 
-    done = {}
+    done: dict[tuple[str, int], dict[int, dict[str, Any]]] = {}
     for rec in read_records(path):
-        if rec.get("settings") == settings and "id" in rec and "step" in rec and "rollouts" in rec:
-            done[(str(rec["id"]), int(rec["step"]))] = rec
+        if rec.get("settings") == settings and "id" in rec and "step" in rec and isinstance(rec.get("rollouts"), list):
+            got = done.setdefault((str(rec["id"]), int(rec["step"])), {})
+            for k, roll in enumerate(rec["rollouts"]):
+                got.setdefault(int(rec.get("first", 0)) + k, roll)
     return done
 
 
-def _seed(*parts: Any) -> int:
-    return int.from_bytes(hashlib.sha256("\0".join(map(str, parts)).encode()).digest()[:8], "little") >> 1
-
-
-# -------------------------------------------------------------------------------------------------- sampling
-def sample_tokens(logits: torch.Tensor, generators: Sequence[torch.Generator], temperature: float,
-                  top_p: float) -> torch.Tensor:
-    """One token per row of ``logits [b, V]``, row ``r`` drawn with ``generators[r]`` (temperature, nucleus; 0 =
-    greedy)::
-
-        >>> g = [torch.Generator().manual_seed(0)]
-        >>> sample_tokens(torch.tensor([[0.0, 9.0, 0.0]]), g, 0.6, 0.95).tolist()
-        [1]
-    """
-    if temperature <= 0:
-        return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)  # [b, V]
-    sp, si = probs.sort(dim=-1, descending=True)  # [b, V]
-    if top_p < 1.0:
-        sp = sp.masked_fill((sp.cumsum(-1) - sp) > top_p, 0.0)  # keep the smallest prefix reaching top_p
-    u = torch.stack([torch.rand((), generator=g) for g in generators]).to(sp.device)  # [b]
-    cdf = sp.cumsum(-1)  # [b, V]
-    k = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).clamp(max=sp.shape[-1] - 1)  # [b, 1]
-    return si.gather(-1, k)[:, 0]
-
-
-def _rollouts_transformers(model: Any, tokenizer: Any, jobs: list[tuple[Any, int, str]], n_rollouts: int,
-                           seed: int, temperature: float, top_p: float, max_new: int, max_cache_tokens: int,
-                           on_point: Callable[[int, list[tuple[str, int, bool]]], None]) -> None:
-    """Sample ``n_rollouts`` continuations of ``trace.ids[:cut]`` for every job ``(trace, cut, key)``; calls
-    ``on_point(job, [(text, n_tokens, stopped_at_eos)] * N)`` as soon as a job's rollouts are all finished.
-    Traces are taken in groups whose caches and rollouts fit ``max_cache_tokens``."""
-    from thinklens.steps._decode import Source, trace_caches, trace_groups
-
-    traces = list({id(t): t for t, _, _ in jobs}.values())
-    by_trace = {id(t): [j for j, job in enumerate(jobs) if job[0] is t] for t in traces}
-    need = [max(jobs[j][1] for j in by_trace[id(t)]) for t in traces]
-    budget = [n + len(by_trace[id(t)]) * n_rollouts * (n + max_new) for t, n in zip(traces, need)]
-    for group in trace_groups(budget, max_cache_tokens):
-        caches = trace_caches(model, [traces[g].ids[:need[g]] for g in group], max_cache_tokens)
-        rows, srcs = [], []
-        for (cache, b), g in zip(caches, group):
-            for j in by_trace[id(traces[g])]:
-                for r in range(n_rollouts):
-                    rows.append((j, r))
-                    srcs.append(Source(cache, b, jobs[j][1] - 1))  # the last prefix token is fed again: its
-                    # logits start the rollout
-        _decode_group(model, tokenizer, jobs, rows, srcs, n_rollouts, seed, temperature, top_p, max_new,
-                      max_cache_tokens, on_point)
-        del caches
-
-
-def _decode_group(model: Any, tokenizer: Any, jobs: list[tuple[Any, int, str]], rows: list[tuple[int, int]],
-                  srcs: list[Any], n_rollouts: int, seed: int, temperature: float, top_p: float, max_new: int,
-                  max_cache_tokens: int, on_point: Callable[[int, list[tuple[str, int, bool]]], None]) -> None:
-    """Decode the rollouts ``rows[i] = (job, rollout)`` (prefix ``srcs[i]``) in chunks of bounded cache."""
-    from thinklens.steps._decode import decode_rows, row_chunks
-
-    eos = tokenizer.eos_token_id
-    forced = [[int(jobs[j][0].ids[jobs[j][1] - 1])] for j, _ in rows]
-    gens = [torch.Generator().manual_seed(_seed(seed, jobs[j][2], jobs[j][1], r)) for j, r in rows]
-    results: dict[int, dict[int, tuple[str, int, bool]]] = {}
-    for chunk in row_chunks([s.cut for s in srcs], max_cache_tokens, extra=max_new):
-
-        def pick(logits: torch.Tensor, active: list[int], ch: list[int] = chunk) -> torch.Tensor:
-            return sample_tokens(logits, [gens[ch[a]] for a in active], temperature, top_p)
-
-        def done(a: int, toks: list[int], ch: list[int] = chunk) -> None:
-            j, r = rows[ch[a]]
-            eos_hit = bool(toks) and toks[-1] == eos
-            toks = toks[:-1] if eos_hit else toks
-            results.setdefault(j, {})[r] = (tokenizer.decode(toks, skip_special_tokens=False), len(toks), eos_hit)
-            if len(results[j]) == n_rollouts:
-                on_point(j, [results[j][k] for k in range(n_rollouts)])
-
-        decode_rows(model, [srcs[i] for i in chunk], [forced[i] for i in chunk], pick,
-                    lambda _a, toks: bool(toks) and toks[-1] == eos, max_new, pad_id=int(eos or 0), on_done=done)
-
-
-def _rollouts_backend(backend: Any, jobs: list[tuple[Any, int, str]], n_rollouts: int, seed: int,
-                      temperature: float, top_p: float, max_new: int, batch_size: int,
-                      on_point: Callable[[int, list[tuple[str, int, bool]]], None]) -> None:
-    """The same through a generation backend: rollout ``r`` of a chunk of prompts is one ``generate`` call."""
-    from thinklens.empirical.collect import GenerationSettings
-
-    settings = GenerationSettings(max_new_tokens=max_new, temperature=temperature, top_p=top_p, seed=seed)
-    for c in range(0, len(jobs), batch_size):
-        chunk = list(range(c, min(len(jobs), c + batch_size)))
-        prompts = [list(jobs[j][0].ids[:jobs[j][1]]) for j in chunk]
-        per_job: dict[int, list[tuple[str, int, bool]]] = {j: [] for j in chunk}
-        for r in range(n_rollouts):
-            for j, g in zip(chunk, backend.generate(prompts, settings, _seed(seed, "rollout", r) % (1 << 31))):
-                per_job[j].append((g.text, len(g.token_ids), bool(g.stopped_at_eos)))
-        for j in chunk:
-            on_point(j, per_job[j])
+def _prefix(got: dict[int, Any]) -> int:
+    """How many rollouts ``0, 1, ...`` are there without a gap."""
+    n = 0
+    while n in got:
+        n += 1
+    return n
 
 
 # ------------------------------------------------------------------------------------------------------- API
@@ -319,11 +248,17 @@ def resampling_importance(
     alpha: float = ALPHA,
     trace_id: str | None = None,
     max_cache_tokens: int = 1 << 18,
+    adaptive: bool = False,
+    max_rollouts: int | None = None,
+    on_rollout: Callable[[int], None] | None = None,
 ) -> ResamplingResult:
     """Counterfactual importance of every step from ``n_rollouts`` rollouts per cut point (see the module doc).
 
     ``similar(resampled_step, original_step)`` judges whether a resample says the same as the step (default:
     identical text); ``trace_id`` keys the rollout cache (default: ``trace.meta["id"]``, else a hash of the ids).
+    ``adaptive``: draw rollouts in rounds and stop once the trace's top steps are settled
+    (:mod:`thinklens.steps.adaptive`), ``n_rollouts`` at most; ``max_rollouts``: draw no more than this many (cached
+    rollouts are free); cut points left short are flagged in ``budget_limited``; ``on_rollout(n)`` after rollouts.
     On tiny-r1 (whose greedy lines are near-deterministic, so most resamples repeat the step)::
 
         >>> from thinklens.models import load_model
@@ -345,7 +280,7 @@ def resampling_importance(
         model, tokenizer, profile, [trace], [spans], golds=[gold], n_rollouts=n_rollouts, seed=seed,
         temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, cache_path=cache_path,
         backend=backend, similar=similar, alpha=alpha, trace_ids=None if trace_id is None else [trace_id],
-        max_cache_tokens=max_cache_tokens)[0]
+        max_cache_tokens=max_cache_tokens, adaptive=adaptive, max_rollouts=max_rollouts, on_rollout=on_rollout)[0]
 
 
 def resampling_importance_many(
@@ -368,6 +303,9 @@ def resampling_importance_many(
     trace_ids: Sequence[str] | None = None,
     max_cache_tokens: int = 1 << 18,
     batch_size: int = 64,
+    adaptive: bool = False,
+    max_rollouts: int | None = None,
+    on_rollout: Callable[[int], None] | None = None,
 ) -> list[ResamplingResult]:
     """:func:`resampling_importance` of every trace; the rollouts of all traces are sampled together (one batch
     over their caches, or ``batch_size`` prompts per backend call)::
@@ -397,54 +335,140 @@ def resampling_importance_many(
     keys = [str(k) for k in trace_ids] if trace_ids is not None else [trace_key(t) for t in traces]
     if len(set(keys)) != len(keys):
         raise ThinklensError("two traces share a rollout-cache id; pass distinct trace_ids")
-    settings = _settings_key(n_rollouts, seed, temperature, top_p, max_new_tokens, backend)
+    settings = _settings_key(seed, temperature, top_p, max_new_tokens, backend)
     path = None if cache_path is None else Path(cache_path)
-    records = _load_cache(path, settings)
-    jobs, where = [], []
-    for t, (trace, st) in enumerate(zip(traces, steps)):
-        for j, cut in enumerate(cut_points(trace, st)):
-            if (keys[t], j) not in records:
-                jobs.append((trace, cut, keys[t]))
-                where.append((t, j))
+    got = _load_cache(path, settings)
+    similar = similar or same_step
+    texts = [[trace.text[trace.offsets[a][0]:trace.offsets[b - 1][1]] for a, b in st]
+             for trace, st in zip(traces, steps)]
+    cuts = [cut_points(trace, st) for trace, st in zip(traces, steps)]
+    # how many rollouts each cut point uses: all N at once, or adaptive rounds
+    target = [[min(n_rollouts, ROUND) if adaptive else n_rollouts] * len(c) for c in cuts]
+    used = [[0] * len(c) for c in cuts]
+    limited = [[False] * len(c) for c in cuts]
+    left = [max_rollouts]  # rollouts this call may still draw (None: no cap)
     writer = None
-    if path is not None and jobs:
+    if path is not None:
         from thinklens.jsonl import JsonlWriter
 
         writer = JsonlWriter(path)
 
-    def on_point(jx: int, rolls: list[tuple[str, int, bool]]) -> None:
-        t, j = where[jx]
-        rec = {"id": keys[t], "step": j, "cut": jobs[jx][1], "settings": settings, "rollouts": [
-            {"text": text, "n_tokens": n, "stopped_at_eos": eos} for text, n, eos in rolls]}
-        records[(keys[t], j)] = rec
-        if writer is not None:
-            writer.write(rec)
+    def draw(jobs: list[tuple[Any, int, str, int, int]], where: list[tuple[int, int]]) -> None:
+        def on_point(jx: int, rolls: list[tuple[str, int, bool]]) -> None:
+            t, j = where[jx]
+            rec = {"id": keys[t], "step": j, "cut": jobs[jx][1], "first": jobs[jx][3], "settings": settings,
+                   "rollouts": [{"text": text, "n_tokens": n, "stopped_at_eos": eos} for text, n, eos in rolls]}
+            for k, roll in enumerate(rec["rollouts"]):
+                got.setdefault((keys[t], j), {})[jobs[jx][3] + k] = roll
+            if writer is not None:
+                writer.write(rec)
 
-    try:
-        if jobs and backend is None:
+        if backend is None:
             with torch.no_grad():
-                _rollouts_transformers(model, tokenizer, jobs, n_rollouts, seed, temperature, top_p, max_new_tokens,
-                                       max_cache_tokens, on_point)
-        elif jobs:
-            _rollouts_backend(backend, jobs, n_rollouts, seed, temperature, top_p, max_new_tokens, batch_size,
-                              on_point)
+                rollouts_transformers(model, tokenizer, jobs, seed, temperature, top_p, max_new_tokens,
+                                      max_cache_tokens, on_point, on_rollout)
+        else:
+            rollouts_backend(backend, jobs, seed, temperature, top_p, max_new_tokens, batch_size, on_point,
+                             on_rollout)
+
+    def answers_of(t: int) -> tuple[list[list[str | None]], list[list[str]]]:
+        answers, firsts = [], []
+        for j in range(len(cuts[t])):
+            rolls = [got[(keys[t], j)][r] for r in range(used[t][j])]
+            answers.append([_rollout_answer(r["text"], r["stopped_at_eos"], profile.think_close) for r in rolls])
+            units = _units(texts[t][j]) if j < len(steps[t]) else 1
+            firsts.append([first_step(r["text"], units, profile.think_close) for r in rolls])
+        return answers, firsts
+
+    references = [(None if golds is None else golds[t]) for t in range(len(traces))]
+    references = [g if g is not None else trace_answer(tr) for g, tr in zip(references, traces)]
+    try:
+        while True:
+            jobs, where = [], []
+            for t, trace in enumerate(traces):
+                for j, cut in enumerate(cuts[t]):
+                    have = _prefix(got.get((keys[t], j), {}))
+                    if have < target[t][j]:
+                        jobs.append((trace, cut, keys[t], have, target[t][j]))
+                        where.append((t, j))
+            jobs, where = _within_budget(jobs, where, left, limited)
+            if jobs:
+                draw(jobs, where)
+            for t in range(len(traces)):
+                for j in range(len(cuts[t])):
+                    used[t][j] = min(target[t][j], _prefix(got.get((keys[t], j), {})))
+            if not adaptive or (left[0] is not None and left[0] <= 0):
+                break
+            grow = _next_round(texts, answers_of, references, used, target, n_rollouts, similar, alpha)
+            if not grow:
+                break
     finally:
         if writer is not None:
             writer.close()
-    similar = similar or same_step
+    if left[0] is not None and left[0] <= 0 and adaptive:  # stopped by the budget while rounds were pending
+        more = _next_round(texts, answers_of, references, used, target, n_rollouts, similar, alpha)
+        for t, j in more:
+            limited[t][j] = True
     out = []
-    for t, (trace, st) in enumerate(zip(traces, steps)):
-        texts = [trace.text[trace.offsets[a][0]:trace.offsets[b - 1][1]] for a, b in st]
-        answers, firsts = [], []
-        for j in range(len(st) + 1):
-            rolls = records[(keys[t], j)]["rollouts"]
-            answers.append([_rollout_answer(r["text"], r["stopped_at_eos"], profile.think_close) for r in rolls])
-            units = _units(texts[j]) if j < len(st) else 1
-            firsts.append([first_step(r["text"], units, profile.think_close) for r in rolls])
-        gold = None if golds is None else golds[t]
-        reference = gold if gold is not None else trace_answer(trace)
-        imp, kl, nd, score, plain = _importance(texts, answers, firsts, reference, similar, alpha)
+    for t in range(len(traces)):
+        answers, firsts = answers_of(t)
+        imp, kl, nd, score, plain = _importance(texts[t], answers, firsts, references[t], similar, alpha)
+        empty = [len(a) == 0 for a in answers]
+        for i in range(len(texts[t])):  # a step without rollouts on either side has no importance
+            if empty[i] or empty[i + 1]:
+                imp[i] = kl[i] = np.nan
         out.append(ResamplingResult(importance=imp, kl=kl, plain_importance=plain, score=score, n_dissimilar=nd,
-                                    answers=answers, first_steps=firsts, reference=reference,
-                                    scored_by="gold" if gold is not None else "original", n_rollouts=n_rollouts))
+                                    answers=answers, first_steps=firsts, reference=references[t],
+                                    scored_by="gold" if golds is not None and golds[t] is not None else "original",
+                                    n_rollouts=n_rollouts, n_drawn=np.array(used[t], dtype=int),
+                                    budget_limited=np.array(limited[t], dtype=bool)))
     return out
+
+
+def _within_budget(jobs: list[Any], where: list[tuple[int, int]], left: list[int | None],
+                   limited: list[list[bool]]) -> tuple[list[Any], list[tuple[int, int]]]:
+    """Trim the jobs to the rollouts ``left[0]`` still allows (each cut point in turn gets one more until it is
+    spent, so a short budget spreads over the cut points); the trimmed cut points are flagged in ``limited``."""
+    if left[0] is None:
+        return jobs, where
+    want = [job[4] - job[3] for job in jobs]
+    give = [0] * len(jobs)
+    budget = left[0]
+    while budget > 0 and any(g < w for g, w in zip(give, want)):
+        for k in range(len(jobs)):
+            if budget > 0 and give[k] < want[k]:
+                give[k] += 1
+                budget -= 1
+    left[0] = budget
+    out, out_where = [], []
+    for job, w, g, tw in zip(jobs, want, give, where):
+        if g < w:
+            limited[tw[0]][tw[1]] = True
+        if g > 0:
+            out.append((*job[:4], job[3] + g))
+            out_where.append(tw)
+    return out, out_where
+
+
+def _next_round(texts: list[list[str]], answers_of: Callable[[int], Any], references: list[str | None],
+                used: list[list[int]], target: list[list[int]], n_max: int, similar: Callable[[str, str], bool],
+                alpha: float) -> list[tuple[int, int]]:
+    """Raise the target of the cut points of every unsettled step by a round (up to ``n_max``); the (trace, cut)
+    pairs raised."""
+    grown = []
+    for t in range(len(texts)):
+        if references[t] is None or len(texts[t]) <= TOP_K:
+            continue
+        answers, firsts = answers_of(t)
+        imp = _importance(texts[t], answers, firsts, references[t], similar, alpha)[0]
+        half = []
+        for i in range(len(texts[t])):
+            w = [a for a in answers[i + 1] if a is not None]
+            wo = [a for a, f in zip(answers[i], firsts[i]) if a is not None and not similar(f, texts[t][i])]
+            half.append(halfwidth(len(w), sum(same_answer(a, references[t]) for a in w), len(wo),
+                                  sum(same_answer(a, references[t]) for a in wo)))
+        for j in sorted({c for i in unsettled_steps(imp, half) for c in (i, i + 1)}):
+            if used[t][j] >= target[t][j] and target[t][j] < n_max:
+                target[t][j] = min(n_max, target[t][j] + ROUND)
+                grown.append((t, j))
+    return grown

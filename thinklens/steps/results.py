@@ -44,7 +44,8 @@ DEFAULT_METHODS: tuple[str, ...] = METHODS
 TRUNCATION_BINS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
 # settings that change what is computed per trace: a rerun into the same directory must keep them
 PER_TRACE_FIELDS = ("methods", "segment", "min_chars", "proximity", "n_rollouts", "resampling_temperature",
-                    "max_tokens", "max_answer_tokens", "suppression_engine", "seed", "text_field")
+                    "max_rollout_tokens", "adaptive", "max_tokens", "max_answer_tokens", "suppression_engine", "seed",
+                    "text_field")
 
 
 @dataclass
@@ -69,13 +70,21 @@ class StepsConfig:
     proximity: int | None = opt(None, "receiver heads: a step's vertical score counts only steps at least N later "
                                 f"(default: the dataset's, else Thought Anchors' {DEFAULT_PROXIMITY}; short traces "
                                 "such as tiny-r1's need 1)", metavar="N")
-    n_rollouts: int = opt(4, "resampling: rollouts per step and side (Thought Anchors: 100)", flag="--rollouts",
-                          metavar="N")
+    n_rollouts: int = opt(4, "resampling: rollouts per cut point (the most with --adaptive; Thought Anchors: 100)",
+                          flag="--rollouts", metavar="N")
+    adaptive: bool = opt(False, "resampling: draw rollouts in rounds of 4 and stop a cut point once the trace's top-3 "
+                         "steps are settled (up to --rollouts; a prefix of the fixed run's rollouts)")
     resampling_traces: int | None = opt(None, "resampling: only the first N traces (each costs n_steps x 2 x "
-                                        "rollouts generations; default: the dataset's in a run (arithmetic: 10), "
-                                        "else 0)", flag="--resampling-traces", metavar="N")
+                                        "rollouts generations; default in a run: the model profile's (tiny-r1: 10, "
+                                        "real models: 0), with `thinklens steps`: 0)", flag="--resampling-traces",
+                                        metavar="N")
     resampling_temperature: float | None = opt(None, "resampling: sampling temperature of the rollouts (default: the "
-                                               "dataset's in a run, else R1's 0.6 as Thought Anchors)", metavar="T")
+                                               "model profile's: tiny-r1 2.0, else R1's 0.6 as Thought Anchors)",
+                                               metavar="T")
+    max_rollout_tokens: int | None = opt(None, "resampling: tokens per rollout at most (default: the model "
+                                         "profile's: tiny-r1 1024, else the family's generation budget)", metavar="N")
+    rollout_budget: int | None = opt(None, "resampling: rollouts in all at most; when spent no more are drawn and "
+                                     "the affected cut points and traces are marked budget_limited", metavar="N")
     max_traces: int | None = opt(None, "only the first N traces of the file", flag="--steps-limit", metavar="N")
     max_tokens: int | None = opt(None, "skip traces longer than N tokens", flag="--steps-max-tokens", metavar="N")
     max_answer_tokens: int = opt(16, "early answering: tokens generated per forced answer", metavar="N")
@@ -111,7 +120,7 @@ class StepsConfig:
         t = self.resampling_temperature
         if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0):
             raise ThinklensError(f"resampling_temperature must be a number > 0 or None, got {t!r}")
-        for name in ("max_traces", "max_tokens"):
+        for name in ("max_traces", "max_tokens", "max_rollout_tokens", "rollout_budget"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise ThinklensError(f"{name} must be a positive integer or None, got {v!r}")
@@ -130,6 +139,22 @@ class StepsConfig:
     def per_trace(self) -> dict[str, Any]:
         d = self.to_dict()
         return {k: d[k] for k in PER_TRACE_FIELDS}
+
+
+def with_profile_defaults(config: StepsConfig, profile: Any) -> StepsConfig:
+    """``config`` with the model profile's resampling temperature and rollout length where none was given (facts of
+    the model, e.g. the toy tiny-r1's 2.0, not of the dataset).
+
+    >>> from thinklens.profiles import get_profile
+    >>> c = with_profile_defaults(StepsConfig(), get_profile("deepseek-r1-distill-qwen"))
+    >>> c.resampling_temperature, c.max_rollout_tokens
+    (0.6, 16384)
+    """
+    if config.resampling_temperature is None:
+        config = dataclasses.replace(config, resampling_temperature=float(profile.resampling_temperature))
+    if config.max_rollout_tokens is None:
+        config = dataclasses.replace(config, max_rollout_tokens=int(profile.rollout_tokens))
+    return config
 
 
 def write_json(path: Path, obj: Any) -> None:

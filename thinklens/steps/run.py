@@ -18,6 +18,7 @@ import importlib
 import itertools
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from types import ModuleType
@@ -34,6 +35,7 @@ from thinklens.steps.results import (
     SKIPPED_FILE,
     StepsConfig,
     StepsResult,
+    with_profile_defaults,
     write_json,
 )
 
@@ -101,8 +103,23 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+class RolloutMeter:
+    """The rollouts a steps run has drawn: what is left of ``--rollout-budget``, and a progress bar counting them."""
+
+    def __init__(self, budget: int | None, bar: Any = None) -> None:
+        self.left, self.bar, self.drawn = budget, bar, 0
+
+    def update(self, n: int) -> None:
+        self.drawn += n
+        if self.left is not None:
+            self.left -= n
+        if self.bar is not None:
+            self.bar.update(n)
+
+
 def process_trace(model: Any, tokenizer: Any, profile: Any, record: dict[str, Any], rid: str, config: StepsConfig,
-                  output_dir: Path, modules: dict[str, ModuleType]) -> dict[str, Any]:
+                  output_dir: Path, modules: dict[str, ModuleType],
+                  meter: RolloutMeter | None = None, backend: Any = None) -> dict[str, Any]:
     """Run the configured methods on one trace record; returns its ``progress.jsonl`` record (arrays saved).
     Raises ThinklensError when the trace is unusable."""
     from thinklens.attention.segments import check_trace
@@ -159,12 +176,18 @@ def process_trace(model: Any, tokenizer: Any, profile: Any, record: dict[str, An
         t = time.perf_counter()
         cache = output_dir / RESAMPLING_DIR / f"{safe_name(rid)}.jsonl"
         cache.parent.mkdir(parents=True, exist_ok=True)
-        temperature = {} if config.resampling_temperature is None else {"temperature": config.resampling_temperature}
-        res = modules["resampling"].resampling_importance(model, tokenizer, profile, trace, spans, gold=gold,
-                                                          n_rollouts=config.n_rollouts, seed=config.seed,
-                                                          cache_path=cache, **temperature)
+        config = with_profile_defaults(config, profile)
+        meter = meter or RolloutMeter(config.rollout_budget)
+        res = modules["resampling"].resampling_importance(
+            model, tokenizer, profile, trace, spans, gold=gold, n_rollouts=config.n_rollouts, seed=config.seed,
+            cache_path=cache, temperature=config.resampling_temperature, max_new_tokens=config.max_rollout_tokens,
+            adaptive=config.adaptive, max_rollouts=None if meter.left is None else max(0, meter.left),
+            on_rollout=meter.update, **({} if backend is None else {"backend": backend}))
+        limited = [int(j) for j in np.flatnonzero(getattr(res, "budget_limited", []))]
         methods["resampling"] = {"importance": _check_len("resampling", "importance", res.importance, n),
-                                 "kl": _check_len("resampling", "kl", getattr(res, "kl", [None] * n), n)}
+                                 "kl": _check_len("resampling", "kl", getattr(res, "kl", [None] * n), n),
+                                 "n_drawn": _clean(getattr(res, "n_drawn", None)),
+                                 "budget_limited": bool(limited), "budget_limited_cuts": limited}
         seconds["resampling"] = time.perf_counter() - t
     ran = (["attention"] if arrays_name else []) + list(methods)
     return {"id": rid, "ran": ran, "mode": mode, "n_tokens": len(trace), "reasoning": trace.reasoning.to_list(),
@@ -191,12 +214,14 @@ def _check_config(out: Path, config: StepsConfig) -> None:
 
 def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path, output_dir: str | Path,
               config: StepsConfig | None = None, *, rfh: list[tuple[int, int]] | None = None, model_name: str = "",
-              progress: bool = True) -> StepsResult:
+              progress: bool = True, backend: Any = None) -> StepsResult:
     """Which reasoning steps does the answer use? Run the step methods over ``traces_path`` into ``output_dir``.
 
     ``rfh``: the Reasoning-Focus Heads ``[(layer, head), ...]`` whose answer→step attention is the ``attention``
     number (e.g. from the attention stage's ranking); default: the top ``config.top_k`` heads by answer→reasoning
-    mass on these traces. Resumable (a trace is redone when a method it lacks has become available); unusable traces
+    mass on these traces. ``backend``: draw the resampling rollouts there (a generation backend, e.g. a server:
+    :class:`thinklens.empirical.backends.server_ids.ServerIdsBackend`) instead of locally. Resumable (a trace is
+    redone when a method it lacks has become available); unusable traces
     go to ``skipped.jsonl`` with their reason.
 
     >>> import json, tempfile
@@ -216,7 +241,7 @@ def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path,
     from thinklens.steps.summary import consolidate
     from thinklens.traces import record_id
 
-    config = config or StepsConfig()
+    config = with_profile_defaults(config or StepsConfig(), profile)
     if config.proximity is None:
         config = dataclasses.replace(config, proximity=DEFAULT_PROXIMITY)
     traces_path = Path(traces_path)
@@ -238,8 +263,9 @@ def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path,
     wanted = {m for m in config.methods if m == "attention" or m in modules}
     limit = config.resampling_traces if config.resampling_traces is not None else 0
     if "resampling" in wanted and limit == 0:
-        notes.append("resampling ran on no trace: --resampling-traces N runs it on the first N (each costs n_steps x "
-                     "2 x rollouts generations)")
+        notes.append("resampling skipped: it is off by default for this model (each trace costs n_steps x 2 x "
+                     "rollouts generations of up to --max-rollout-tokens); --resampling-traces N runs it on the first "
+                     "N, --plan shows the cost first")
 
     def wanted_for(k: int) -> set[str]:  # the k-th trace of the file: resampling only on the first few
         return wanted - {"resampling"} if k >= limit else wanted
@@ -256,6 +282,14 @@ def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path,
         return row.get("line") if "reason" in row else first.get(str(row.get("id")))
 
     world = distributed.world()  # under torchrun, line i of the trace file is rank i % WORLD_SIZE's
+    meter = RolloutMeter(config.rollout_budget)
+    if "resampling" in wanted and limit > 0:
+        from thinklens.steps.plan import resampling_plan
+
+        plan = resampling_plan(model, tokenizer, profile, traces_path, config, calibrate=progress, backend=backend)
+        if progress:
+            print(plan.line(), file=sys.stderr, flush=True)
+        meter.bar = bar(desc="rollouts", unit="rollout", total=plan.max_rollouts, disable=not progress)
     done: set[str] = set()
     seen: dict[str, int] = {}
     t_all = time.perf_counter()
@@ -264,6 +298,8 @@ def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path,
         if (out / PROGRESS_FILE).exists():
             for r in read_records(out / PROGRESS_FILE):
                 ran[str(r["id"])] = set(r.get("ran", []))
+                if ((r.get("methods") or {}).get("resampling") or {}).get("budget_limited"):
+                    ran[str(r["id"])].discard("resampling")  # redone on a rerun (its drawn rollouts are cached)
         skipped = {str(r["id"]) for r in read_records(out / SKIPPED_FILE)} if (out / SKIPPED_FILE).exists() else set()
         with JsonlWriter(my_progress) as wp, JsonlWriter(my_skipped) as ws:
             def skip(key: str, line: int, reason: str) -> None:
@@ -297,7 +333,7 @@ def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path,
                     continue
                 try:
                     mods = {k: v for k, v in modules.items() if k in want}
-                    rec = process_trace(model, tokenizer, profile, item.record, rid, config, out, mods)
+                    rec = process_trace(model, tokenizer, profile, item.record, rid, config, out, mods, meter, backend)
                 except ThinklensError as err:
                     skip(rid, item.lineno, f"{traces_path}:{item.lineno} ({rid}): {err}")
                     continue
@@ -311,6 +347,15 @@ def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path,
                 wp.write(rec)
                 done.add(rid)
             pbar.close()
+    if meter.bar is not None:
+        meter.bar.close()
+    limited = [r for r in read_records(out / PROGRESS_FILE) if r.get("id") in seen and (
+        (r.get("methods") or {}).get("resampling") or {}).get("budget_limited")] \
+        if "resampling" in wanted and (out / PROGRESS_FILE).exists() else []
+    if limited:
+        notes.append(f"resampling budget (--rollout-budget {config.rollout_budget}) spent: {len(limited)} trace(s) "
+                     "have cut points with fewer rollouts than asked (budget_limited in progress.jsonl; a step with "
+                     "no rollout on a side has no importance); a rerun with a larger budget completes them")
     if not sum(distributed.gather(len(done))):
         raise ThinklensError(f"{traces_path}: no trace could be processed ({len(skipped)} skipped; see "
                              f"{out / SKIPPED_FILE})")
