@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Reasoning-Focus Heads for the attention number, e.g. 1:2 2:6 (default: ranked here)")
     p.add_argument("--rfh-scores", metavar="PATH", help="rank the RFHs from a head_scores.npz (`thinklens attention`)")
     add_config(p.add_argument_group("steps"), StepsConfig)
+    p.add_argument("--backend", choices=["transformers", "vllm"], default="transformers",
+                   help="engine of the resampling rollouts (vllm: prefix caching, needs thinklens[vllm])")
     p.add_argument("--figures", action="store_true", help="also draw DIR/figures/*.png and DIR/step_view.html")
     add_quiet(p)
     p.set_defaults(func=run)
@@ -69,9 +71,14 @@ def run(ns: argparse.Namespace) -> int:
         rfh = rank_heads(HeadScores.load(args.rfh_scores), "a2r", config.top_k, n_bootstrap=0).pairs()
     options = build(ModelOptions, ns)
     model, tokenizer, profile = options.load()
+    backend = None
+    if args.backend == "vllm" and "resampling" in config.methods:
+        from thinklens.empirical.backends.vllm import vllm_backend
+
+        backend = vllm_backend(options.name, tokenizer, dtype=options.dtype, seed=config.seed)
     with torch.no_grad():
         res = run_steps(model, tokenizer, profile, args.traces, args.output, config, rfh=rfh,
-                        model_name=options.name, progress=not args.quiet)
+                        model_name=options.name, progress=not args.quiet, backend=backend)
     out = {"output": args.output, **res.summary(), "n_skipped": res.meta.get("n_skipped"),
            "notes": res.meta.get("notes")}
     if args.figures:

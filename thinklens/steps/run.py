@@ -102,9 +102,10 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
 
 
 def process_trace(model: Any, tokenizer: Any, profile: Any, record: dict[str, Any], rid: str, config: StepsConfig,
-                  output_dir: Path, modules: dict[str, ModuleType]) -> dict[str, Any]:
+                  output_dir: Path, modules: dict[str, ModuleType], backend: Any = None) -> dict[str, Any]:
     """Run the configured methods on one trace record; returns its ``progress.jsonl`` record (arrays saved).
-    Raises ThinklensError when the trace is unusable."""
+    Raises ThinklensError when the trace is unusable. ``backend``: resampling's rollouts through this generation
+    backend (e.g. vLLM) instead of transformers."""
     from thinklens.attention.segments import check_trace
     from thinklens.steps.segment import segment_with_mode, step_spans
     from thinklens.traces import Trace
@@ -162,7 +163,7 @@ def process_trace(model: Any, tokenizer: Any, profile: Any, record: dict[str, An
         temperature = {} if config.resampling_temperature is None else {"temperature": config.resampling_temperature}
         res = modules["resampling"].resampling_importance(model, tokenizer, profile, trace, spans, gold=gold,
                                                           n_rollouts=config.n_rollouts, seed=config.seed,
-                                                          cache_path=cache, **temperature)
+                                                          cache_path=cache, backend=backend, **temperature)
         methods["resampling"] = {"importance": _check_len("resampling", "importance", res.importance, n),
                                  "kl": _check_len("resampling", "kl", getattr(res, "kl", [None] * n), n)}
         seconds["resampling"] = time.perf_counter() - t
@@ -191,13 +192,15 @@ def _check_config(out: Path, config: StepsConfig) -> None:
 
 def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path, output_dir: str | Path,
               config: StepsConfig | None = None, *, rfh: list[tuple[int, int]] | None = None, model_name: str = "",
-              progress: bool = True) -> StepsResult:
+              progress: bool = True, backend: Any = None) -> StepsResult:
     """Which reasoning steps does the answer use? Run the step methods over ``traces_path`` into ``output_dir``.
 
     ``rfh``: the Reasoning-Focus Heads ``[(layer, head), ...]`` whose answer→step attention is the ``attention``
     number (e.g. from the attention stage's ranking); default: the top ``config.top_k`` heads by answer→reasoning
-    mass on these traces. Resumable (a trace is redone when a method it lacks has become available); unusable traces
-    go to ``skipped.jsonl`` with their reason.
+    mass on these traces. ``backend``: a generation backend (e.g. vLLM's,
+    :mod:`thinklens.empirical.backends.vllm`) that samples the resampling rollouts (default: transformers with prefix
+    caching). Resumable (a trace is redone when a method it lacks has become available); unusable traces go to
+    ``skipped.jsonl`` with their reason.
 
     >>> import json, tempfile
     >>> from thinklens.models import load_model
@@ -279,7 +282,7 @@ def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path,
                 continue
             try:
                 mods = {k: v for k, v in modules.items() if k in want}
-                rec = process_trace(model, tokenizer, profile, item.record, rid, config, out, mods)
+                rec = process_trace(model, tokenizer, profile, item.record, rid, config, out, mods, backend)
             except ThinklensError as err:
                 skip(rid, item.lineno, f"{traces_path}:{item.lineno} ({rid}): {err}")
                 continue
