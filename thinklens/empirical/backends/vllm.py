@@ -38,11 +38,14 @@ def import_vllm() -> Any:
     """The ``vllm`` module, or one line saying how to install it (or how to repair a broken install).
 
     >>> try:
-    ...     import_vllm().__name__
+    ...     ok = import_vllm().__name__ == "vllm"
     ... except ThinklensError as err:
-    ...     "pip install" in str(err)
+    ...     ok = "pip install" in str(err)
+    >>> ok
     True
     """
+    # our commands print their result as JSON on stdout: vLLM's log (stdout by default) goes to stderr
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     try:
         import vllm
     except ImportError as err:
@@ -94,6 +97,7 @@ class VLLMBackend:
     """
 
     name = "vllm"
+    per_prompt_seeds = True  # every prompt of a call is sampled with its own seed: repeats are independent samples
 
     def __init__(self, model: str | None = None, *, tokenizer: Any, dtype: str | None = None, llm: Any = None,
                  sampling_params_cls: Any = None, tokens_prompt_cls: Any = None, seed: int = 0,
