@@ -205,8 +205,10 @@ def test_openai_backend_on_vllm_serve_equals_offline_vllm(vllm_server, vllm_out,
     report = []
     for mode, (reasoning, without_mode, _) in SERVER_MODES.items():
         out = tmp_path / f"{mode}.jsonl"
+        # with: chat, the think-open prefilled as an assistant prefix; without: /completions with the forced text
+        prefix = ["--assistant-prefix", "continue"] if reasoning == "with" else []
         assert main(["collect", "--backend", "openai", "--base-url", vllm_server, "--model", SERVED_NAME,
-                     "--tokenizer", str(smollm2_dir), "--thinking", "prompted", "--assistant-prefix", "continue",
+                     "--tokenizer", str(smollm2_dir), "--thinking", "prompted", *prefix,
                      "--without-mode", without_mode, "--no-math-instruction", "--dataset", "arithmetic", "--limit",
                      str(N_PROBLEMS), "--max-new-tokens", str(MAX_NEW_TOKENS), "--temperature", "0", "--reasoning",
                      reasoning, "--output", str(out), "--quiet"]) == 0
@@ -216,6 +218,8 @@ def test_openai_backend_on_vllm_serve_equals_offline_vllm(vllm_server, vllm_out,
         assert set(served) == set(offline)
         same = [i for i in offline if served[i]["completion"] == offline[i]["completion"]]
         report.append(f"{mode}: {len(same)}/{len(offline)} equal")
+        with capsys.disabled():
+            print(f"\n[vllm serve vs offline vLLM] {report[-1]}")
         assert len(same) >= MIN_AGREEMENT * len(offline), [(served[i]["completion"], offline[i]["completion"])
                                                              for i in offline if i not in same][:2]
         for i in offline:
