@@ -153,7 +153,8 @@ def test_vllm_backend_builds_the_same_records(tiny_loaded, tmp_path):
     collect(tiny_loaded, problems, reasoning="with", output=out, settings=GenerationSettings(
         max_new_tokens=30, temperature=0.6, top_p=0.95, backend="vllm"), backend=backend, progress=False)
     prompts, params = fake.calls[0]
-    assert params["max_tokens"] == 30 and params["temperature"] == 0.6 and params["top_p"] == 0.95
+    assert params[0]["max_tokens"] == 30 and params[0]["temperature"] == 0.6 and params[0]["top_p"] == 0.95
+    assert len(params) == len(prompts) and len({p["seed"] for p in params}) == len(params)  # a seed per prompt
     assert prompts[0]["prompt_token_ids"][0] == tok.bos_token_id and prompts[0]["prompt_token_ids"][1] != \
         tok.bos_token_id
     recs = sorted(read_records(out), key=lambda r: r["id"])

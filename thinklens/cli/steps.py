@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Reasoning-Focus Heads for the attention number, e.g. 1:2 2:6 (default: ranked here)")
     p.add_argument("--rfh-scores", metavar="PATH", help="rank the RFHs from a head_scores.npz (`thinklens attention`)")
     add_config(p.add_argument_group("steps"), StepsConfig)
+    p.add_argument("--backend", choices=["transformers", "vllm"], default="transformers",
+                   help="engine of the resampling rollouts (vllm: prefix caching, needs thinklens[vllm])")
     p.add_argument("--figures", action="store_true", help="also draw DIR/figures/*.png and DIR/step_view.html")
     p.add_argument("--plan", action="store_true", help="print what resampling would cost (rollouts, generated tokens, "
                    "a time estimate from a short calibration) and stop")
@@ -80,9 +82,14 @@ def run(ns: argparse.Namespace) -> int:
         print(plan.line(), file=sys.stderr)
         print_json({"plan": plan.to_dict()})
         return 0
+    backend = None
+    if args.backend == "vllm" and "resampling" in config.methods:
+        from thinklens.empirical.backends.vllm import vllm_backend
+
+        backend = vllm_backend(options.name, tokenizer, dtype=options.dtype, seed=config.seed)
     with torch.no_grad():
         res = run_steps(model, tokenizer, profile, args.traces, args.output, config, rfh=rfh,
-                        model_name=options.name, progress=not args.quiet)
+                        model_name=options.name, progress=not args.quiet, backend=backend)
     from thinklens import distributed
 
     if not distributed.world().is_main:  # under torchrun rank 0 reports for all (the results are merged)

@@ -294,13 +294,13 @@ def collect_dataset(
     if settings.backend == "openai":  # a server, not a model in this process
         raise ThinklensError("use thinklens.empirical.collect_server.collect_server_dataset for the openai backend")
     if settings.backend == "vllm":
-        from thinklens.empirical.backends.vllm import VLLMBackend, import_vllm
-        from thinklens.models import load_tokenizer, resolve
+        from thinklens.empirical.backends.vllm import import_vllm, vllm_backend
+        from thinklens.models import load_tokenizer
 
         import_vllm()
         tokenizer = load_tokenizer(model)
         prof = prof or get_profile(str(model))
-        backend = VLLMBackend(resolve(model), tokenizer=tokenizer, dtype=dtype, seed=settings.seed)
+        backend = vllm_backend(model, tokenizer, dtype=dtype, seed=settings.seed)
         loaded: Any = (None, tokenizer, prof)
     else:
         from thinklens.models import load_model

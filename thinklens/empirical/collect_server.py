@@ -33,7 +33,7 @@ from thinklens.empirical.collect import (
     build_prompt,
     forced_thinking,
 )
-from thinklens.empirical.thinking import check_server_settings
+from thinklens.empirical.thinking import chat_messages, check_server_settings
 from thinklens.errors import ThinklensError
 from thinklens.jsonl import ResumableOutput, repair_torn_tail
 from thinklens.profiles import Profile
@@ -128,19 +128,21 @@ def _adds_bos(tokenizer: Any) -> bool:
 
 
 def plan_items(problems: list[dict[str, Any]], *, reasoning: str, route: str, settings: GenerationSettings,
-               profile: Profile, tokenizer: Any = None) -> list[_Item]:
-    """One request per problem, with the record prompt and the server-side prompt length we expect."""
-    forced = forced_thinking(profile) if reasoning == "without" else ""
+               profile: Profile, tokenizer: Any = None, server_prefix: str | None = None) -> list[_Item]:
+    """One request per problem, with the record prompt and the server-side prompt length we expect;
+    ``server_prefix``: the server's assistant-prefix style (needed to prefill a prompted think-open on chat)."""
+    forced = forced_thinking(profile, settings.without_mode) if reasoning == "without" else ""
     adds_bos = tokenizer is not None and _adds_bos(tokenizer)
+    thinking = settings.thinking or "native"
     items = []
     for p in problems:
         question = p["problem"] + (profile.math_instruction if settings.math_instruction else "")
-        messages = [{"role": "user", "content": question}]
+        messages = chat_messages(question, profile, thinking)  # prompted: the instruction as a system message
         prompt: str | list[dict[str, Any]] = messages
         expected = None
         if tokenizer is not None:
             prompt = build_prompt(p["problem"], tokenizer, profile, math_instruction=settings.math_instruction,
-                                  prompt_style=settings.prompt_style)
+                                  prompt_style=settings.prompt_style, thinking=thinking)
         if route == "completions":
             assert isinstance(prompt, str)
             request: str | list[dict[str, Any]] = prompt + forced
@@ -160,6 +162,12 @@ def plan_items(problems: list[dict[str, Any]], *, reasoning: str, route: str, se
         prefix = None
         if route == "chat_prefix":  # the assistant's text after the generation prompt, up to the forced </think>
             prefix = opener[len(written):] + forced
+        elif route == "chat" and thinking == "prompted" and written != opener:  # prefill the think-open, as locally
+            if not server_prefix:
+                raise ThinklensError("--thinking prompted through the chat endpoint prefills the think-open as an "
+                                     "assistant prefix: add --assistant-prefix continue (vLLM/SGLang) or deepseek, "
+                                     "or use --endpoint completions with --tokenizer")
+            prefix, expected = opener[len(written):], None
         items.append(_Item(p, prompt, forced, route, request, prefix, expected,
                            _batch_seed(settings.seed, [str(p["id"])])))
     return items
@@ -170,7 +178,7 @@ def _run(backend: OpenAIBackend, item: _Item, settings: GenerationSettings) -> S
         assert isinstance(item.request, str)
         return backend.complete(item.request, settings, item.seed)
     assert isinstance(item.request, list)
-    return backend.chat(item.request, settings, item.seed, prefix=item.prefix)
+    return backend.chat(item.request, settings, item.seed, prefix=item.prefix, answer_only=item.route == "chat_prefix")
 
 
 def _base(item: _Item, model_name: str, reasoning: str, settings: GenerationSettings,
@@ -264,7 +272,8 @@ def collect_server(problems: list[dict[str, Any]], *, reasoning: str, output: st
     n_retired = retire_error_records(output)
     out = ResumableOutput(output, done_if=lambda r: "error" not in r)
     todo = list(out.pending_items(problems, key=lambda p: str(p["id"]), where="problems"))
-    items = plan_items(todo, reasoning=reasoning, route=route, settings=settings, profile=profile, tokenizer=tokenizer)
+    items = plan_items(todo, reasoning=reasoning, route=route, settings=settings, profile=profile, tokenizer=tokenizer,
+                       server_prefix=server.assistant_prefix)
     summary = CollectSummary(str(output), len(problems), out.report.n_done_before, 0, 0, 0, 0.0, resume=out.report)
     if n_retired:
         summary.warnings.append(f"{n_retired} error record(s) of an earlier run moved to {output}{ERRORS_SUFFIX}; "

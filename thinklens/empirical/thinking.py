@@ -104,9 +104,9 @@ def template_off(tokenizer: Any, messages: list[dict[str, str]], profile: Profil
 
 
 def check_server_settings(settings: Any) -> None:
-    """The server loop sends the paper's with/forced requests only: refuse the local-only modes in one line."""
-    local = [f for f, v in (("--thinking prompted", settings.thinking == "prompted"),
-                            (f"--without-mode {settings.without_mode}", settings.without_mode != "forced"),
+    """The server loop sends with/forced/empty requests (native or prompted thinking): refuse the local-only modes
+    (the chat template's own switch, budget forcing) in one line."""
+    local = [f for f, v in ((f"--without-mode {settings.without_mode}", settings.without_mode == "template-off"),
                             ("--on-unfinished force-close", settings.on_unfinished == "force-close")) if v]
     if local:
         raise ThinklensError(f"{', '.join(local)}: not available with --backend openai; generate locally "

@@ -28,6 +28,7 @@ class StageContext:
     show_progress: bool = True
     label: str = ""
     _loaded: Any = field(default=None, repr=False)
+    _backend: Any = field(default=None, repr=False)
 
     def log(self, msg: str) -> None:
         if self.show_progress:
@@ -56,8 +57,22 @@ class StageContext:
             self._loaded = options.load()
         return self._loaded
 
+    def backend(self) -> Any:
+        """The generation backend of ``--backend vllm`` (one engine for collect and resampling), else None: the
+        stages then generate with transformers on :meth:`model`."""
+        if self.config.generation.backend != "vllm":
+            return None
+        if self._backend is None:
+            from thinklens.empirical.backends.vllm import vllm_backend
+
+            self.log(f"starting vLLM on {self.config.model.name}")
+            self._backend = vllm_backend(self.config.model.name, self.model().tokenizer, dtype=self.config.model.dtype,
+                                         seed=self.config.seed)
+        return self._backend
+
     def close(self) -> None:
         self._loaded = None
+        self._backend = None
 
     def labelled_bars(self) -> contextlib.AbstractContextManager[None]:
         """Prefix every progress bar a stage opens with the run's stage label (``[4/7] attention  attention:

@@ -34,7 +34,7 @@ def collect(ctx: StageContext) -> dict[str, Any]:
             loaded = ctx.model()
             s = collect_traces(loaded, problems, reasoning=mode, output=path,
                                settings=c.generation.resolved(loaded.profile, c.dataset), model_name=c.model.name,
-                               progress=ctx.show_progress)
+                               backend=ctx.backend(), progress=ctx.show_progress)
         for line in s.errors + [f"warning: {w}" for w in s.warnings]:
             ctx.warn(line)
         out[mode] = {"n_written": s.n_written, "n_finished": s.n_finished, "n_failed": s.n_failed,

@@ -45,8 +45,9 @@ def steps(ctx: StageContext) -> dict[str, Any]:
     cfg = steps_config(c)
     distributed.on_main(_start_over_if_changed, ctx, cfg, share=False)
     m = ctx.model()
+    backend = ctx.backend() if cfg.resampling_traces and "resampling" in cfg.methods else None
     res = run_steps(m.model, m.tokenizer, m.profile, p.traces_with, p.steps_dir, cfg, rfh=ranked_heads(p) or None,
-                    model_name=c.model.name, progress=ctx.show_progress, backend=_server_backend(c, m))
+                    model_name=c.model.name, progress=ctx.show_progress, backend=backend or _server_backend(c, m))
     from thinklens.report.step_view import write_step_view
 
     distributed.on_main(write_step_view, p.steps_dir, p.step_view, share=False)
@@ -96,6 +97,7 @@ def _start_over_if_changed(ctx: StageContext, cfg: Any) -> None:
 
 def steps_command(c: RunConfig, p: RunPaths) -> list[str]:
     cfg = steps_config(c)
+    vllm = ["--backend", "vllm"] if c.generation.backend == "vllm" else []
     return [command("steps", *model_argv(c), "--traces", p.traces_with, "--output",
                     p.steps_dir, "--rfh-scores", p.head_scores, *to_argv(cfg, skip=("seed",)), "--seed", c.seed,
-                    "--figures")]
+                    *vllm, "--figures")]

@@ -121,7 +121,8 @@ def process_trace(model: Any, tokenizer: Any, profile: Any, record: dict[str, An
                   output_dir: Path, modules: dict[str, ModuleType],
                   meter: RolloutMeter | None = None, backend: Any = None) -> dict[str, Any]:
     """Run the configured methods on one trace record; returns its ``progress.jsonl`` record (arrays saved).
-    Raises ThinklensError when the trace is unusable."""
+    Raises ThinklensError when the trace is unusable. ``backend``: resampling's rollouts through this generation
+    backend (e.g. vLLM) instead of transformers."""
     from thinklens.attention.segments import check_trace
     from thinklens.steps.segment import segment_with_mode, step_spans
     from thinklens.traces import Trace
@@ -219,10 +220,11 @@ def run_steps(model: Any, tokenizer: Any, profile: Any, traces_path: str | Path,
 
     ``rfh``: the Reasoning-Focus Heads ``[(layer, head), ...]`` whose answer→step attention is the ``attention``
     number (e.g. from the attention stage's ranking); default: the top ``config.top_k`` heads by answer→reasoning
-    mass on these traces. ``backend``: draw the resampling rollouts there (a generation backend, e.g. a server:
-    :class:`thinklens.empirical.backends.server_ids.ServerIdsBackend`) instead of locally. Resumable (a trace is
-    redone when a method it lacks has become available); unusable traces
-    go to ``skipped.jsonl`` with their reason.
+    mass on these traces. ``backend``: draw the resampling rollouts there (a generation backend: vLLM's,
+    :mod:`thinklens.empirical.backends.vllm`, or a server's,
+    :class:`thinklens.empirical.backends.server_ids.ServerIdsBackend`) instead of locally with transformers and
+    prefix caching. Resumable (a trace is redone when a method it lacks has become available); unusable traces go to
+    ``skipped.jsonl`` with their reason.
 
     >>> import json, tempfile
     >>> from thinklens.models import load_model

@@ -215,9 +215,11 @@ class OpenAIBackend:
         return choices[0]
 
     def chat(self, messages: list[dict[str, Any]], settings: Any, seed: int, *,
-             prefix: str | None = None) -> ServerReply:
+             prefix: str | None = None, answer_only: bool | None = None) -> ServerReply:
         """Chat completion of ``messages``; with ``prefix``, the server continues an assistant message that
-        begins with it (``server.assistant_prefix`` says how), and the reply is the text after the prefix."""
+        begins with it (``server.assistant_prefix`` says how), and the reply is the text after the prefix.
+        ``answer_only`` (default: whether a prefix is given): the prefix closed the reasoning, so the reply is all
+        answer; False for a prefix that only opens it (prompted thinking's think-open)."""
         body = self._sampling(settings, seed)
         msgs = [dict(m) for m in messages]
         if prefix is not None:
@@ -236,7 +238,8 @@ class OpenAIBackend:
             raise ThinklensError(f"{self.server.url('chat/completions')} answered without a message")
         finish = choice.get("finish_reason")
         text, meta = parse_chat_message(message, finish, think_open=self.think_open, think_close=self.think_close,
-                                        eos=self.eos, answer_only=prefix is not None)
+                                        eos=self.eos,
+                                        answer_only=prefix is not None if answer_only is None else answer_only)
         return ServerReply(text, finish == "stop", finish, reply.get("usage"), {**meta, "endpoint": "chat"})
 
     def complete(self, prompt: str, settings: Any, seed: int) -> ServerReply:
