@@ -157,4 +157,6 @@ def test_suppression_fast_equals_naive(qwen, trace, scope, heads):
     naive = suppression_effects(model, profile, trace, spans, heads=heads, scope=scope, engine="naive")
     diff = max(np.abs(fast.kl - naive.kl).max(), np.abs(fast.logprob_delta - naive.logprob_delta).max())
     assert diff <= 1e-3, diff
-    assert naive.kl.max() > 1e-3  # blocking a paragraph changes the answer distribution: agreement is not trivial
+    # blocking changes the answer (agreement is not trivial): all heads moved KL above 1e-3; four heads moved the
+    # answer's log-probability by 0.012-0.019 (KL 2e-4), still 10x the tolerance
+    assert naive.kl.max() > 1e-3 or np.abs(naive.logprob_delta).max() > 1e-2
