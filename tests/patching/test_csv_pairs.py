@@ -33,8 +33,9 @@ def record(rid, query, reasoning, answer_text):
 
 
 def expected_text(query, reasoning_core, answer, body, comparator, probe=PROBES[0]):
-    """prompt + reasoning + probe + "</think>" + answer body + ending, as the paper's sequences read."""
-    return (f"{BOS}{query}{INSTR} <think>\n{reasoning_core}\n{probe.format(answer)}</think>{body}"
+    """prompt + reasoning + blank line + probe + "</think>" + answer body + ending, as the paper's sequences read
+    (its boxed last paragraph removed, the blank line before it kept)."""
+    return (f"{BOS}{query}{INSTR} <think>\n{reasoning_core}\n\n{probe.format(answer)}</think>{body}"
             + ENDING.format(comparator))
 
 
@@ -64,6 +65,7 @@ QUERY_A = "Considering planet count in 1995, which is correct: 9 or 8?"  # row 5
 QUERY_B = "Considering planet count in 2025, which is correct: 9 or 8?"
 CORE_A = "Okay, in 1995 Pluto was still a planet.\n\nSo there were 9 planets."
 CORE_B = "Hmm, Pluto was reclassified in 2006.\n\nSo 8."
+KEPT_A = "Okay, in 1995 Pluto was still a planet."  # CORE_A's last paragraph ends in a box: the paper drops it
 BODY_A = "\n\nIn 1995 the solar system had nine planets, Pluto included.\n\n**Final Answer**\n"
 BODY_B = "\n\nToday there are 8.\n\n"
 
@@ -89,9 +91,9 @@ def test_keep_is_the_default_and_keeps_the_answer_body(any_tok):
     pairs, rejects = build_csv_pairs([ROW], two_responses(), any_tok, PROFILE)
     assert rejects == [] and pairs[0].meta["answer"] == "keep"
     p = pairs[0]
-    for side, (q, core, ans, body) in {"clean": (QUERY_A, CORE_A, "9", BODY_A),
+    for side, (q, kept, ans, body) in {"clean": (QUERY_A, KEPT_A, "9", BODY_A),
                                        "corrupted": (QUERY_B, CORE_B, "8", BODY_B)}.items():
-        want = expected_text(q, core, ans, body, "correct")
+        want = expected_text(q, kept, ans, body, "correct")
         assert any_tok.decode(unpadded(p, side)) == want
         assert unpadded(p, side) == any_tok(want, add_special_tokens=False)["input_ids"]  # the paper's indexing
     check_alignment(p, any_tok)
@@ -99,7 +101,9 @@ def test_keep_is_the_default_and_keeps_the_answer_body(any_tok):
     assert p.clean_mask[c + 1] == 1 and 0 in p.corrupted_mask[c + 1:]  # BODY_B is shorter: padded after </think>
     assert any_tok.decode(p.clean_ids[slice(*p.spans["answer_body"])]) == BODY_A
     assert any_tok.decode(p.clean_ids[slice(*p.spans["ending"])]) == ENDING.format("correct")
-    assert any_tok.decode(unpadded(p, "clean")[p.spans["probe"][0]:]).startswith("Final answer is 9.\n")
+    assert any_tok.decode(p.clean_ids[slice(*p.spans["probe"])]) == "Final answer is 9.\n"
+    before = [t for t, m in zip(p.clean_ids[:p.spans["probe"][0]], p.clean_mask) if m]
+    assert any_tok.decode(before).endswith("planet.\n\n")  # a blank line before the probe
 
 
 def test_drop_variant_differs_only_after_think_close(any_tok):
@@ -231,3 +235,29 @@ def test_paper_positions_on_real_pairs(r1_tok, real_style_responses):
         toks = [r1_tok.decode([p.clean_ids[i]]) for i in pos]
         assert toks[:3] == ["Final", " answer", " is"] and toks[4] == ".\n" and toks[5] == "</think>"
         assert toks[6:] == [" \\", "boxed", "{"] and pos[3] == p.positions["answer_flip"]
+
+
+def test_the_probe_follows_a_blank_line_as_in_the_paper(r1_tok):
+    """On the real R1-Distill-Qwen-1.5B reasonings: the built sequence up to ``</think>`` is token for token the
+    paper's (its code drops the reasoning's last ``\\n\\n`` paragraph when it holds a box, then inserts the probe
+    before ``</think>``), so the probe follows the ``\\n\\n`` token."""
+    traces = [json.loads(x) for x in reference_file("r1_math500_traces.jsonl").read_text().splitlines()]
+    checked = 0
+    for t in traces:
+        text = t["response"]
+        if t["reasoning"] != "with" or "Qwen-1.5B" not in t["model"] or "</think>" not in text:
+            continue
+        given = re.findall(r"\\boxed\{([^{}]+)\}", text[text.index("<think>"):])  # the prompt names \\boxed{}
+        if not given:
+            continue
+        close = text.index("</think>")
+        last = text[:close].split("\n\n")[-1]
+        cut = text[:close - len(last)] if "\\boxed" in last else text[:close]
+        paper = cut + PROBES[0].format(given[-1]) + "</think>"
+        side = side_from_response({"id": t["unique_id"], "text": text}, given[-1], "Which is larger: x or y?",
+                                  r1_tok, PROFILE, answer_mode="drop")  # some answer texts are cut before a box
+        ids = r1_tok(side.prompt + side.reasoning + "</think>", add_special_tokens=False)["input_ids"]
+        assert ids == r1_tok(paper, add_special_tokens=False)["input_ids"], t["unique_id"]
+        assert side.reasoning[:side.probe_start].endswith("\n\n")
+        checked += 1
+    assert checked >= 80

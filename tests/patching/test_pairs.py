@@ -35,8 +35,11 @@ def response(rid, query, answer, *, boxed_in_reasoning=True, extra=""):
 def test_helpers():
     assert comparator_of("Considering ocean by area, which is larger: Pacific or Atlantic?") == "larger"
     assert comparator_of("Is it big?") is None
-    assert strip_boxed_ending("a.\nIt is X. So \\boxed{X}.") == "a.\nIt is X."
-    assert strip_boxed_ending("a.\n\\boxed{X}\n") == "a."
+    assert strip_boxed_ending("a.\n\nIt is X. So \\boxed{X}.\n") == "a.\n\n"  # the paper: the whole paragraph goes
+    assert strip_boxed_ending("a.\n\n\\boxed{X}\n") == "a.\n\n"
+    assert strip_boxed_ending("So \\boxed{X}.\n") == ""
+    assert strip_boxed_ending("a.\n\nIt is X.\n") == "a.\n\nIt is X.\n"  # no box in the last paragraph: kept
+    assert strip_boxed_ending("a \\boxed{X}.\n\nIt is X.\n") == "a \\boxed{X}.\n\nIt is X.\n"
 
 
 def test_toy_pairs_name_both_answer_mentions(toy_pairs4, char_tok):
@@ -106,7 +109,8 @@ def test_synthetic_csv_pairs(tmp_path, char_tok):
         {"id": "8", "reason": "8-b: the response answered 'C', expected 'D'"}]
     p = pairs[0]
     text = char_tok.decode([t for t, m in zip(p.clean_ids, p.clean_mask) if m])
-    assert text.endswith("the answer is A.\nFinal answer is A.\n</think>\n\nThus, the larger one is \\boxed{")
+    # the paper drops the boxed last paragraph and keeps the blank line before it
+    assert text.endswith("Let me think. Hmm.\n\nFinal answer is A.\n</think>\n\nThus, the larger one is \\boxed{")
     assert "\\boxed{A}" not in text
     assert char_tok.decode([p.corrupted_ids[p.positions["answer_flip"]]]) == "B"
     # prompt: "size" vs "weight" -> 2 clean pads; reasoning: +5 (" Hmm.") clean vs +2 (query echo) -> 3 corrupted pads

@@ -4,7 +4,8 @@ A row holds two contrastive prompts with the same answer choices ("Considering o
 Pacific or Atlantic?" -> Pacific; "... by coastline ..." -> Atlantic). The model answers both with reasoning, and
 each response becomes (checked token for token against the paper's released patching sequences)::
 
-    prompt (BOS ... <think>) | reasoning, a trailing boxed statement removed, + probe "Final answer is {X}.\\n"
+    prompt (BOS ... <think>) | reasoning, its last paragraph removed when it holds a \\boxed{} (the blank line
+        before it kept), + probe "Final answer is {X}.\\n"
         | </think> | the model's own answer text up to the start of the line holding its final \\boxed{} (the blank
           line before it kept) + answer ending "Thus, the {comparator} one is \\boxed{"
 
@@ -89,21 +90,18 @@ def comparator_of(query: str) -> str | None:
 
 
 def strip_boxed_ending(reasoning: str) -> str:
-    """The reasoning without trailing lines/sentences that state a boxed answer.
+    """The reasoning as the paper cuts it before the probe: when its last paragraph (split on ``"\\n\\n"``) holds a
+    ``\\boxed``, that paragraph goes and the blank line before it stays, so the probe follows a blank line
+    (``...<last line>\\n\\nFinal answer is N.\\n</think>``; all 200 reference R1 reasonings end this way); a
+    reasoning without a boxed last paragraph is kept as it is.
 
-    >>> strip_boxed_ending("a.\\nIt is X. So \\\\boxed{X}.")
-    'a.\\nIt is X.'
+    >>> strip_boxed_ending("a.\\n\\nIt is X.\\nSo \\\\boxed{X}.\\n")
+    'a.\\n\\n'
+    >>> strip_boxed_ending("a.\\n\\nIt is X.\\n")
+    'a.\\n\\nIt is X.\\n'
     """
-    lines = reasoning.rstrip().split("\n")
-    while lines and "\\boxed" in lines[-1]:
-        sentences = re.split(r"(?<=[.!?])\s+", lines[-1].strip())
-        while sentences and "\\boxed" in sentences[-1]:
-            sentences.pop()
-        if sentences:
-            lines[-1] = " ".join(sentences)
-            break
-        lines.pop()
-    return "\n".join(lines).rstrip()
+    last = reasoning.split("\n\n")[-1]
+    return reasoning[: len(reasoning) - len(last)] if "\\boxed" in last else reasoning
 
 
 def answer_body(answer_text: str) -> str | None:
@@ -155,7 +153,8 @@ def side_from_response(record: dict[str, Any], answer: str, query: str, tokenize
         raise PairRejected(f"{rid}: the response answered {given[-1]!r}, expected {answer!r}")
     start = trace.char_span(trace.reasoning)[0]
     reasoning = strip_boxed_ending(trace.text[start:trace.char_span(trace.think_close)[0]])
-    reasoning = reasoning + "\n" if reasoning.strip() else "\n"
+    if not reasoning.endswith("\n"):  # the probe starts a line (the paper never met a reasoning without one)
+        reasoning += "\n"
     line = probe.format(answer)
     if reasoning.endswith(line) and reasoning[: -len(line)][-1:] in ("", "\n"):  # already ends in the probe (tiny-r1)
         reasoning = reasoning[: -len(line)]
