@@ -12,7 +12,6 @@ import math
 import random
 import signal
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np

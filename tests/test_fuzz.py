@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from tests.fuzzing import (
-    Hang,
     contract_violation,
     mutate_csv,
     mutate_json,
