@@ -203,6 +203,10 @@ def read_json(path: str | Path, default: Any = None) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ThinklensError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from err
+    except UnicodeDecodeError:
+        raise ThinklensError(f"{path}: not UTF-8 text (a damaged JSON file)") from None
+    except RecursionError:
+        raise ThinklensError(f"{path}: JSON nested too deeply") from None
 
 
 def write_json(path: str | Path, obj: Any) -> None:
