@@ -152,7 +152,7 @@ def test_pairs(base, tmp_path):
     rng = random.Random(SEED + 2)
     records = _records(base / "pairs.jsonl")
     clean = _by_id(base / "patch" / "pairs.jsonl", "pair_id", drop=("seconds",))
-    for _ in range(120):
+    for _ in range(80):
         m = mutate_jsonl(rng, records)
         w = _fresh(tmp_path / "w")
         (w / "p.jsonl").write_bytes(m.data)
