@@ -171,14 +171,6 @@ def load_npz(path: str | Path, contract: Mapping[str, tuple[int, str]]) -> dict[
 _KINDS = {"f": "float", "i": "int", "u": "uint", "U": "str", "b": "bool"}
 
 
-def same_length(arrays: Mapping[str, Any], names: Sequence[str], path: str | Path, axis: int = 0) -> int:
-    """The common length of ``arrays[name]`` along ``axis`` (a ThinklensError naming the file when they differ)."""
-    sizes = {n: arrays[n].shape[axis] for n in names if n in arrays}
-    if len(set(sizes.values())) > 1:
-        raise ThinklensError(f"{path}: arrays of different lengths {sizes}")
-    return next(iter(sizes.values()), 0)
-
-
 def read_json_object(path: str | Path, what: str) -> dict[str, Any] | None:
     """A JSON file holding an object (None when absent); anything else is a one-line ThinklensError."""
     path = Path(path)
