@@ -111,7 +111,13 @@ def read_jsonl(
                     yield JsonlLine(str(path), lineno, error="blank line")
                 continue
             try:
-                record = json.loads(line)
+                record = json.loads(line, parse_constant=_no_constant)
+            except _NonFinite as err:
+                yield JsonlLine(str(path), lineno, error=str(err))
+                continue
+            except RecursionError:
+                yield JsonlLine(str(path), lineno, error="invalid JSON: nested too deeply")
+                continue
             except json.JSONDecodeError as err:
                 torn = " (torn last line of an interrupted write?)" if not ended else ""
                 yield JsonlLine(str(path), lineno, error=f"invalid JSON: {_json_error(err)}{torn}")
@@ -120,6 +126,14 @@ def read_jsonl(
                 yield JsonlLine(str(path), lineno, error=f"expected a JSON object, got {type(record).__name__}")
                 continue
             yield JsonlLine(str(path), lineno, record=record)
+
+
+class _NonFinite(ValueError):
+    """A NaN or Infinity in a record: Python's json reads them, standard JSON (and every writer here) does not."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _NonFinite(f"invalid JSON: {name} is not a number JSON allows (numbers must be finite)")
 
 
 def _json_error(err: json.JSONDecodeError) -> str:

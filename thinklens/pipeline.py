@@ -89,7 +89,7 @@ def run(config: RunConfig, *, progress: bool = True) -> RunResult:
     paths = RunPaths(config.output)
     paths.root.mkdir(parents=True, exist_ok=True)
     distributed.on_main(bind_config, config, paths, share=False)
-    state = load_state(paths)
+    state = load_state(paths, warn=_warn if world.is_main else None)  # a damaged state file is set aside, said
     ctx = StageContext(config=config, paths=paths, show_progress=progress)
     rewritten: set[str] = set()  # files rewritten by stages run now: the stages that read them must rerun
     for i, st in enumerate(selected, start=1):
@@ -119,6 +119,12 @@ def run(config: RunConfig, *, progress: bool = True) -> RunResult:
     results = distributed.on_main(_write_results, paths, config)
     return RunResult(output=paths.root, results=results, stages=state,
                      report=paths.report if paths.report.exists() else None)
+
+
+def _warn(message: str) -> None:
+    import sys
+
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def _write_results(paths: RunPaths, config: RunConfig) -> dict[str, Any]:

@@ -203,6 +203,10 @@ def read_json(path: str | Path, default: Any = None) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ThinklensError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from err
+    except UnicodeDecodeError:
+        raise ThinklensError(f"{path}: not UTF-8 text (a damaged JSON file)") from None
+    except RecursionError:
+        raise ThinklensError(f"{path}: JSON nested too deeply") from None
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -214,21 +218,59 @@ def write_json(path: str | Path, obj: Any) -> None:
     tmp.replace(path)
 
 
+def config_from_file(path: Path, saved: Any) -> RunConfig:
+    """A :class:`RunConfig` from the parsed ``config.json`` at ``path``; any value of the wrong type or out of
+    range is one ThinklensError naming the file."""
+    if not isinstance(saved, dict):
+        raise ThinklensError(f"{path}: expected a JSON object of run settings, got {type(saved).__name__}")
+    try:
+        return RunConfig.from_dict(saved)
+    except ThinklensError as err:
+        raise ThinklensError(f"{path}: {err}") from None
+    except (TypeError, ValueError, AttributeError, KeyError) as err:  # a field of the wrong type deep inside
+        raise ThinklensError(f"{path}: not a valid run configuration ({type(err).__name__}: "
+                             f"{str(err).splitlines()[0][:200] if str(err) else ''})") from None
+
+
 def load_config(run_dir: str | Path) -> RunConfig:
     """The :class:`RunConfig` saved in a run directory (its ``output`` set to where the directory is now)."""
     paths = RunPaths(run_dir)
     saved = read_json(paths.config)
     if saved is None:
         raise ThinklensError(f"{paths.config} not found: is {run_dir} a `thinklens run` directory?")
+    if not isinstance(saved, dict):
+        raise ThinklensError(f"{paths.config}: expected a JSON object of run settings, got {type(saved).__name__}")
     saved["output"] = str(run_dir)
-    if saved.get("pairs_csv") and not Path(saved["pairs_csv"]).is_file():
+    if saved.get("pairs_csv") and (not isinstance(saved["pairs_csv"], str) or not Path(saved["pairs_csv"]).is_file()):
         saved["pairs_csv"] = None  # moved or deleted since: the report only names it
-    return RunConfig.from_dict(saved)
+    return config_from_file(paths.config, saved)
 
 
-def load_state(paths: RunPaths) -> dict[str, dict[str, Any]]:
-    """``run_state.json``: per stage ``{status, seconds, settings, summary...}``."""
-    return read_json(paths.state, {}) or {}
+def load_state(paths: RunPaths, warn: Any = None) -> dict[str, dict[str, Any]]:
+    """``run_state.json``: per stage ``{status, seconds, settings, summary...}``.
+
+    A damaged state file does not stop a resume: an unreadable one is moved to ``run_state.json.corrupt`` and
+    counts as empty, an entry that is not a stage record is dropped, and ``warn`` (when given) is told which, in
+    one line each. Stages without a record rerun; their own partial files let them skip what is already done."""
+    try:
+        state = read_json(paths.state, {})
+    except (ThinklensError, UnicodeDecodeError, RecursionError) as err:
+        state = None
+        reason = str(err) if isinstance(err, ThinklensError) else f"{paths.state}: unreadable ({type(err).__name__})"
+    else:
+        reason = None if isinstance(state, dict) else f"{paths.state}: not a JSON object"
+    if reason is not None:
+        if warn is not None:
+            try:
+                paths.state.replace(paths.state.with_name(paths.state.name + ".corrupt"))
+            except OSError:
+                pass
+            warn(f"{reason}; moved to {paths.state.name}.corrupt, every stage is checked again")
+        return {}
+    good = {k: v for k, v in state.items() if isinstance(v, dict) and isinstance(v.get("settings", {}), dict)}
+    if warn is not None and len(good) != len(state):
+        warn(f"{paths.state}: dropped damaged entries {sorted(set(state) - set(good))}; those stages rerun")
+    return good
 
 
 def bind_config(config: RunConfig, paths: RunPaths) -> None:
@@ -236,7 +278,18 @@ def bind_config(config: RunConfig, paths: RunPaths) -> None:
 
     A directory where no stage has finished yet does not hold its settings against a new run (a first attempt with
     a wrong ``--model`` must not lock it)."""
-    saved = read_json(paths.config)
+    try:
+        saved = read_json(paths.config)
+        if saved is not None:
+            config_from_file(paths.config, {**saved, "output": config.output, "pairs_csv": None}) \
+                if isinstance(saved, dict) else config_from_file(paths.config, saved)
+    except (ThinklensError, UnicodeDecodeError, RecursionError) as err:
+        import sys
+
+        paths.config.replace(paths.config.with_name(paths.config.name + ".corrupt"))
+        print(f"warning: {err if isinstance(err, ThinklensError) else paths.config}; moved to "
+              f"{paths.config.name}.corrupt and rewritten from this command's settings", file=sys.stderr)
+        saved = None
     finished = [k for k, v in load_state(paths).items() if v.get("status") in ("done", "skipped")]
     if saved is not None and finished:
         old = RunConfig.from_dict({**saved, "output": config.output, "pairs_csv": None}).identity()

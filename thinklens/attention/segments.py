@@ -266,21 +266,23 @@ class HeadScores:
             p = p / "head_scores.npz"
         if not p.exists():
             raise ThinklensError(f"{p}: no such scores file")
+        from thinklens.validate import load_npz, read_json_object
+
         try:
-            z = np.load(p, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise ThinklensError(f"{p}: not a readable .npz file ({err})") from err
-        if "a2r" not in z.files or "ids" not in z.files:
-            raise ThinklensError(f"{p}: not a head_scores.npz file (needs arrays 'a2r' and 'ids')")
-        scores = {n: z[n] for n in SCORE_NAMES if n in z.files}
-        meta: dict[str, Any] = {}
-        side = p.with_suffix(".json")
-        if side.exists():
-            meta = json.loads(side.read_text())
-        if z["ids"].ndim != 1:
-            raise ThinklensError(f"{p}: 'ids' must be a 1-D array of trace ids, got shape {z['ids'].shape}")
+            z = load_npz(p, {"a2r": (3, "f"), "ids": (1, "Uiu")})
+        except ThinklensError as err:
+            raise ThinklensError(f"{err} (a head_scores.npz needs arrays 'a2r' [traces, layers, heads] and 'ids')"
+                                 ) from None
+        for name in ("token_len", "think_start", "think_end"):
+            if name in z and (z[name].ndim != 1 or z[name].dtype.kind not in "iuf"):
+                raise ThinklensError(f"{p}: array {name!r} must be 1-D numbers, got {z[name].dtype} {z[name].shape}")
+        scores = {n: z[n] for n in SCORE_NAMES if n in z}
+        for n, a in scores.items():
+            if a.dtype.kind != "f":
+                raise ThinklensError(f"{p}: score {n!r} must be floats, got {a.dtype}")
+        meta: dict[str, Any] = read_json_object(p.with_suffix(".json"), "head scores metadata") or {}
         n = len(z["ids"])
-        get = (lambda k: z[k] if k in z.files else np.full(n, -1))  # noqa: E731
+        get = (lambda k: z[k] if k in z else np.full(n, -1))  # noqa: E731
         hs = cls([str(i) for i in z["ids"]], scores, get("token_len"), get("think_start"), get("think_end"),
                  model=meta.get("model", ""), settings=meta.get("settings", {}), skipped=meta.get("skipped", []))
         hs.validate(str(p))

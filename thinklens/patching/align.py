@@ -17,7 +17,7 @@ pad run, which RoPE models tolerate.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from thinklens.errors import ThinklensError
@@ -61,14 +61,65 @@ class Pair:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        lens = {len(self.clean_ids), len(self.corrupted_ids), len(self.clean_mask), len(self.corrupted_mask)}
-        if len(lens) != 1:
-            raise ThinklensError(f"pair {self.id}: clean/corrupted ids and masks differ in length")
-        if self.clean_answer == self.corrupted_answer:
-            raise ThinklensError(f"pair {self.id}: clean and corrupted answer tokens are equal")
-        for name, p in self.positions.items():
-            if not 0 <= p < len(self.clean_ids):
-                raise ThinklensError(f"pair {self.id}: position {name}={p} outside the sequence")
+        from thinklens.validate import check_ids, check_int, check_mask, check_span, check_str
+
+        what = f"pair {self.id!r}" if isinstance(self.id, str) else "pair"
+        try:
+            check_str(self.id, "id")
+            for name in ("clean_id", "corrupted_id"):
+                if not isinstance(getattr(self, name), str):
+                    setattr(self, name, str(getattr(self, name)))
+            self.clean_ids = check_ids(self.clean_ids, "clean_ids")
+            self.corrupted_ids = check_ids(self.corrupted_ids, "corrupted_ids")
+            T = len(self.clean_ids)
+            if T == 0 or len(self.corrupted_ids) != T:
+                raise ThinklensError(f"clean_ids ({T}) and corrupted_ids ({len(self.corrupted_ids)}) must be "
+                                     "non-empty and of equal length")
+            self.clean_mask = check_mask(self.clean_mask, "clean_mask", T)
+            self.corrupted_mask = check_mask(self.corrupted_mask, "corrupted_mask", T)
+            self.clean_answer = check_int(self.clean_answer, "clean_answer", 0)
+            self.corrupted_answer = check_int(self.corrupted_answer, "corrupted_answer", 0)
+            if self.clean_answer == self.corrupted_answer:
+                raise ThinklensError("clean and corrupted answer tokens are equal")
+            for name in ("clean_answer_text", "corrupted_answer_text"):
+                check_str(getattr(self, name), name, empty=True)
+            if not isinstance(self.positions, dict) or not isinstance(self.spans, dict):
+                raise ThinklensError("positions and spans must be JSON objects")
+            for name, p in self.positions.items():
+                check_int(p, f"position {name}", 0, T)
+            for name, span in self.spans.items():
+                self.spans[name] = check_span(span, name, T)
+            for name in ("prompt", "reasoning", "answer"):
+                if name not in self.spans:
+                    raise ThinklensError(f"missing span {name!r}")
+            if not isinstance(self.tokens, list) or (self.tokens and len(self.tokens) != T):
+                raise ThinklensError(f"tokens must be a list of the {T} token strings")
+            if not isinstance(self.meta, dict):
+                raise ThinklensError("meta must be a JSON object")
+        except ThinklensError as err:
+            raise ThinklensError(f"{what}: {err}") from None
+
+    def check_vocab(self, vocab: int) -> None:
+        """Refuse token ids the model cannot embed (``vocab``: its embedding rows), before any forward runs.
+
+        >>> from thinklens.patching.pairs import toy_pairs, toy_tokenizer
+        >>> pair = toy_pairs(1, 0, toy_tokenizer())[0][0]
+        >>> pair.clean_ids[3] = 10_000_000
+        >>> try:
+        ...     pair.check_vocab(1000)
+        ... except ThinklensError as err:
+        ...     print(err)
+        pair 'arithmetic-pair-test-00000': clean_ids[3] = 10000000 is outside the vocabulary (0..999)
+        """
+        from thinklens.validate import check_ids, check_int
+
+        try:
+            check_ids(self.clean_ids, "clean_ids", vocab=vocab)
+            check_ids(self.corrupted_ids, "corrupted_ids", vocab=vocab)
+            check_int(self.clean_answer, "clean_answer", 0, vocab)
+            check_int(self.corrupted_answer, "corrupted_answer", 0, vocab)
+        except ThinklensError as err:
+            raise ThinklensError(f"pair {self.id!r}: {err}") from None
 
     def __len__(self) -> int:
         return len(self.clean_ids)
@@ -78,10 +129,13 @@ class Pair:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Pair:
-        try:
-            return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
-        except TypeError as err:
-            raise ThinklensError(f"pair record {d.get('id')!r}: {err}") from None
+        """A pair from its JSON record; a missing field, a value of the wrong type or out of range is a one-line
+        ThinklensError naming the pair (a pair file's reader skips that record)."""
+        from thinklens.validate import check_fields
+
+        what = f"pair record {d.get('id')!r}" if isinstance(d, dict) else "pair record"
+        check_fields(d, [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING], what)
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
     def text(self, side: str = "clean") -> list[int]:
         """The real (unpadded) token ids of one side: what the model sees once the pads are masked out.

@@ -54,6 +54,8 @@ def read_pair_csv(path: str | Path) -> list[dict[str, str]]:
             rows = list(reader)
     except OSError as err:
         raise ThinklensError(f"cannot read {path}: {err}") from None
+    except (UnicodeDecodeError, csv.Error) as err:  # bytes that are not UTF-8, a broken quote, a huge field
+        raise ThinklensError(f"{path}: not a readable UTF-8 CSV ({str(err)[:160]})") from None
     for k, r in enumerate(rows, start=2):
         if not all((r.get(c) or "").strip() for c in CSV_COLUMNS):
             raise ThinklensError(f"{path}:{k}: empty field among {list(CSV_COLUMNS)}")

@@ -140,12 +140,16 @@ def load_pairs(path: str | Path, errors: list[dict[str, Any]] | None = None) -> 
 
     if not Path(path).is_file():
         raise ThinklensError(f"no such pair file: {path}")
-    pairs = []
+    pairs, first = [], {}
     for line in read_jsonl(path):
         err = line.error
         if err is None:
             try:
-                pairs.append(Pair.from_dict(line.record))
+                pair = Pair.from_dict(line.record)
+                if pair.id in first:  # one policy with every batch: the first occurrence wins
+                    raise ThinklensError(f"duplicate pair id {pair.id!r} (first at line {first[pair.id]})")
+                first[pair.id] = line.lineno
+                pairs.append(pair)
                 continue
             except (ThinklensError, KeyError) as e:
                 err = str(e)

@@ -144,11 +144,40 @@ class PatchingResult:
 
     @classmethod
     def load(cls, directory: str | Path) -> PatchingResult:
+        """The result :meth:`save` wrote in ``directory``, checked against the contract: ``result.json`` holds
+        ``pair_ids``, ``site``, ``layers``, ``labels``, ``tokens``, ``named`` (one per pair); ``result.npz`` holds
+        ``positions`` [pairs, positions], ``nld``/``patched`` [pairs, positions, layers], ``clean``/``corrupted``
+        [pairs] (and optional ``head_nld``, ``attribution``, ``attribution_spearman``). Anything else is a one-line
+        ThinklensError naming the file."""
+        from thinklens.validate import load_npz, read_json_object
+
         d = Path(directory)
-        try:
-            meta = json.loads((d / "result.json").read_text(encoding="utf-8"))
-            with np.load(d / "result.npz") as z:
-                arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as err:
-            raise ThinklensError(f"cannot load a patching result from {d}: {err}") from None
-        return cls(**meta, **arrays)
+        if not (d / "result.json").is_file() or not (d / "result.npz").is_file():
+            raise ThinklensError(f"cannot load a patching result from {d}: result.json or result.npz is missing")
+        meta = read_json_object(d / "result.json", "patching result") or {}
+        where = d / "result.json"
+        need = {"pair_ids": list, "site": str, "layers": list, "labels": list, "tokens": list, "named": list}
+        for k, kind in need.items():
+            if not isinstance(meta.get(k), kind):
+                raise ThinklensError(f"{where}: field {k!r} must be a {kind.__name__}, got {meta.get(k)!r:.40}")
+        if not isinstance(meta.get("head_labels", []), list):
+            raise ThinklensError(f"{where}: field 'head_labels' must be a list")
+        n = len(meta["pair_ids"])
+        arrays = load_npz(d / "result.npz", {"positions": (2, "iu"), "nld": (3, "f"), "patched": (3, "f"),
+                                             "clean": (1, "f"), "corrupted": (1, "f")})
+        optional = {"head_nld": 4, "attribution": 3, "attribution_spearman": 1}
+        shape = (n, len(meta["labels"]), len(meta["layers"]))
+        for k, a in arrays.items():
+            if k not in ("positions", "nld", "patched", "clean", "corrupted") and k not in optional:
+                raise ThinklensError(f"{d / 'result.npz'}: unknown array {k!r}")
+            ndim = optional.get(k, a.ndim)
+            want = {"positions": shape[:2], "clean": shape[:1], "corrupted": shape[:1], "nld": shape,
+                    "patched": shape, "attribution": shape, "attribution_spearman": shape[:1]}.get(k)
+            if a.ndim != ndim or a.dtype.kind not in "iuf" or (want is not None and a.shape != want) \
+                    or (k == "head_nld" and a.shape[0] != n):
+                raise ThinklensError(f"{d / 'result.npz'}: array {k!r} of shape {a.shape} does not fit the "
+                                     f"{n} pairs x {shape[1]} positions x {shape[2]} layers of result.json")
+        if len(meta["tokens"]) != n or len(meta["named"]) != n:
+            raise ThinklensError(f"{where}: 'tokens' and 'named' must have one entry per pair ({n})")
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in meta.items() if k in known}, **arrays)

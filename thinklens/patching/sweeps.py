@@ -313,9 +313,11 @@ def patch_pairs(
             from thinklens.progress import bar as progress_bar
 
             bar = progress_bar(total=len(todo), desc="patching pairs", unit="pair")
+        vocab = model.get_input_embeddings().num_embeddings
         with JsonlWriter(mine) as w, JsonlWriter(my_errors) as errs:
             for pair in todo:
                 try:
+                    pair.check_vocab(vocab)  # an id the model cannot embed fails here, not inside torch.embedding
                     resolve_positions(pair, spec)  # a pair the spec does not fit fails with its own reason
                     w.write(patch_pair(model, profile, pair, grid, **kwargs).to_dict())
                 except ThinklensError as err:

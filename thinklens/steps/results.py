@@ -176,6 +176,34 @@ def _read_json(path: Path) -> Any:
         raise ThinklensError(f"{path}: cannot read ({err}); rerun `thinklens steps`") from err
 
 
+def check_step(r: dict[str, Any]) -> dict[str, Any]:
+    """A ``steps.jsonl`` record as the contract has it (id, step, ordered token span, text, finite scores or null),
+    else a one-line ThinklensError.
+
+    >>> check_step({"id": "a", "step": 0, "tok_start": 9, "tok_end": 5, "text": ""})
+    Traceback (most recent call last):
+    ...
+    thinklens.errors.ThinklensError: step 0 of 'a': tok_start 9 > tok_end 5
+    """
+    from thinklens.validate import check_fields, check_finite, check_int
+
+    check_fields(r, ("id", "step", "tok_start", "tok_end", "text"), "step record")
+    what = f"step {r['step']!r:.20} of {r['id']!r:.60}"
+    try:
+        if not isinstance(r["id"], str) or not isinstance(r["text"], str):
+            raise ThinklensError("id and text must be strings")
+        check_int(r["step"], "step", 0)
+        a, b = check_int(r["tok_start"], "tok_start", 0), check_int(r["tok_end"], "tok_end", 0)
+        if a > b:
+            raise ThinklensError(f"tok_start {a} > tok_end {b}")
+        for k in ("attention", "suppression", "answer_suppression", "truncation", "resampling"):
+            if r.get(k) is not None:
+                check_finite(r[k], k)
+    except ThinklensError as err:
+        raise ThinklensError(f"{what}: {err}") from None
+    return r
+
+
 @dataclass
 class StepsResult:
     """What the steps stage produced (the files of the module doc); ``save``/``load`` round-trip it.
@@ -217,15 +245,31 @@ class StepsResult:
 
     @classmethod
     def load(cls, directory: str | Path) -> StepsResult:
-        from thinklens.jsonl import read_records
+        from thinklens.jsonl import read_jsonl
 
         d = Path(directory)
         if not (d / RESULT_FILE).exists() or not (d / STEPS_FILE).exists():
             raise ThinklensError(f"{d}: no steps results ({RESULT_FILE}, {STEPS_FILE}); run `thinklens steps` first")
         meta = _read_json(d / RESULT_FILE)
+        if not isinstance(meta, dict) or not isinstance(meta.get("config", {}), dict):
+            raise ThinklensError(f"{d / RESULT_FILE}: not a steps result; rerun `thinklens steps`")
         config = StepsConfig.from_dict(meta.pop("config", {}))
-        return cls(config, list(read_records(d / STEPS_FILE)), _read_json(d / RECEIVERS_FILE),
-                   _read_json(d / TRUNCATION_FILE), _read_json(d / AGREEMENT_FILE), meta)
+        steps, bad = [], []
+        for line in read_jsonl(d / STEPS_FILE):
+            try:
+                if line.error is not None:
+                    raise ThinklensError(line.error)
+                steps.append(check_step(line.record))
+            except ThinklensError as err:  # a damaged step record is left out and said, the others are kept
+                bad.append(f"{line.where}: {err}")
+        if bad:
+            meta["bad_step_lines"] = bad
+        parts = [_read_json(d / f) for f in (RECEIVERS_FILE, TRUNCATION_FILE, AGREEMENT_FILE)]
+        for f, part in zip((RESULT_FILE, RECEIVERS_FILE, TRUNCATION_FILE, AGREEMENT_FILE), [meta, *parts]):
+            if not isinstance(part, dict):
+                raise ThinklensError(f"{d / f}: expected a JSON object, got {type(part).__name__}; rerun "
+                                     "`thinklens steps`")
+        return cls(config, steps, *parts, meta)
 
     def summary(self) -> dict[str, Any]:
         """Headline numbers (for ``results.json`` of a run)."""
