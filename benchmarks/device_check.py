@@ -1,8 +1,8 @@
 """Device check: the GPU path of thinklens in one prepared run, one JSON line at the end.
 
-On a CUDA machine (``python benchmarks/device_check.py``, about 5-8 minutes on one large GPU) it measures, on a
-random-initialized Qwen2 with the DeepSeek-R1-Distill-Qwen-1.5B shape (hidden 1536, 12 query / 2 kv heads, 28
-layers, intermediate 8960, vocabulary reduced to 32k):
+On a CUDA machine (``python benchmarks/device_check.py``; sized for <= 8 minutes on one large GPU, never timed on
+one yet) it measures, on a random-initialized Qwen2 with the DeepSeek-R1-Distill-Qwen-1.5B shape (hidden 1536, 12
+query / 2 kv heads, 28 layers, intermediate 8960, vocabulary reduced to 32k):
 
 * ``attention``: answer->reasoning capture vs a plain SDPA forward vs eager ``output_attentions``, in bf16 and fp32, at
   4k and 16k tokens: seconds, peak GPU memory over the weights (``torch.cuda.max_memory_allocated``) and the
