@@ -54,12 +54,17 @@ def build(layers: int, vocab: int, seq: int, hidden: int = 1536):
                       max_position_embeddings=max(seq, 4096), tie_word_embeddings=True)
     model = Qwen2ForCausalLM(cfg).eval()
     model.set_attn_implementation("sdpa")
+    return (model, *inputs(vocab, seq))
+
+
+def inputs(vocab: int, seq: int):
+    """The synthetic trace: token ids [1, seq] and the segment label of every position."""
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, vocab, (1, seq), generator=g)
     labels = np.full(seq, 3, dtype=np.int8)  # reasoning
     labels[0], labels[1 : 1 + PROMPT], labels[1 + PROMPT] = 0, 1, 2  # bos, prompt, <think>
     labels[seq - ANSWER - 1], labels[seq - ANSWER :] = 4, 5  # </think>, answer
-    return model, ids, labels
+    return ids, labels
 
 
 def run_mode(mode: str, model, ids, labels):
@@ -87,8 +92,9 @@ def run_mode(mode: str, model, ids, labels):
                 out = model(ids, use_cache=False, logits_to_keep=1, output_attentions=True)
             finally:
                 model.set_attn_implementation("sdpa")
-            onehot = torch.nn.functional.one_hot(torch.as_tensor(labels, dtype=torch.long), 6).float()
-            return np.stack([(a[0, :, seq - ANSWER :] @ onehot).mean(1).numpy() for a in out.attentions])
+            onehot = torch.nn.functional.one_hot(torch.as_tensor(labels, dtype=torch.long, device=ids.device), 6)
+            return np.stack([(a[0, :, seq - ANSWER :].float() @ onehot.float()).mean(1).cpu().numpy()
+                             for a in out.attentions])  # float first: numpy has no bfloat16
     raise ValueError(mode)
 
 

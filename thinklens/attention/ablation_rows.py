@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from thinklens.cache import cache_kw, cache_of
+
 
 # -- a group of traces x conditions: one shared prefix cache, greedy answers, teacher-forced log-probs ----------
 @dataclass
@@ -36,7 +38,7 @@ def _prefill(model: Any, prefixes: list[list[int]], pad_id: int) -> _Prefix:
     with torch.no_grad():
         out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
                     use_cache=True, logits_to_keep=1)
-    kv = [(la.keys, la.values) for la in out.past_key_values.layers]
+    kv = [(la.keys, la.values) for la in cache_of(out).layers]
     return _Prefix(kv, mask.to(device), torch.tensor([p[-1] for p in prefixes], device=device),
                    mask.sum(-1).to(device))
 
@@ -72,9 +74,9 @@ def greedy_rows(model: Any, pre: _Prefix, repeats: int, max_new: list[int], eos_
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)  # [B, W + steps so far + 1]
             if acc is not None:
                 acc.weights = torch.tensor([[0.0 if d else 1.0] for d in done])  # [B, 1]
-            o = model(input_ids=x, attention_mask=mask, position_ids=pos[:, None], past_key_values=cache,
+            o = model(input_ids=x, attention_mask=mask, position_ids=pos[:, None], **cache_kw(model, cache),
                       use_cache=True)
-            cache = o.past_key_values
+            cache = cache_of(o)
             nxt = o.logits[:, -1].argmax(-1)  # [B]
             for r, t in enumerate(nxt.tolist()):
                 if not done[r]:
@@ -110,7 +112,7 @@ def answer_logprob(model: Any, pre: _Prefix, repeats: int, answers: list[list[in
     mask = torch.cat([pre.mask.repeat_interleave(repeats, 0), torch.ones_like(ids)], dim=1)  # [B, W + A]
     pos = pre.length.repeat_interleave(repeats, 0)[:, None] + torch.arange(A, device=device)[None]  # [B, A]
     with torch.no_grad():
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=_rows_cache(pre, repeats),
-                       use_cache=True).logits  # [B, A, vocab]
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                       **cache_kw(model, _rows_cache(pre, repeats)), use_cache=True).logits  # [B, A, vocab]
     lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, tgt[..., None])[..., 0]  # [B, A]
     return (lp * real).sum(-1).double().cpu().numpy()

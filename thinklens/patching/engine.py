@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from thinklens.cache import cache_kw, cache_of
 from thinklens.errors import ThinklensError
 from thinklens.modules import input_device
 from thinklens.patching.metrics import Metric
@@ -93,7 +94,7 @@ def _forward(model: Any, ids: torch.Tensor, mask: torch.Tensor, start: int, cach
     """Forward of ``ids`` ([batch, n]) at absolute positions ``start..start+n-1``; ``mask`` is [batch, start+n]."""
     b, n = ids.shape
     pos = torch.arange(start, start + n, device=ids.device).unsqueeze(0).expand(b, n)  # [batch, n]
-    return model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+    return model(input_ids=ids, attention_mask=mask, position_ids=pos, **cache_kw(model, cache),
                  use_cache=use_cache, logits_to_keep=1)
 
 
@@ -191,7 +192,7 @@ def run_patches(
     # corrupted run, keeping the KV cache the fast engine grows suffixes from
     out = _forward(model, corr_ids, corr_mask, 0, use_cache=engine == "fast")
     corrupted_logits = out.logits[0, -1]  # [vocab]
-    full_cache = out.past_key_values if engine == "fast" else None
+    full_cache = cache_of(out) if engine == "fast" else None
 
     def patches_for(chunk: Sequence[Item]) -> list[Patch]:
         return [Patch(r, s, p, acts[s][0, col[p]]) for r, item in enumerate(chunk) for s, p in item]
@@ -227,7 +228,7 @@ def run_patches(
             last = torch.as_tensor(offsets[1:] - 1)
             with patching(model, profile, patches, offset=0):
                 out = model(input_ids=ids, attention_mask=_packed_mask(corr_mask[0], starts, dtype),
-                            position_ids=pos, past_key_values=_prefix_cache(full_cache, T), use_cache=True,
+                            position_ids=pos, **cache_kw(model, _prefix_cache(full_cache, T)), use_cache=True,
                             logits_to_keep=last)
             result[chunk] = metric(out.logits[0]).double().cpu().numpy()  # logits: [b, vocab]
             if progress:

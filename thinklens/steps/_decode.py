@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from thinklens.cache import cache_kw, cache_of
 from thinklens.steps._common import consecutive_groups
 
 # pick(logits [b, V] float32, active row indices) -> next token per active row [b]
@@ -54,7 +55,7 @@ def trace_caches(model: Any, seqs: Sequence[Sequence[int]], max_tokens: int = 1 
         for r, s in enumerate(group):
             x[r, :len(seqs[s])] = torch.as_tensor(list(seqs[s]), dtype=torch.long)
             m[r, :len(seqs[s])] = 1
-        cache = model(input_ids=x, attention_mask=m, use_cache=True, logits_to_keep=1).past_key_values
+        cache = cache_of(model(input_ids=x, attention_mask=m, use_cache=True, logits_to_keep=1))
         for r, s in enumerate(group):
             out[s] = (cache, r)
         i += len(group)
@@ -113,7 +114,7 @@ def decode_rows(model: Any, sources: Sequence[Source], forced: Sequence[Sequence
         pos[r] = s.cut  # pads: any position (their keys are masked)
         pos[r, F - len(f):] = torch.arange(s.cut, s.cut + len(f))
     mask = torch.cat([mask, bmask], dim=1)  # [rows, L + F]
-    logits = model(input_ids=block, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
+    logits = model(input_ids=block, attention_mask=mask, position_ids=pos, **cache_kw(model, cache), use_cache=True,
                    logits_to_keep=1).logits[:, -1]  # [rows, V]
     nxt = [s.cut + len(f) for s, f in zip(sources, forced)]  # position of each row's first new token
     active, gen = list(range(n)), [[] for _ in range(n)]
@@ -135,7 +136,7 @@ def decode_rows(model: Any, sources: Sequence[Source], forced: Sequence[Sequence
             active = [active[j] for j in keep]
         mask = torch.cat([mask, torch.ones((len(active), 1), dtype=torch.long, device=dev)], dim=1)
         p = torch.as_tensor([[nxt[r] + len(gen[r]) - 1] for r in active], dtype=torch.long, device=dev)  # [b, 1]
-        logits = model(input_ids=tok[:, None], attention_mask=mask, position_ids=p, past_key_values=cache,
+        logits = model(input_ids=tok[:, None], attention_mask=mask, position_ids=p, **cache_kw(model, cache),
                        use_cache=True, logits_to_keep=1).logits[:, -1]  # [b, V]
     return gen
 

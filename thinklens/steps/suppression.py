@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from thinklens.cache import cache_kw, cache_of
 from thinklens.errors import ThinklensError
 from thinklens.steps._common import check_spans, consecutive_groups, device_of, require_answer
 
@@ -239,7 +240,7 @@ def _fast(model: Any, ids: torch.Tensor, spans: list[tuple[int, int]], starts: l
 
     dev, E = ids.device, ids.shape[1]
     out = model(input_ids=ids, use_cache=True, logits_to_keep=keep)
-    base, full = out.logits[0], out.past_key_values  # [n_ans, V]
+    base, full = out.logits[0], cache_of(out)  # [n_ans, V]
     result: list[torch.Tensor | None] = [None] * len(spans)
     order = sorted(range(len(spans)), key=lambda i: starts[i])
     for chunk in consecutive_groups([E - starts[i] for i in order], max_tokens):
@@ -264,7 +265,7 @@ def _fast(model: Any, ids: torch.Tensor, spans: list[tuple[int, int]], starts: l
                                              for la in full.layers])  # views of the shared cache, never mutated
         with _blocking(model, _Block(hidden, heads)):
             logits = model(input_ids=packed, attention_mask=allowed[None, None], position_ids=pos,
-                           past_key_values=cache, use_cache=True, logits_to_keep=rows).logits[0]  # [c*n_ans, V]
+                           **cache_kw(model, cache), use_cache=True, logits_to_keep=rows).logits[0]  # [c*n_ans, V]
         for r, i in enumerate(idx):
             result[i] = logits[r * len(keep):(r + 1) * len(keep)]
         del cache, logits
