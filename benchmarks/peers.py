@@ -199,7 +199,23 @@ def answer_tokens(args) -> list[int]:
     return [int(d.argmax()), int(d.argmin()), float(d.max() - d.min())]
 
 
+RESULTS = Path(__file__).resolve().parents[1] / "runs" / "peers"  # every child's result, for --reuse
+
+
+def _result_file(args, spec: str, seq: int) -> Path:
+    return RESULTS / (f"{spec.replace(':', '-')}-T{seq}-L{args.layers}-d{args.hidden}-V{args.vocab}-{args.device}"
+                      f"{'-quick' if args.quick else ''}.json")
+
+
 def child(args) -> dict:
+    out = _child(args)
+    if "error" not in out:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        _result_file(args, args.child, args.seq_now).write_text(json.dumps(out))
+    return out
+
+
+def _child(args) -> dict:
     torch.set_num_threads(args.threads)
     if args.mem_limit_gib:  # a peer that needs more fails with an allocation error instead of swapping the machine
         lim = int(args.mem_limit_gib * 2**30)
@@ -240,6 +256,8 @@ def child(args) -> dict:
 
 
 def run_child(args, spec: str, seq: int) -> dict:
+    if args.reuse and _result_file(args, spec, seq).exists():
+        return json.loads(_result_file(args, spec, seq).read_text())
     cmd = [sys.executable, __file__, "--child", spec, "--seq", str(seq), "--layers", str(args.layers), "--vocab",
            str(args.vocab), "--hidden", str(args.hidden), "--threads", str(args.threads), "--device", args.device,
            "--mem-limit-gib", str(args.mem_limit_gib)] + (["--quick"] if args.quick else [])
@@ -267,22 +285,39 @@ def _diff(peer: dict, ours: dict):
     return float(np.nanmax(np.abs(np.asarray(peer["values"]) - np.asarray(ours["values"]))))
 
 
-def run_case(args, seq: int) -> dict:
-    args.seq_now = seq
-    prep = json.loads(subprocess.run(
-        [sys.executable, __file__, "--prep", "--seq", str(seq), "--layers", str(args.layers), "--vocab",
-         str(args.vocab), "--hidden", str(args.hidden), "--device", args.device] + (["--quick"] if args.quick else []),
-        capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
-    args.answers = prep[:2]
-    res = {task: {tool: run_child(args, f"{tool}:{task}", seq) for tool in args.tools} for task in TASKS}
-    out: dict = {"clean_minus_corrupted": prep[2]}
-    for task in TASKS:
+def _prep(args, seq: int) -> list:
+    cmd = [sys.executable, __file__, "--prep", "--seq", str(seq), "--layers", str(args.layers), "--vocab",
+           str(args.vocab), "--hidden", str(args.hidden), "--device", args.device] + (["--quick"] if args.quick else [])
+    return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+
+
+def run_all(args, seqs: list[int]) -> dict:
+    """res[seq][task][tool]: every child, the cheap a2r cases of every length first; each printed as it ends."""
+    res: dict = {s: {t: {} for t in args.tasks} for s in seqs}
+    preps: dict = {}
+    for task in args.tasks:
+        for seq in seqs:
+            args.seq_now = seq
+            if task == "patch":
+                preps[seq] = preps.get(seq) or _prep(args, seq)
+                args.answers = preps[seq][:2]
+            for tool in args.tools:
+                r = res[seq][task][tool] = run_child(args, f"{tool}:{task}", seq)
+                desc = r.get("error") or (f"{r['seconds']:.2f} s wall, {r['cpu_seconds']:.2f} s cpu, "
+                                          f"+{r['peak_extra_bytes'] / 2**20:.0f} MiB peak")
+                print(f"T={seq} {task:5s} {tool:9s}: {desc}", file=sys.stderr, flush=True)
+    for seq in preps:
+        res[seq]["clean_minus_corrupted"] = preps[seq][2]
+    return res
+
+
+def summarize(args, res: dict) -> dict:
+    """The ratios and differences of one length (every ratio peer / thinklens)."""
+    out: dict = {k: res[k] for k in ("clean_minus_corrupted",) if k in res}
+    for task in args.tasks:
         ours = res[task]["thinklens"]
         for tool in args.tools:
             r = res[task][tool]
-            desc = r.get("error") or (f"{r['seconds']:.2f} s wall, {r['cpu_seconds']:.2f} s cpu, "
-                                      f"+{r['peak_extra_bytes'] / 2**20:.0f} MiB peak")
-            print(f"T={seq} {task:5s} {tool:9s}: {desc}", file=sys.stderr)
             if "error" not in r:
                 out[f"{task}_{tool}_seconds"] = round(r["seconds"], 3)
                 out[f"{task}_{tool}_cpu_seconds"] = round(r["cpu_seconds"], 3)
@@ -294,7 +329,7 @@ def run_case(args, seq: int) -> dict:
             out[f"{task}_wall_speedup_vs_{tool}"] = _ratio(r, ours, "seconds")
             out[f"{task}_memory_ratio_vs_{tool}"] = _ratio(r, ours, "peak_extra_bytes")
             out[f"max_abs_diff_{'a2r' if task == 'a2r' else 'nld'}_{tool}"] = _diff(r, ours)
-    out["memory_method"] = next((r["method"] for t in res.values() for r in t.values() if "method" in r), None)
+    out["memory_method"] = next((r["method"] for t in args.tasks for r in res[t].values() if "method" in r), None)
     return out
 
 
@@ -307,7 +342,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of " + ",".join(TOOLS))
+    ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset of " + ",".join(TASKS))
     ap.add_argument("--mem-limit-gib", type=float, default=8.0, help="RLIMIT_DATA of each child (0: none)")
+    ap.add_argument("--reuse", action="store_true", help="take the cases already measured from runs/peers/ (resume)")
     ap.add_argument("--quick", action="store_true", help="smoke test: seq 256, 1 layer, width 384, vocab 4096")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--prep", action="store_true", help=argparse.SUPPRESS)
@@ -316,6 +353,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         args.seq, args.layers, args.hidden, args.vocab = "256", 1, 384, 4096
     args.tools = [t for t in args.tools.split(",") if t]
+    args.tasks = [t for t in args.tasks.split(",") if t]
     if "thinklens" not in args.tools:
         args.tools.insert(0, "thinklens")
     seqs = [int(s) for s in args.seq.split(",")]
@@ -327,7 +365,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.child:
         print(json.dumps(child(args)))
         return {}
-    cases = {str(s): run_case(args, s) for s in seqs}
+    res = run_all(args, seqs)
+    cases = {str(s): summarize(args, res[s]) for s in seqs}
     out = {"seq": seqs[-1], "layers": args.layers, "hidden": args.hidden, "vocab": args.vocab,
            "device": args.device, "threads": args.threads, **cases[str(seqs[-1])], "by_seq": cases}
     print(json.dumps(out))
