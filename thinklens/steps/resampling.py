@@ -141,7 +141,7 @@ def smoothed_kl(p_answers: Sequence[str], q_answers: Sequence[str], alpha: float
     if not p_answers or not q_answers:
         return 0.0
     cp, cq = Counter(p_answers), Counter(q_answers)
-    support = set(cp) | set(cq)
+    support = sorted(set(cp) | set(cq))  # a fixed order: the float sum is the same in every process
     zp, zq = len(p_answers) + alpha * len(support), len(q_answers) + alpha * len(support)
     kl = 0.0
     for a in support:
