@@ -97,7 +97,6 @@ class VLLMBackend:
     """
 
     name = "vllm"
-    per_prompt_seeds = True  # every prompt of a call is sampled with its own seed: repeats are independent samples
 
     def __init__(self, model: str | None = None, *, tokenizer: Any, dtype: str | None = None, llm: Any = None,
                  sampling_params_cls: Any = None, tokens_prompt_cls: Any = None, seed: int = 0,
