@@ -21,6 +21,17 @@ def reference_file(name: str) -> Path:
     return path
 
 
+def load_script(path: Path, name: str):
+    """Import a script that is not a package module (a benchmark, an example) under ``name``, so a test calls its
+    ``main`` in this process, where torch is already imported."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def make_char_tokenizer(delimiters_as_tokens: bool = True, merges: list[tuple[str, str]] | None = None):
     """One token per printable character; R1's BOS/EOS as special tokens; ``<think>``/``</think>`` as added tokens
     (or split into characters when ``delimiters_as_tokens`` is False). ``merges`` adds BPE merges, to make a

@@ -3,20 +3,19 @@ broken between GPU runs. Its numbers are checked for sense (fast engines agree w
 never for speed."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import load_script
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "device_check.py"
 
 
 @pytest.mark.slow
 def test_dry_run(capsys):
-    spec = importlib.util.spec_from_file_location("bench_device_check", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script(SCRIPT, "bench_device_check")
     res = bench.main(["--dry-run"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == res
     errors = {k: v for k, v in res.items() if isinstance(v, dict) and "error" in v}

@@ -7,20 +7,19 @@ attention's does not (deterministic byte counts, not timings).
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import load_script
 
 SCRIPT = Path(__file__).parents[2] / "benchmarks" / "attention.py"
 
 
 @pytest.mark.slow
 def test_benchmark_quick(capsys):
-    spec = importlib.util.spec_from_file_location("bench_attention", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script(SCRIPT, "bench_attention")
     res = bench.main(["--quick"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == res
     for key in ("time_ratio_vs_forward", "time_ratio_min", "time_ratio_cpu", "time_ratio_within_run",

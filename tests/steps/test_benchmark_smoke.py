@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import load_script
+
 SCRIPT = Path(__file__).parents[2] / "benchmarks" / "steps.py"
 
 
@@ -29,13 +31,10 @@ def test_benchmark_quick():
 def test_flop_bounds_of_the_two_scopes():
     """What the benchmark prints next to its ratios, on the full-size shapes (arithmetic, no model): no exact
     total-effect engine can beat ~2x (each step's suffix is recomputed), the answer scope allows > 10x."""
-    import importlib.util
 
     from transformers import Qwen2Config
 
-    spec = importlib.util.spec_from_file_location("bench_steps", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script(SCRIPT, "bench_steps")
     cfg = Qwen2Config(vocab_size=151936, hidden_size=1536, num_hidden_layers=2, num_attention_heads=12,
                       num_key_value_heads=2, intermediate_size=8960)
     E, n_ans, step = 1999, 20, 47  # the benchmark's trace: 40 equal steps between a prompt and the answer
