@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "thinklens"
 LAYERS: dict[str, int] = {
     "thinklens.errors": 0, "thinklens.progress": 0,
     "thinklens.options": 1, "thinklens.profiles": 1, "thinklens.jsonl": 1, "thinklens.stats": 1,
-    "thinklens.validate": 1, "thinklens.cache": 1,
+    "thinklens.validate": 1, "thinklens.cache": 1, "thinklens.hints": 1,
     "thinklens.distributed": 1,
     "thinklens.gguf": 2,
     "thinklens.toy": 2, "thinklens.toy.tasks": 2, "thinklens.toy.tokenizer": 2, "thinklens.toy.config": 2,
