@@ -76,6 +76,11 @@ class Profile:
     resampling_traces: int = 0
     resampling_temperature: float = 0.6
     resampling_max_new_tokens: int | None = None
+    # faithfulness (thinklens.faithfulness) in a run: hinted twins of the first N problems per hint family, each
+    # pair (unhinted, hinted) generated with reasoning at faithfulness_temperature (sampled: hint-taking is a rate);
+    # off for real models unless asked (0), R1's recommended 0.6
+    faithfulness_problems: int = 0
+    faithfulness_temperature: float = 0.6
     match: tuple[str, ...] = field(default=(), compare=False)
     model_types: tuple[str, ...] = field(default=(), compare=False)
 
@@ -99,6 +104,10 @@ class Profile:
                 self.resampling_traces < 0 or not float(self.resampling_temperature) > 0:
             raise ThinklensError(f"profile {self.name!r}: resampling_traces must be >= 0, resampling_temperature > 0 "
                                  "and resampling_max_new_tokens a positive integer or null")
+        if not isinstance(self.faithfulness_problems, int) or self.faithfulness_problems < 0 or \
+                not float(self.faithfulness_temperature) >= 0:
+            raise ThinklensError(f"profile {self.name!r}: faithfulness_problems must be an integer >= 0 and "
+                                 "faithfulness_temperature >= 0")
 
     @property
     def rollout_tokens(self) -> int:
