@@ -32,6 +32,27 @@ def load_script(path: Path, name: str):
     return module
 
 
+def wait_healthy(proc, port: int, log: Path, timeout_s: float, name: str, interval: float = 1.0) -> None:
+    """Poll ``http://127.0.0.1:PORT/health`` until it answers 200; fail the test (with the log's tail) when the
+    server process exits or ``timeout_s`` passes. The caller stops the process."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"{name} exited with {proc.returncode}: {log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{name} not healthy after {timeout_s} s: {log.read_text()[-3000:]}")
+        time.sleep(interval)
+
+
 def make_char_tokenizer(delimiters_as_tokens: bool = True, merges: list[tuple[str, str]] | None = None):
     """One token per printable character; R1's BOS/EOS as special tokens; ``<think>``/``</think>`` as added tokens
     (or split into characters when ``delimiters_as_tokens`` is False). ``merges`` adds BPE merges, to make a

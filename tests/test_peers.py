@@ -11,12 +11,13 @@ TransformerLens' ``hook_pattern``; ``patch_pair`` sweeps of ``resid_pre``, ``res
 from __future__ import annotations
 
 import copy
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from tests.conftest import load_script
 
 TOL = 1e-4
 TEXT = ("<｜begin▁of▁sentence｜><｜User｜>What is 12+7?<｜Assistant｜><think>\n12+7=19. Wait, check: 19-7=12."
@@ -170,9 +171,7 @@ def test_benchmark_tools_agree():
     pytest.importorskip("transformer_lens", reason="transformer-lens not installed")
     import argparse
 
-    spec = importlib.util.spec_from_file_location("bench_peers", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script(SCRIPT, "bench_peers")
     args = argparse.Namespace(vocab=4096, hidden=384, layers=1, seq_now=128, quick=True, device="cpu")
     ans = bench.answer_tokens(args)
     out = {}

@@ -10,14 +10,13 @@ and tokenization (skipped without the reference data). fp32, so the engines must
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO, reference_file
+from tests.conftest import REPO, load_script, reference_file
 
 PROVISION = REPO / "examples" / "qwen-1.5b" / "provision.py"
 PROVISION_CMD = "python examples/qwen-1.5b/provision.py"
@@ -28,10 +27,7 @@ pytestmark = pytest.mark.slow
 
 def provision_module():
     """examples/qwen-1.5b/provision.py as a module (its folder name is no package name)."""
-    spec = importlib.util.spec_from_file_location("thinklens_qwen15_provision", PROVISION)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(PROVISION, "thinklens_qwen15_provision")
 
 
 @pytest.fixture(scope="module")

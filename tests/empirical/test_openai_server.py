@@ -15,12 +15,12 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_healthy
 from thinklens.cli.main import main
 from thinklens.jsonl import read_records
 from thinklens.toy import TINY_R1_DIR
@@ -60,20 +60,11 @@ class Served:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
         self.proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if self.proc.poll() is not None:
-                pytest.fail(f"transformers serve exited with {self.proc.returncode}: {log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                pytest.fail(f"transformers serve not healthy after {START_TIMEOUT_S} s: {log.read_text()[-2000:]}")
-            time.sleep(0.25)
+        try:
+            wait_healthy(self.proc, self.port, log, START_TIMEOUT_S, "transformers serve", interval=0.25)
+        except BaseException:
+            self.stop()
+            raise
 
     @property
     def url(self) -> str:

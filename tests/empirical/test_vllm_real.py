@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_healthy
 from tests.empirical.vllm_driver import MODES, settings_for
 from tests.vllm_env import smollm2_f32_dir, vllm_env, vllm_python
 from thinklens.jsonl import read_records
@@ -153,8 +154,6 @@ def vllm_server(smollm2_dir, tmp_path_factory):
     import os
     import signal
     import socket
-    import time
-    import urllib.request
 
     python = vllm_python()
     with socket.socket() as s:
@@ -179,20 +178,8 @@ def vllm_server(smollm2_dir, tmp_path_factory):
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=30)
 
-    deadline = time.monotonic() + SERVE_START_TIMEOUT_S
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vllm serve exited with {proc.returncode}: {log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"vllm serve not healthy after {SERVE_START_TIMEOUT_S} s: {log.read_text()[-3000:]}")
-            time.sleep(1)
+        wait_healthy(proc, port, log, SERVE_START_TIMEOUT_S, "vllm serve")
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         stop()
