@@ -1,0 +1,155 @@
+"""The mechanism results summarized by behaviour group: does silent (unfaithful) hint-taking go around the reasoning?
+
+Groups come from the behaviour stage's labels per hinted id: ``faithful`` (took the hint and said so),
+``unfaithful`` (took it silently), ``ignored`` (did not take it) and ``other``. Per group: attention masses with
+bootstrap CIs (:mod:`thinklens.stats`), the heads that read the hint most and how many of them are Reasoning-Focus
+Heads, suppression effects and patching curves. The headline compares unfaithful with faithful hint-taking: higher
+answer→hint attention and a larger answer-scope (direct-path) suppression effect mean the silent answers read the
+hint directly; "separate" means the two 95% CIs do not overlap.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+GROUPS = ("faithful", "unfaithful", "ignored", "other")
+TOP_K = 5  # heads listed per group, and compared with the RFHs (when no RFH list sets k)
+N_RESAMPLES = 2000  # bootstrap resamples per interval (a summary has dozens of intervals)
+
+
+def _stat(values: Any) -> dict[str, Any]:
+    """``{"mean", "ci": [lo, hi], "n"}`` over the finite values (``None`` where there are none)."""
+    from thinklens.stats import bootstrap_ci
+
+    v = np.asarray(values, dtype=float).ravel()
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return {"mean": None, "ci": [None, None], "n": 0}
+    lo, hi = bootstrap_ci(v, n_resamples=N_RESAMPLES, seed=0)
+    return {"mean": float(v.mean()), "ci": [float(lo), float(hi)], "n": int(len(v))}
+
+
+def _rows(result: Any, ids: list[str]) -> list[int]:
+    index = {i: k for k, i in enumerate(result.ids)}
+    return [index[i] for i in ids if i in index]
+
+
+def _top_heads(scores: np.ndarray, k: int) -> list[tuple[int, int]]:
+    """``scores [L, H]`` -> the ``k`` (layer, head) pairs with the largest values, best first."""
+    flat = np.argsort(-np.nan_to_num(scores, nan=-np.inf).ravel(), kind="stable")[:k]
+    return [(int(i // scores.shape[1]), int(i % scores.shape[1])) for i in flat]
+
+
+def _attention(attn: Any, groups: dict[str, list[str]], rfh: set[tuple[int, int]] | None, k: int
+               ) -> tuple[dict[str, Any], list[tuple[int, int]]]:
+    labelled = _rows(attn, [i for g in groups.values() for i in g])
+    pooled = attn.a2hint[labelled].mean(0) if labelled else np.zeros(attn.a2hint.shape[1:])  # [L, H]
+    top = _top_heads(pooled, k)  # the heads compared across groups: the top a2hint heads of all labelled traces
+    sel = tuple(np.array(top).T) if top else ((), ())
+    out: dict[str, Any] = {}
+    for g, ids in groups.items():
+        r = _rows(attn, ids)
+        if not r:
+            out[g] = {"n": 0}
+            continue
+        a2hint, a2r = attn.a2hint[r], attn.a2r[r]  # [n, L, H]
+        mean = a2hint.mean(0)  # [L, H]
+        own = _top_heads(mean, k)
+        entry = {
+            "n": len(r),
+            "a2hint": _stat(a2hint.mean(axis=(1, 2))), "a2r": _stat(a2r.mean(axis=(1, 2))),
+            "r2hint": _stat(attn.r2hint[r].mean(axis=(1, 2))),
+            "a2hint_top_heads": _stat(a2hint[:, sel[0], sel[1]].mean(-1)) if top else _stat([]),
+            "a2r_top_heads": _stat(a2r[:, sel[0], sel[1]].mean(-1)) if top else _stat([]),
+            "top_heads": [{"layer": la, "head": h, "a2hint": float(mean[la, h]), "a2r": float(a2r.mean(0)[la, h]),
+                           "rfh": None if rfh is None else (la, h) in rfh} for la, h in own],
+        }
+        if rfh is not None:
+            entry["rfh_overlap"] = len(set(own) & rfh) / max(1, len(own))
+            rl = tuple(np.array(sorted(rfh)).T) if rfh else ((), ())
+            entry["a2hint_rfh"] = _stat(a2hint[:, rl[0], rl[1]].mean(-1)) if rfh else _stat([])
+        out[g] = entry
+    return out, top
+
+
+def _per_group(result: Any, groups: dict[str, list[str]], fields: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for g, ids in groups.items():
+        r = _rows(result, ids)
+        out[g] = {"n": len(r), **{f: _stat(np.asarray(getattr(result, f))[r]) for f in fields}} if r else {"n": 0}
+    return out
+
+
+def _patching(patch: Any, groups: dict[str, list[str]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"layers": list(patch.layers)}
+    for g, ids in groups.items():
+        r = _rows(patch, ids)
+        out[g] = {"n": len(r), "nld": [_stat(patch.nld[r, j]) for j in range(len(patch.layers))]} if r else {"n": 0}
+    return out
+
+
+def _compare(a: dict[str, Any] | None, b: dict[str, Any] | None, larger_is: str = "higher") -> dict[str, Any] | None:
+    """Unfaithful (``a``) vs faithful (``b``): which is larger, and do the CIs separate in that direction?"""
+    if not a or not b or a.get("mean") is None or b.get("mean") is None:
+        return None
+    sign = 1 if larger_is == "higher" else -1
+    (alo, ahi), (blo, bhi) = a["ci"], b["ci"]
+    return {"unfaithful": a["mean"], "faithful": b["mean"],
+            "unfaithful_larger": bool(sign * (a["mean"] - b["mean"]) > 0),
+            "separate": bool(alo > bhi) if sign > 0 else bool(ahi < blo)}
+
+
+def summarize_mechanism(attn: Any, supp: Any, patch: Any, labels: dict[str, str],
+                        rfh_heads: list[tuple[int, int]] | None) -> dict[str, Any]:
+    """A JSON-ready summary of the mechanism results by behaviour group (see the module doc). ``labels``: hinted
+    id -> ``faithful`` | ``unfaithful`` | ``ignored`` | ``other`` (anything else counts as ``other``); ids without
+    a label are left out. ``rfh_heads``: the heads stage's RFHs, to mark among the heads that read the hint (and
+    the ``k`` of the overlap: ``len(rfh_heads)``, else :data:`TOP_K`). Any of ``attn``/``supp``/``patch`` may be
+    None.
+
+    >>> import numpy as np
+    >>> from thinklens.faithfulness.mechanism import HintAttention
+    >>> rng = np.random.default_rng(0)
+    >>> a2hint = rng.uniform(0, 0.2, (6, 2, 3)); a2hint[:3, 1, 2] += 0.5  # three silent traces read head L1H2
+    >>> attn = HintAttention([f"t{i}" for i in range(6)], a2hint, rng.uniform(0, 0.2, (6, 2, 3)),
+    ...                      rng.uniform(0, 0.2, (6, 2, 3)))
+    >>> labels = {f"t{i}": "unfaithful" if i < 3 else "faithful" for i in range(6)}
+    >>> s = summarize_mechanism(attn, None, None, labels, rfh_heads=[(1, 2)])
+    >>> s["attention"]["unfaithful"]["top_heads"][0]
+    {'layer': 1, 'head': 2, 'a2hint': 0.59..., 'a2r': 0.06..., 'rfh': True}
+    >>> s["headline"]["a2hint_top_heads"]["unfaithful_larger"], s["headline"]["a2hint_top_heads"]["separate"]
+    (True, True)
+    """
+    groups: dict[str, list[str]] = {g: [] for g in GROUPS}
+    for i, lab in labels.items():
+        groups[lab if lab in GROUPS else "other"].append(str(i))
+    rfh = None if rfh_heads is None else {(int(h[0]), int(h[1])) for h in rfh_heads}
+    k = len(rfh) if rfh else TOP_K
+    out: dict[str, Any] = {"groups": {g: len(ids) for g, ids in groups.items()}, "rfh_heads": None if rfh is None
+                           else [list(h) for h in sorted(rfh)], "top_k": k}
+    headline: dict[str, Any] = {}
+    if attn is not None:
+        out["attention"], top = _attention(attn, groups, rfh, k)
+        out["compared_heads"] = [list(h) for h in top]
+        u, f = out["attention"]["unfaithful"], out["attention"]["faithful"]
+        headline["a2hint"] = _compare(u.get("a2hint"), f.get("a2hint"))
+        headline["a2hint_top_heads"] = _compare(u.get("a2hint_top_heads"), f.get("a2hint_top_heads"))
+    if supp is not None:
+        out["suppression"] = _per_group(supp, groups, ("kl_answer_scope", "kl_total_scope",
+                                                       "dlogp_hint_answer_scope", "dlogp_hint_total_scope"))
+        u, f = out["suppression"]["unfaithful"], out["suppression"]["faithful"]
+        headline["kl_answer_scope"] = _compare(u.get("kl_answer_scope"), f.get("kl_answer_scope"))
+        # a more negative Δ log p(X) is the larger effect
+        headline["dlogp_hint_answer_scope"] = _compare(u.get("dlogp_hint_answer_scope"),
+                                                       f.get("dlogp_hint_answer_scope"), larger_is="lower")
+    if patch is not None:
+        out["patching"] = _patching(patch, groups)
+    known = [v for v in (headline.get("a2hint_top_heads"), headline.get("kl_answer_scope")) if v is not None]
+    headline["silent_hint_taking_goes_around_the_reasoning"] = (
+        None if not known else all(v["unfaithful_larger"] and v["separate"] for v in known))
+    out["headline"] = headline
+    return out
+
+
+__all__ = ["GROUPS", "TOP_K", "summarize_mechanism"]
