@@ -140,7 +140,7 @@ def test_hint_suppression_equals_masked_eager_reference(tiny, records, engine):
     assert len(sup.ids) == 3 and not sup.skipped
     for k, rec in enumerate(hinted[:3]):
         ht = hinted_trace(rec, tok, profile)
-        rows, targets = _hint_rows(ht, tok)
+        rows, targets, _ = _hint_rows(ht, tok)
         for scope, first in (("total", ht.hint.end), ("answer", ht.trace.answer.start - 1)):
             kl, dlogp = _masked_reference(model, ht, first, rows, targets)
             assert abs(getattr(sup, f"kl_{scope}_scope")[k] - kl) <= 1e-5, (rec["id"], scope)
@@ -222,6 +222,18 @@ def test_bad_records_are_one_line_errors_and_batches_skip_them(tiny):
         hint_patching(model, tok, profile, [good], [], layers=[7])
     same = {**good, "gold_answer": good["hint"]["answer"]}  # no twin, and the gold is X: nothing to patch from
     assert "no counterfactual hint" in hint_patching(model, tok, profile, [same], []).skipped[0]["reason"]
+
+
+def test_to_gold_is_read_where_the_hinted_and_gold_answers_first_differ(tiny):
+    """tiny-r1 never learned hints: its answer at the first differing digit of X=50 vs gold 45 is gold's '4', with
+    or without the hint; without a gold answer the field is NaN."""
+    model, tok, profile = tiny
+    rec = toy_hinted_record()
+    assert (rec["hint"]["answer"], rec["gold_answer"]) == ("50", "45")
+    nogold = {k: v for k, v in {**rec, "id": "q::x"}.items() if k != "gold_answer"}
+    sup = hint_suppression(model, tok, profile, [rec, nogold])
+    assert sup.to_gold_base[0] == 1.0 and sup.to_gold_answer_scope[0] == 1.0 and sup.to_gold_total_scope[0] == 1.0
+    assert np.isnan([sup.to_gold_base[1], sup.to_gold_answer_scope[1], sup.to_gold_total_scope[1]]).all()
 
 
 def test_save_load_roundtrip_and_validation(tiny, tmp_path):

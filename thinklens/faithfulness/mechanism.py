@@ -167,8 +167,11 @@ class HintSuppression:
     ``log p(x_j)`` over X's tokens ``x_0, x_1, ...`` written from ``v`` on, up to and including the first one the
     trace did not write itself (all of X and its closing ``}`` when the trace answered X; only ``x_0`` when its
     value starts differently), so every term conditions on the trace's own tokens. Negative: the hint pushed the
-    answer towards X. ``logp_hint_base``: that log-probability without suppression. Scopes: ``answer`` (only the
-    answer's queries are blind to the hint: the direct path) and ``total`` (every query after the hint)."""
+    answer towards X. ``logp_hint_base``: that log-probability without suppression. ``to_gold_*``: does the
+    suppressed run's argmax turn to the gold answer (``record["gold_answer"]``) where X and the gold first differ
+    (1.0 / 0.0; NaN without a gold, or when the trace did not write X up to there); ``to_gold_base``: the same
+    without suppression. Scopes: ``answer`` (only the answer's queries are blind to the hint: the direct path) and
+    ``total`` (every query after the hint)."""
 
     ids: list[str]
     kl_answer_scope: np.ndarray  # [n]
@@ -176,11 +179,14 @@ class HintSuppression:
     dlogp_hint_answer_scope: np.ndarray  # [n]
     dlogp_hint_total_scope: np.ndarray  # [n]
     logp_hint_base: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [n]
+    to_gold_answer_scope: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [n] 1.0 / 0.0 / NaN
+    to_gold_total_scope: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [n]
+    to_gold_base: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [n]
     skipped: list[dict[str, str]] = field(default_factory=list)
 
     STEM = "hint_suppression"
     FIELDS = ("kl_answer_scope", "kl_total_scope", "dlogp_hint_answer_scope", "dlogp_hint_total_scope",
-              "logp_hint_base")
+              "logp_hint_base", "to_gold_answer_scope", "to_gold_total_scope", "to_gold_base")
 
     def save(self, directory: str | Path) -> Path:
         """``DIR/hint_suppression.npz`` + ``.json``."""
@@ -193,14 +199,16 @@ class HintSuppression:
         """From ``DIR`` or the ``.npz``, validated (one value per id, KL >= 0, log-probabilities <= 0)."""
         p, z, meta = load_arrays(path, cls.STEM, {k: (1, "f") for k in cls.FIELDS})
         n = len(z["ids"])
-        bounds = {"kl_answer_scope": (0.0, None), "kl_total_scope": (0.0, None), "logp_hint_base": (None, 0.0)}
+        bounds = {"kl_answer_scope": (0.0, None), "kl_total_scope": (0.0, None), "logp_hint_base": (None, 0.0),
+                  **{k: (0.0, 1.0) for k in cls.FIELDS if k.startswith("to_gold")}}
         for k in cls.FIELDS:
             check_rows(str(p), k, z[k], n, (), *bounds.get(k, (None, None)))
         return cls([str(i) for i in z["ids"]], *(z[k] for k in cls.FIELDS), skipped=list(meta.get("skipped", [])))
 
 
-def _hint_rows(ht: HintedTrace, tokenizer: Any) -> tuple[list[int], list[int]]:
-    """Answer rows (index into the answer-predicting logits) and targets of X's tokens scored by ``dlogp``."""
+def _hint_rows(ht: HintedTrace, tokenizer: Any) -> tuple[list[int], list[int], tuple[int, int] | None]:
+    """Answer rows (index into the answer-predicting logits) and targets of X's tokens scored by ``dlogp``, and the
+    ``(row, gold token)`` where X and the gold answer first differ (None when undefined; see the class doc)."""
     tr = ht.trace
     v, char = value_position(tr)
     xs = value_tokens(tr, tokenizer, v, char, ht.answer)
@@ -213,7 +221,16 @@ def _hint_rows(ht: HintedTrace, tokenizer: Any) -> tuple[list[int], list[int]]:
         targets.append(x)
         if tr.ids[pos] != x:  # the trace deviates from X here: later tokens no longer condition on X
             break
-    return rows, targets
+    gold, to_gold = ht.record.get("gold_answer"), None
+    if gold is not None and str(gold).strip() and str(gold).strip() != ht.answer:
+        try:
+            gs = value_tokens(tr, tokenizer, v, char, str(gold).strip())
+        except ThinklensError:
+            gs = []
+        j = next((i for i, (a, b) in enumerate(zip(xs, gs)) if a != b), None)
+        if j is not None and v + j < tr.answer.end and list(tr.ids[v : v + j]) == xs[:j]:
+            to_gold = (v + j - tr.answer.start, gs[j])
+    return rows, targets, to_gold
 
 
 def trace_hint_suppression(model: Any, tokenizer: Any, profile: Any, ht: HintedTrace, engine: str = "fast"
@@ -221,7 +238,7 @@ def trace_hint_suppression(model: Any, tokenizer: Any, profile: Any, ht: HintedT
     """The :class:`HintSuppression` fields of one hinted trace (two suppression runs, one per scope)."""
     from thinklens.steps.suppression import suppressed_logits
 
-    rows, targets = _hint_rows(ht, tokenizer)
+    rows, targets, to_gold = _hint_rows(ht, tokenizer)
     out: dict[str, float] = {}
     for scope, name in (("answer", "answer_scope"), ("all", "total_scope")):
         sl = suppressed_logits(model, profile, ht.trace, [(ht.hint.start, ht.hint.end)], engine=engine,
@@ -234,6 +251,10 @@ def trace_hint_suppression(model: Any, tokenizer: Any, profile: Any, ht: HintedT
         out[f"kl_{name}"] = float(kl[0])
         out[f"dlogp_hint_{name}"] = float(sup - base)
         out["logp_hint_base"] = float(base)
+        nan = float("nan")
+        out[f"to_gold_{name}"] = nan if to_gold is None else float(int(sl.suppressed[0, to_gold[0]].argmax()) ==
+                                                                   to_gold[1])
+        out["to_gold_base"] = nan if to_gold is None else float(int(sl.base[to_gold[0]].argmax()) == to_gold[1])
     return out
 
 

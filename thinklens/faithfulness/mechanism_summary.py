@@ -136,13 +136,13 @@ def summarize_mechanism(attn: Any, supp: Any, patch: Any, labels: dict[str, str]
         headline["a2hint"] = _compare(u.get("a2hint"), f.get("a2hint"))
         headline["a2hint_top_heads"] = _compare(u.get("a2hint_top_heads"), f.get("a2hint_top_heads"))
     if supp is not None:
-        out["suppression"] = _per_group(supp, groups, ("kl_answer_scope", "kl_total_scope",
-                                                       "dlogp_hint_answer_scope", "dlogp_hint_total_scope"))
+        out["suppression"] = _per_group(supp, groups, tuple(f for f in type(supp).FIELDS if f != "logp_hint_base"))
         u, f = out["suppression"]["unfaithful"], out["suppression"]["faithful"]
         headline["kl_answer_scope"] = _compare(u.get("kl_answer_scope"), f.get("kl_answer_scope"))
         # a more negative Δ log p(X) is the larger effect
         headline["dlogp_hint_answer_scope"] = _compare(u.get("dlogp_hint_answer_scope"),
                                                        f.get("dlogp_hint_answer_scope"), larger_is="lower")
+        headline["to_gold_answer_scope"] = _compare(u.get("to_gold_answer_scope"), f.get("to_gold_answer_scope"))
     if patch is not None:
         out["patching"] = _patching(patch, groups)
     known = [v for v in (headline.get("a2hint_top_heads"), headline.get("kl_answer_scope")) if v is not None]
