@@ -42,6 +42,9 @@ from thinklens.faithfulness.mechanism_common import (
 )
 
 SITE = "resid_pre"  # the residual stream entering each layer
+# a pair whose counterfactual and hinted runs prefer alt over X by less than this many logits apart carries no signal
+# to normalize (the hint barely moves the answer): its NLD is noise, and the summary leaves it out of the curves
+MIN_LD_GAP = 1.0
 
 
 @dataclass

@@ -82,10 +82,16 @@ def _per_group(result: Any, groups: dict[str, list[str]], fields: tuple[str, ...
 
 
 def _patching(patch: Any, groups: dict[str, list[str]]) -> dict[str, Any]:
-    out: dict[str, Any] = {"layers": list(patch.layers)}
+    """Mean NLD per layer with CIs, over the pairs whose runs differ by at least ``MIN_LD_GAP`` logits."""
+    from thinklens.faithfulness.mechanism_patching import MIN_LD_GAP
+
+    gap = np.abs(np.asarray(patch.clean_ld) - np.asarray(patch.corrupted_ld))  # [n]
+    out: dict[str, Any] = {"layers": list(patch.layers), "min_ld_gap": MIN_LD_GAP}
     for g, ids in groups.items():
         r = _rows(patch, ids)
-        out[g] = {"n": len(r), "nld": [_stat(patch.nld[r, j]) for j in range(len(patch.layers))]} if r else {"n": 0}
+        keep = [i for i in r if gap[i] >= MIN_LD_GAP]
+        out[g] = {"n": len(keep), "n_low_signal": len(r) - len(keep),
+                  "nld": [_stat(patch.nld[keep, j]) for j in range(len(patch.layers))]}
     return out
 
 
