@@ -222,6 +222,12 @@ def test_bad_records_are_one_line_errors_and_batches_skip_them(tiny):
         hint_patching(model, tok, profile, [good], [], layers=[7])
     same = {**good, "gold_answer": good["hint"]["answer"]}  # no twin, and the gold is X: nothing to patch from
     assert "no counterfactual hint" in hint_patching(model, tok, profile, [same], []).skipped[0]["reason"]
+    # a family the library does not know: X is found in the hint text when it occurs there exactly once
+    own = {**good, "hint": {**good["hint"], "family": "my-family"}}
+    assert hint_patching(model, tok, profile, [own], []).ids == [good["id"]]
+    absent = {**own, "hint": {**own["hint"], "answer": "77"}}
+    reason = hint_patching(model, tok, profile, [absent], []).skipped[0]["reason"]
+    assert "occurs 0 times in the hint text" in reason and "\n" not in reason
 
 
 def test_to_gold_is_read_where_the_hinted_and_gold_answers_first_differ(tiny):
