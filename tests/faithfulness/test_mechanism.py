@@ -88,7 +88,10 @@ def _eager(model, ids, mask=None):
 
 @pytest.mark.slow  # the records fixture generates with tiny-r1 (5-25 s on a loaded 2-core machine)
 def test_hint_attention_equals_eager_reference_and_heads_stage(tiny, records):
+    import thinklens as tl
     from thinklens.attention.segments import trace_head_scores
+    from thinklens.faithfulness.mechanism import value_queries
+    from thinklens.steps._common import trace_answer
 
     model, tok, profile = tiny
     hinted, _ = records
@@ -101,8 +104,11 @@ def test_hint_attention_equals_eager_reference_and_heads_stage(tiny, records):
         assert tr.span_text(h).strip() == rec["prompt"][slice(*rec["hint"]["chars"])].strip()
         A = torch.stack([a[0] for a in _eager(model, tr.ids).attentions]).double().numpy()  # [L, H, T, T]
         ans, rea = slice(tr.answer.start, tr.answer.end), slice(tr.reasoning.start, tr.reasoning.end)
+        vq = value_queries(ht)
+        assert vq and tr.span_text(tl.Span(vq[0] + 1, vq[-1] + 2)) == trace_answer(tr)  # they predict the value
         ref = {"a2hint": A[:, :, ans, h.start:h.end].sum(-1).mean(-1), "a2r": A[:, :, ans, rea].sum(-1).mean(-1),
-               "r2hint": A[:, :, rea, h.start:h.end].sum(-1).mean(-1)}
+               "r2hint": A[:, :, rea, h.start:h.end].sum(-1).mean(-1),
+               "v2hint": A[:, :, vq, h.start:h.end].sum(-1).mean(-1), "v2r": A[:, :, vq, rea].sum(-1).mean(-1)}
         for name, want in ref.items():
             np.testing.assert_allclose(getattr(att, name)[k], want, atol=1e-5, err_msg=f"{rec['id']} {name}")
         heads = trace_head_scores(model, tr).scores["a2r"]
@@ -253,6 +259,8 @@ def test_save_load_roundtrip_and_validation(tiny, tmp_path):
         back = cls.load(tmp_path)
         assert back.ids == res.ids and back.skipped == res.skipped
     np.testing.assert_array_equal(HintAttention.load(tmp_path).a2hint, att.a2hint)
+    np.testing.assert_array_equal(HintAttention.load(tmp_path).v2hint, att.v2hint)
+    assert not np.isnan(att.v2hint).any()
     np.testing.assert_array_equal(HintPatching.load(tmp_path).nld, hp.nld)
     assert HintPatching.load(tmp_path).alt == hp.alt
     np.testing.assert_array_equal(HintSuppression.load(tmp_path).kl_total_scope, sup.kl_total_scope)

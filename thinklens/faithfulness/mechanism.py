@@ -46,7 +46,10 @@ HINT_LABEL = len(SEGMENTS)  # the hint's keys: a label after the trace segments 
 @dataclass
 class HintAttention:
     """Attention masses of hinted traces, each ``[n, n_layers, n_heads]`` (mean over the query group of the summed
-    softmax attention on the key span): answer→hint, answer→reasoning, reasoning→hint."""
+    softmax attention on the key span): answer→hint, answer→reasoning, reasoning→hint, and ``v2hint``/``v2r``: the
+    same from the *value queries* only (the answer positions that predict the answer's value tokens, from the token
+    before the value to the one before its closing ``}``; NaN without a ``\boxed{`` value), where the answer is
+    decided, not diluted by the ~20 template tokens of the answer sentence."""
 
     ids: list[str]
     a2hint: np.ndarray  # [n, L, H]
@@ -54,14 +57,21 @@ class HintAttention:
     r2hint: np.ndarray  # [n, L, H]
     hint_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # [n] tokens in the hint span
     skipped: list[dict[str, str]] = field(default_factory=list)
+    v2hint: np.ndarray | None = None  # [n, L, H]
+    v2r: np.ndarray | None = None  # [n, L, H]
+
+    def __post_init__(self) -> None:
+        for name in ("v2hint", "v2r"):  # results made without them: not computed
+            if getattr(self, name) is None:
+                setattr(self, name, np.full(self.a2hint.shape, np.nan, np.float32))
 
     STEM = "hint_attention"
 
     def save(self, directory: str | Path) -> Path:
         """``DIR/hint_attention.npz`` + ``.json``."""
         return save_arrays(directory, self.STEM, {"ids": np.array(self.ids, dtype=str), "a2hint": self.a2hint,
-                                                  "a2r": self.a2r, "r2hint": self.r2hint,
-                                                  "hint_tokens": self.hint_tokens},
+                                                  "a2r": self.a2r, "r2hint": self.r2hint, "v2hint": self.v2hint,
+                                                  "v2r": self.v2r, "hint_tokens": self.hint_tokens},
                            {"n": len(self.ids), "skipped": self.skipped})
 
     @classmethod
@@ -69,15 +79,15 @@ class HintAttention:
         """From ``DIR`` or the ``.npz``; arrays that do not fit together or are not attention masses are a one-line
         :class:`ThinklensError` naming the file."""
         p, z, meta = load_arrays(path, cls.STEM, {"a2hint": (3, "f"), "a2r": (3, "f"), "r2hint": (3, "f"),
-                                                  "hint_tokens": (1, "iu")})
+                                                  "v2hint": (3, "f"), "v2r": (3, "f"), "hint_tokens": (1, "iu")})
         n = len(z["ids"])
         tail = tuple(z["a2hint"].shape[1:])
-        for name in ("a2hint", "a2r", "r2hint"):
+        for name in ("a2hint", "a2r", "r2hint", "v2hint", "v2r"):
             check_rows(str(p), name, z[name], n, tail, 0.0, 1.0)
         if z["hint_tokens"].shape != (n,):
             raise ThinklensError(f"{p}: array 'hint_tokens' has shape {list(z['hint_tokens'].shape)}, expected [{n}]")
         return cls([str(i) for i in z["ids"]], z["a2hint"], z["a2r"], z["r2hint"], z["hint_tokens"],
-                   list(meta.get("skipped", [])))
+                   list(meta.get("skipped", [])), z["v2hint"], z["v2r"])
 
 
 def _forward(model: Any, ids: list[int]) -> None:
@@ -88,8 +98,23 @@ def _forward(model: Any, ids: list[int]) -> None:
         model(input_ids=x, use_cache=False, logits_to_keep=1)
 
 
+def value_queries(ht: HintedTrace) -> list[int]:
+    """The positions whose next-token logits write the answer's value: from the token before the value (after the
+    last ``\\boxed{``) to the one before its closing ``}`` (empty without such a value)."""
+    tr = ht.trace
+    try:
+        v, _ = value_position(tr)
+    except ThinklensError:
+        return []
+    end = v
+    while end < tr.answer.end and "}" not in tr.text[slice(*tr.offsets[end])]:
+        end += 1
+    return list(range(v - 1, max(end, v + 1) - 1))
+
+
 def trace_hint_attention(model: Any, ht: HintedTrace) -> dict[str, np.ndarray]:
-    """``{"a2hint", "a2r", "r2hint"}`` of one hinted trace, each ``[n_layers, n_heads]``: one forward."""
+    """``{"a2hint", "a2r", "r2hint", "v2hint", "v2r"}`` of one hinted trace, each ``[n_layers, n_heads]``: one
+    forward."""
     from thinklens.attention.capture import capture_attention
     from thinklens.attention.segments import SegmentReducer
     from thinklens.modules import attention_shape
@@ -102,13 +127,28 @@ def trace_hint_attention(model: Any, ht: HintedTrace) -> dict[str, np.ndarray]:
     group[tr.answer.start : tr.answer.end] = 0
     group[tr.reasoning.start : tr.reasoning.end] = 1
     red = SegmentReducer(n_layers, n_heads, group, labels, 2, n_labels=HINT_LABEL + 1)
-    with capture_attention(model, np.flatnonzero(group >= 0), red):
+    vq = value_queries(ht)
+    vgroup = np.full(len(tr), -1, dtype=np.int64)  # [T] 0 = value query (they are answer queries too)
+    vgroup[vq] = 0
+    vred = SegmentReducer(n_layers, n_heads, vgroup, labels, 1, n_labels=HINT_LABEL + 1)
+    is_value = torch.as_tensor(vgroup >= 0)  # [T]
+
+    def both(layer: int, positions: torch.Tensor, probs: torch.Tensor) -> None:  # probs [b, H, rows, k]
+        red(layer, positions, probs)
+        sel = is_value[positions.cpu()]  # [rows]
+        if bool(sel.any()):
+            vred(layer, positions[sel.to(positions.device)], probs[:, :, sel.to(probs.device)])
+
+    with capture_attention(model, np.flatnonzero((group >= 0) | (vgroup >= 0)), both):
         _forward(model, tr.ids)
-    means = red.means()  # [L, 2, H, n_labels + 1]
+    means, vmeans = red.means(), vred.means()  # [L, groups, H, n_labels + 1]
     r = SEGMENTS.index("reasoning")
+    nan = np.full((n_layers, n_heads), np.nan, np.float32)
     return {"a2hint": means[:, 0, :, HINT_LABEL].astype(np.float32),
             "a2r": means[:, 0, :, r].astype(np.float32),
-            "r2hint": means[:, 1, :, HINT_LABEL].astype(np.float32)}
+            "r2hint": means[:, 1, :, HINT_LABEL].astype(np.float32),
+            "v2hint": vmeans[:, 0, :, HINT_LABEL].astype(np.float32) if vq else nan,
+            "v2r": vmeans[:, 0, :, r].astype(np.float32) if vq else nan}
 
 
 def hint_attention(model: Any, tokenizer: Any, profile: Any, records: Any, batch_size: int | None = None
@@ -136,7 +176,7 @@ def hint_attention(model: Any, tokenizer: Any, profile: Any, records: Any, batch
 
     usable, skipped = prepare(records, tokenizer, profile)
     n_layers, n_heads, _, _ = attention_shape(model)
-    rows: dict[str, list[np.ndarray]] = {"a2hint": [], "a2r": [], "r2hint": []}
+    rows: dict[str, list[np.ndarray]] = {"a2hint": [], "a2r": [], "r2hint": [], "v2hint": [], "v2r": []}
     ids, n_hint = [], []
     for ht in usable:
         try:
@@ -153,7 +193,7 @@ def hint_attention(model: Any, tokenizer: Any, profile: Any, records: Any, batch
         return np.stack(rows[k]) if rows[k] else np.zeros((0, n_layers, n_heads), np.float32)
 
     return HintAttention(ids, stack("a2hint"), stack("a2r"), stack("r2hint"), np.array(n_hint, dtype=np.int64),
-                         skipped)
+                         skipped, stack("v2hint"), stack("v2r"))
 
 
 # ---------------------------------------------------------------------------------------------------- suppression

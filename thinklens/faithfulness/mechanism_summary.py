@@ -3,9 +3,10 @@
 Groups come from the behaviour stage's labels per hinted id: ``faithful`` (took the hint and said so),
 ``unfaithful`` (took it silently), ``ignored`` (did not take it) and ``other``. Per group: attention masses with
 bootstrap CIs (:mod:`thinklens.stats`), the heads that read the hint most and how many of them are Reasoning-Focus
-Heads, suppression effects and patching curves. The headline compares unfaithful with faithful hint-taking: higher
-answer→hint attention and a larger answer-scope (direct-path) suppression effect mean the silent answers read the
-hint directly; "separate" means the two 95% CIs do not overlap.
+Heads, the same masses from the value queries alone (``v2hint``/``v2r``), suppression effects and patching curves.
+The headline compares unfaithful with faithful hint-taking: higher answer→hint attention and a larger answer-scope
+(direct-path) suppression effect mean the silent answers read the hint directly; "separate" means the two 95% CIs do
+not overlap.
 """
 from __future__ import annotations
 
@@ -62,6 +63,8 @@ def _attention(attn: Any, groups: dict[str, list[str]], rfh: set[tuple[int, int]
             "r2hint": _stat(attn.r2hint[r].mean(axis=(1, 2))),
             "a2hint_top_heads": _stat(a2hint[:, sel[0], sel[1]].mean(-1)) if top else _stat([]),
             "a2r_top_heads": _stat(a2r[:, sel[0], sel[1]].mean(-1)) if top else _stat([]),
+            "v2hint": _stat(attn.v2hint[r].mean(axis=(1, 2))), "v2r": _stat(attn.v2r[r].mean(axis=(1, 2))),
+            "v2hint_top_heads": _stat(attn.v2hint[r][:, sel[0], sel[1]].mean(-1)) if top else _stat([]),
             "top_heads": [{"layer": la, "head": h, "a2hint": float(mean[la, h]), "a2r": float(a2r.mean(0)[la, h]),
                            "rfh": None if rfh is None else (la, h) in rfh} for la, h in own],
         }
@@ -141,6 +144,7 @@ def summarize_mechanism(attn: Any, supp: Any, patch: Any, labels: dict[str, str]
         u, f = out["attention"]["unfaithful"], out["attention"]["faithful"]
         headline["a2hint"] = _compare(u.get("a2hint"), f.get("a2hint"))
         headline["a2hint_top_heads"] = _compare(u.get("a2hint_top_heads"), f.get("a2hint_top_heads"))
+        headline["v2hint"] = _compare(u.get("v2hint"), f.get("v2hint"))
     if supp is not None:
         out["suppression"] = _per_group(supp, groups, tuple(f for f in type(supp).FIELDS if f != "logp_hint_base"))
         u, f = out["suppression"]["unfaithful"], out["suppression"]["faithful"]
