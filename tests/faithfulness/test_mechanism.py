@@ -154,8 +154,8 @@ def test_hint_suppression_equals_masked_eager_reference(tiny, records, engine):
 
 
 def test_suppressing_nothing_changes_nothing(tiny):
-    """Blocking the hint in no head (an effect-free suppression) gives exactly zero; a span that no answer query
-    can reach differently (the whole run is blind to it in both arms) as well."""
+    """Blocking the hint in no head (an effect-free suppression) gives zero: the engine's re-run of the answer and
+    suffix rows over the cached prefix adds nothing of its own."""
     from thinklens.steps.suppression import suppressed_logits
 
     model, tok, profile = tiny
