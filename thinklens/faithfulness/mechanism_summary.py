@@ -10,6 +10,7 @@ not overlap.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -42,38 +43,51 @@ def _top_heads(scores: np.ndarray, k: int) -> list[tuple[int, int]]:
     return [(int(i // scores.shape[1]), int(i % scores.shape[1])) for i in flat]
 
 
+def _at(values: np.ndarray, heads: list[tuple[int, int]]) -> dict[str, Any]:
+    """``values [n, L, H]`` -> the stat of each trace's mean over ``heads``."""
+    if not heads:
+        return _stat([])
+    la, h = np.array(heads).T
+    return _stat(values[:, la, h].mean(-1))
+
+
 def _attention(attn: Any, groups: dict[str, list[str]], rfh: set[tuple[int, int]] | None, k: int
-               ) -> tuple[dict[str, Any], list[tuple[int, int]]]:
+               ) -> tuple[dict[str, Any], list[tuple[int, int]], list[tuple[int, int]]]:
+    """Per group attention stats; the heads compared across groups are chosen without the labels, from all
+    labelled traces: the top ``k`` by ``a2hint`` and, for the value queries, the top ``k`` by ``v2hint`` (the heads
+    that read the hint where the value is written)."""
     labelled = _rows(attn, [i for g in groups.values() for i in g])
-    pooled = attn.a2hint[labelled].mean(0) if labelled else np.zeros(attn.a2hint.shape[1:])  # [L, H]
-    top = _top_heads(pooled, k)  # the heads compared across groups: the top a2hint heads of all labelled traces
-    sel = tuple(np.array(top).T) if top else ((), ())
+    shape = attn.a2hint.shape[1:]
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (no value queries anywhere)
+        pooled = attn.a2hint[labelled].mean(0) if labelled else np.zeros(shape)  # [L, H]
+        vpooled = np.nanmean(attn.v2hint[labelled], 0) if labelled else np.zeros(shape)  # [L, H]
+    top = _top_heads(pooled, k)
+    vtop = _top_heads(vpooled, k) if np.isfinite(vpooled).any() else []
     out: dict[str, Any] = {}
     for g, ids in groups.items():
         r = _rows(attn, ids)
         if not r:
             out[g] = {"n": 0}
             continue
-        a2hint, a2r = attn.a2hint[r], attn.a2r[r]  # [n, L, H]
+        a2hint, a2r, v2hint, v2r = attn.a2hint[r], attn.a2r[r], attn.v2hint[r], attn.v2r[r]  # [n, L, H]
         mean = a2hint.mean(0)  # [L, H]
         own = _top_heads(mean, k)
         entry = {
             "n": len(r),
             "a2hint": _stat(a2hint.mean(axis=(1, 2))), "a2r": _stat(a2r.mean(axis=(1, 2))),
             "r2hint": _stat(attn.r2hint[r].mean(axis=(1, 2))),
-            "a2hint_top_heads": _stat(a2hint[:, sel[0], sel[1]].mean(-1)) if top else _stat([]),
-            "a2r_top_heads": _stat(a2r[:, sel[0], sel[1]].mean(-1)) if top else _stat([]),
-            "v2hint": _stat(attn.v2hint[r].mean(axis=(1, 2))), "v2r": _stat(attn.v2r[r].mean(axis=(1, 2))),
-            "v2hint_top_heads": _stat(attn.v2hint[r][:, sel[0], sel[1]].mean(-1)) if top else _stat([]),
+            "a2hint_top_heads": _at(a2hint, top), "a2r_top_heads": _at(a2r, top),
+            "v2hint": _stat(v2hint.mean(axis=(1, 2))), "v2r": _stat(v2r.mean(axis=(1, 2))),
+            "v2hint_top_heads": _at(v2hint, vtop), "v2r_top_heads": _at(v2r, vtop),
             "top_heads": [{"layer": la, "head": h, "a2hint": float(mean[la, h]), "a2r": float(a2r.mean(0)[la, h]),
                            "rfh": None if rfh is None else (la, h) in rfh} for la, h in own],
         }
         if rfh is not None:
             entry["rfh_overlap"] = len(set(own) & rfh) / max(1, len(own))
-            rl = tuple(np.array(sorted(rfh)).T) if rfh else ((), ())
-            entry["a2hint_rfh"] = _stat(a2hint[:, rl[0], rl[1]].mean(-1)) if rfh else _stat([])
+            entry["a2hint_rfh"] = _at(a2hint, sorted(rfh))
         out[g] = entry
-    return out, top
+    return out, top, vtop
 
 
 def _per_group(result: Any, groups: dict[str, list[str]], fields: tuple[str, ...]) -> dict[str, Any]:
@@ -139,12 +153,15 @@ def summarize_mechanism(attn: Any, supp: Any, patch: Any, labels: dict[str, str]
                            else [list(h) for h in sorted(rfh)], "top_k": k}
     headline: dict[str, Any] = {}
     if attn is not None:
-        out["attention"], top = _attention(attn, groups, rfh, k)
+        out["attention"], top, vtop = _attention(attn, groups, rfh, k)
         out["compared_heads"] = [list(h) for h in top]
+        out["value_heads"] = [{"layer": la, "head": h, "rfh": None if rfh is None else (la, h) in rfh}
+                              for la, h in vtop]
         u, f = out["attention"]["unfaithful"], out["attention"]["faithful"]
         headline["a2hint"] = _compare(u.get("a2hint"), f.get("a2hint"))
         headline["a2hint_top_heads"] = _compare(u.get("a2hint_top_heads"), f.get("a2hint_top_heads"))
         headline["v2hint"] = _compare(u.get("v2hint"), f.get("v2hint"))
+        headline["v2hint_top_heads"] = _compare(u.get("v2hint_top_heads"), f.get("v2hint_top_heads"))
     if supp is not None:
         out["suppression"] = _per_group(supp, groups, tuple(f for f in type(supp).FIELDS if f != "logp_hint_base"))
         u, f = out["suppression"]["unfaithful"], out["suppression"]["faithful"]
@@ -155,7 +172,11 @@ def summarize_mechanism(attn: Any, supp: Any, patch: Any, labels: dict[str, str]
         headline["to_gold_answer_scope"] = _compare(u.get("to_gold_answer_scope"), f.get("to_gold_answer_scope"))
     if patch is not None:
         out["patching"] = _patching(patch, groups)
-    known = [v for v in (headline.get("a2hint_top_heads"), headline.get("kl_answer_scope")) if v is not None]
+    # the verdict: the value queries read the hint more at the heads that read it (attention) and the answer depends
+    # more on the direct path (answer-scope suppression), both with separate CIs; a2hint (all answer queries, ~20
+    # template tokens each) stands in for the attention when no value query was found
+    attention = headline.get("v2hint_top_heads") or headline.get("a2hint_top_heads")
+    known = [v for v in (attention, headline.get("kl_answer_scope")) if v is not None]
     headline["silent_hint_taking_goes_around_the_reasoning"] = (
         None if not known else all(v["unfaithful_larger"] and v["separate"] for v in known))
     out["headline"] = headline
