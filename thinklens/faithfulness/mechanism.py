@@ -156,7 +156,9 @@ def hint_attention(model: Any, tokenizer: Any, profile: Any, records: Any, batch
     """Answer→hint, answer→reasoning and reasoning→hint attention per (layer, head) of every hinted record.
 
     One forward per trace (batch 1, as the heads stage; ``batch_size`` is accepted for the stage's uniform call and
-    only checked), O(chunk x T) extra memory, ~1.0-1.1x a plain forward. ``a2r`` is computed exactly as
+    only checked), O(chunk x T) extra memory: the heads stage's cost plus the value queries' reduction (measured
+    1.2x :func:`~thinklens.attention.segments.trace_head_scores` and 1.5-1.8x a plain forward on tiny-r1's
+    150-token traces, where the capture's per-layer work is not amortized). ``a2r`` is computed exactly as
     :func:`thinklens.attention.segments.trace_head_scores` computes it (same reducer, same answer queries: the
     tokens after ``</think>`` without the final EOS), so it can be ranked beside the heads stage's RFHs.
 
