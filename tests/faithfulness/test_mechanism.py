@@ -295,6 +295,9 @@ def test_summary_by_group_is_json_and_handles_missing_parts(tiny):
     assert u["n"] == 2 and len(u["top_heads"]) == 2 and 0 <= u["rfh_overlap"] <= 1
     assert u["a2hint"]["ci"][0] <= u["a2hint"]["mean"] <= u["a2hint"]["ci"][1]
     assert len(s["patching"]["ignored"]["nld"]) == 4
+    n_ignored = sum(labels[i] == "ignored" for i in hp.ids)  # patched (the others have no aligned counterfactual)
+    assert s["patching"]["ignored"]["n"] + s["patching"]["ignored"]["n_low_signal"] == n_ignored >= 1
+    assert s["patching"]["ignored"]["ld_shift"]["n"] == n_ignored
     assert set(s["headline"]) >= {"a2hint", "v2hint_top_heads", "kl_answer_scope",
                                   "silent_hint_taking_goes_around_the_reasoning"}
     assert len(s["value_heads"]) == 2 and u["v2hint_top_heads"]["n"] == 2

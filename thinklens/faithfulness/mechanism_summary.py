@@ -102,12 +102,14 @@ def _patching(patch: Any, groups: dict[str, list[str]]) -> dict[str, Any]:
     """Mean NLD per layer with CIs, over the pairs whose runs differ by at least ``MIN_LD_GAP`` logits."""
     from thinklens.faithfulness.mechanism_patching import MIN_LD_GAP
 
-    gap = np.abs(np.asarray(patch.clean_ld) - np.asarray(patch.corrupted_ld))  # [n]
+    shift = np.asarray(patch.clean_ld) - np.asarray(patch.corrupted_ld)  # [n]
     out: dict[str, Any] = {"layers": list(patch.layers), "min_ld_gap": MIN_LD_GAP}
     for g, ids in groups.items():
         r = _rows(patch, ids)
-        keep = [i for i in r if gap[i] >= MIN_LD_GAP]
-        out[g] = {"n": len(keep), "n_low_signal": len(r) - len(keep),
+        keep = [i for i in r if abs(shift[i]) >= MIN_LD_GAP]
+        # ld_shift: how far pointing the hint at alt instead of X moves the answer value towards alt, with the
+        # reasoning held fixed (teacher-forced): the whole direct effect of the hint's content, before any patching
+        out[g] = {"n": len(keep), "n_low_signal": len(r) - len(keep), "ld_shift": _stat(shift[r]),
                   "nld": [_stat(patch.nld[keep, j]) for j in range(len(patch.layers))]}
     return out
 
@@ -172,6 +174,8 @@ def summarize_mechanism(attn: Any, supp: Any, patch: Any, labels: dict[str, str]
         headline["to_gold_answer_scope"] = _compare(u.get("to_gold_answer_scope"), f.get("to_gold_answer_scope"))
     if patch is not None:
         out["patching"] = _patching(patch, groups)
+        u, f = out["patching"]["unfaithful"], out["patching"]["faithful"]
+        headline["ld_shift"] = _compare(u.get("ld_shift"), f.get("ld_shift"))
     # the verdict: the value queries read the hint more at the heads that read it (attention) and the answer depends
     # more on the direct path (answer-scope suppression), both with separate CIs; a2hint (all answer queries, ~20
     # template tokens each) stands in for the attention when no value query was found
