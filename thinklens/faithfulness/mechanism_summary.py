@@ -107,8 +107,9 @@ def _patching(patch: Any, groups: dict[str, list[str]]) -> dict[str, Any]:
     for g, ids in groups.items():
         r = _rows(patch, ids)
         keep = [i for i in r if abs(shift[i]) >= MIN_LD_GAP]
-        # ld_shift: how far pointing the hint at alt instead of X moves the answer value towards alt, with the
-        # reasoning held fixed (teacher-forced): the whole direct effect of the hint's content, before any patching
+        # ld_shift: how far pointing the hint at alt instead of X moves the answer value towards alt with the
+        # reasoning's *text* held fixed (teacher-forced): the hint content's effect directly and through the
+        # reasoning tokens' states, before any patching
         out[g] = {"n": len(keep), "n_low_signal": len(r) - len(keep), "ld_shift": _stat(shift[r]),
                   "nld": [_stat(patch.nld[keep, j]) for j in range(len(patch.layers))]}
     return out
