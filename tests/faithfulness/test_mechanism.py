@@ -50,6 +50,7 @@ def records(tiny, tmp_path_factory):
     arithmetic problems, one hinted twin per family, with the hint's character span inside the prompt."""
     import thinklens as tl
     from thinklens.empirical.collect import collect
+    from thinklens.empirical.settings import GenerationSettings
     from thinklens.hints import insert_hint, wrong_answer
 
     d = tmp_path_factory.mktemp("hinted")
@@ -62,8 +63,9 @@ def records(tiny, tmp_path_factory):
             hid = f"{p['id']}::{fam}"
             hinted.append({**p, "id": hid, "problem": text})
             spans[hid] = (text, span, fam, x, p["id"])
-    collect(tiny, problems, output=d / "plain.jsonl", progress=False)
-    collect(tiny, hinted, output=d / "hinted.jsonl", progress=False)
+    settings = GenerationSettings(max_new_tokens=128)  # the organism's traces take 60-110 tokens
+    collect(tiny, problems, output=d / "plain.jsonl", settings=settings, progress=False)
+    collect(tiny, hinted, output=d / "hinted.jsonl", settings=settings, progress=False)
     plain = [json.loads(line) for line in open(d / "plain.jsonl")]
     out = []
     for line in open(d / "hinted.jsonl"):
@@ -71,6 +73,7 @@ def records(tiny, tmp_path_factory):
         text, (s, e), fam, x, twin = spans[rec["id"]]
         off = rec["prompt"].index(text)
         rec["hint"] = {"family": fam, "answer": x, "chars": [off + s, off + e], "twin": twin}
+        assert rec["finished"], rec["completion"]
         out.append(rec)
     return out, plain
 
