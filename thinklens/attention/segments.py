@@ -46,13 +46,15 @@ class SegmentReducer:
 
     ``query_group [T]``: group index of each query position (-1 = not captured). ``key_labels [T]``: segment index
     of each key (:func:`Trace.segment_labels`, -1 → an extra "other" column). ``profile_group``: queries of this
-    group also accumulate the attention each key receives (``[n_layers, n_heads, T]``) for the token view."""
+    group also accumulate the attention each key receives (``[n_layers, n_heads, T]``) for the token view.
+    ``n_labels`` (default ``len(SEGMENTS)``): how many key labels there are, for callers that add labels of their
+    own after the segments (the faithfulness stage labels a hint span inside the prompt ``len(SEGMENTS)``)."""
 
     def __init__(self, n_layers: int, n_heads: int, query_group: np.ndarray, key_labels: np.ndarray, n_groups: int,
-                 profile_group: int | None = None) -> None:
+                 profile_group: int | None = None, n_labels: int | None = None) -> None:
         self.n_groups = n_groups
         self.query_group = torch.as_tensor(query_group, dtype=torch.long)  # [T]
-        n_seg = len(SEGMENTS) + 1
+        n_seg = (len(SEGMENTS) if n_labels is None else int(n_labels)) + 1
         kl = torch.as_tensor(key_labels, dtype=torch.long).clone()
         kl[kl < 0] = n_seg - 1
         self.onehot = torch.nn.functional.one_hot(kl, n_seg).float()  # [T, n_seg]

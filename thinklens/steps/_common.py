@@ -17,22 +17,24 @@ from typing import Any
 from thinklens.errors import ThinklensError
 
 
-def check_spans(trace: Any, spans: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
+def check_spans(trace: Any, spans: Sequence[Sequence[int]], within: Any = None) -> list[tuple[int, int]]:
     """The steps as ``(start, end)`` int pairs, or a :class:`ThinklensError` naming the bad span: steps must be
-    non-empty, ordered, non-overlapping and inside ``trace.reasoning``."""
+    non-empty, ordered, non-overlapping and inside ``within`` (a span; default ``trace.reasoning``; the
+    faithfulness stage suppresses a hint span inside the prompt)."""
     out: list[tuple[int, int]] = []
-    r = trace.reasoning
+    r = trace.reasoning if within is None else within
+    where = "the reasoning" if within is None else "the allowed region"
     for i, s in enumerate(spans):
         if len(s) != 2:
             raise ThinklensError(f"step {i}: a span is (start, end), got {s!r}")
         a, b = int(s[0]), int(s[1])
         if not r.start <= a < b <= r.end:
-            raise ThinklensError(f"step {i}: span [{a}, {b}) is empty or outside the reasoning [{r.start}, {r.end})")
+            raise ThinklensError(f"step {i}: span [{a}, {b}) is empty or outside {where} [{r.start}, {r.end})")
         if out and a < out[-1][1]:
             raise ThinklensError(f"step {i}: span [{a}, {b}) overlaps or precedes step {i - 1} {list(out[-1])}")
         out.append((a, b))
     if not out:
-        raise ThinklensError("no steps: pass at least one (start, end) span inside the reasoning")
+        raise ThinklensError(f"no steps: pass at least one (start, end) span inside {where}")
     return out
 
 

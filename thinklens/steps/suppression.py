@@ -283,6 +283,7 @@ def suppression_effects(
     engine: str = "fast",
     scope: str = "all",
     max_tokens: int = 4096,
+    within: Any = None,
 ) -> SuppressionResult:
     """Block attention to each step and measure the teacher-forced answer's change.
 
@@ -290,7 +291,8 @@ def suppression_effects(
     ``heads``: ``(layer, head)`` pairs to block (default: all heads of all layers); ``scope``: ``"all"`` blocks
     every later query (Thought Anchors: the step's total effect), ``"answer"`` only the answer's own queries (its
     direct read of the step; see the module doc); ``engine``: ``"fast"`` (prefix KV reuse, up to ``max_tokens``
-    packed query tokens per forward) or ``"naive"`` (the reference). On tiny-r1 the line that states the final value
+    packed query tokens per forward) or ``"naive"`` (the reference); ``within``: the span the steps must lie in
+    (default the reasoning; see :func:`suppressed_logits`). On tiny-r1 the line that states the final value
     carries the answer, by both scopes::
 
         >>> from thinklens.models import load_model
@@ -309,13 +311,58 @@ def suppression_effects(
         >>> direct.ranking()[0] == res.ranking()[0]
         True
     """
+    sl = suppressed_logits(model, profile, trace, spans, heads=heads, engine=engine, scope=scope,
+                           max_tokens=max_tokens, within=within)
+    kl, delta = _effects(sl.base, sl.suppressed, sl.targets)
+    base_lp = float(torch.log_softmax(sl.base.float(), -1).gather(-1, sl.targets[:, None]).sum())
+    return SuppressionResult(kl=kl, logprob_delta=delta, spans=sl.spans,
+                             heads=None if heads is None else [(int(h[0]), int(h[1])) for h in heads],
+                             engine=engine, scope=scope, base_logprob=base_lp, n_answer_tokens=len(sl.targets))
+
+
+@dataclass
+class SuppressedLogits:
+    """The answer-predicting logits of a trace with and without each span blocked (see :func:`suppressed_logits`).
+
+    Row ``j`` of ``base``/``suppressed[i]`` is the next-token logits at position ``answer_start - 1 + j``, which
+    predict answer token ``targets[j]``."""
+
+    base: torch.Tensor  # [n_answer, V] unsuppressed
+    suppressed: torch.Tensor  # [n_spans, n_answer, V]
+    targets: torch.Tensor  # [n_answer] the trace's answer tokens (EOS excluded)
+    answer_start: int
+    spans: list[tuple[int, int]]
+
+    def effects(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(kl [n_spans], logprob_delta [n_spans])`` exactly as :class:`SuppressionResult` defines them."""
+        return _effects(self.base, self.suppressed, self.targets)
+
+
+@torch.no_grad()
+def suppressed_logits(model: Any, profile: Any, trace: Any, spans: Sequence[Sequence[int]], *,
+                      heads: Sequence[Sequence[int]] | None = None, engine: str = "fast", scope: str = "all",
+                      max_tokens: int = 4096, within: Any = None) -> SuppressedLogits:
+    """The logits behind :func:`suppression_effects`, for callers that read one answer position (the faithfulness
+    stage's Δ log-prob of a hinted answer). ``within`` (a :class:`~thinklens.traces.Span`, default the reasoning)
+    is where the spans may lie, e.g. ``trace.prompt`` for a hint inside the prompt: both engines and scopes only
+    need every blocked query to come after the span, which holds for any span before the think-close.
+
+    >>> from thinklens.models import load_model
+    >>> from thinklens.toy import full_text, generate_problems
+    >>> from thinklens.traces import Trace
+    >>> model, tok, profile = load_model("tiny-r1")
+    >>> trace = Trace.from_text(full_text(generate_problems(1, seed=0)[0]), tok, profile)
+    >>> sl = suppressed_logits(model, profile, trace, [(2, 6)], within=trace.prompt, scope="answer")
+    >>> tuple(sl.suppressed.shape[:2]) == (1, len(trace.answer)), sl.base.shape == sl.suppressed.shape[1:]
+    (True, True)
+    """
     if engine not in ENGINES:
         raise ThinklensError(f"unknown engine {engine!r}; choose from {ENGINES}")
     if scope not in SCOPES:
         raise ThinklensError(f"unknown suppression scope {scope!r}; choose from {SCOPES}")
     if max_tokens < 1:
         raise ThinklensError(f"max_tokens must be >= 1, got {max_tokens}")
-    steps = check_spans(trace, spans)
+    steps = check_spans(trace, spans, within)
     a0, a1 = require_answer(trace)
     _check_model(model)
     by_layer = _heads_by_layer(model, heads)
@@ -330,8 +377,4 @@ def suppression_effects(
         base, sup = _naive(model, ids, steps, starts, keep, by_layer)
     else:
         base, sup = _fast(model, ids, steps, starts, keep, by_layer, max_tokens)
-    kl, delta = _effects(base, sup, targets)
-    base_lp = float(torch.log_softmax(base.float(), -1).gather(-1, targets[:, None]).sum())
-    return SuppressionResult(kl=kl, logprob_delta=delta, spans=steps,
-                             heads=None if heads is None else [(int(h[0]), int(h[1])) for h in heads],
-                             engine=engine, scope=scope, base_logprob=base_lp, n_answer_tokens=int(a1 - a0))
+    return SuppressedLogits(base, sup, targets, int(a0), steps)
