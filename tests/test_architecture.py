@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "thinklens.attention": 5,
     "thinklens.patching": 6,
     "thinklens.steps": 7,
+    "thinklens.faithfulness": 8,
     "thinklens.toy.train": 8, "thinklens.toy.gates": 8, "thinklens.toy.recipe": 8, "thinklens.toy.card": 8,
     "thinklens.rundir": 9,
     "thinklens.results": 10,
