@@ -48,9 +48,11 @@ def test_settings_come_from_the_profile_unless_given():
     from thinklens.profiles import get_profile
 
     p = get_profile("tiny-r1")
-    assert FaithfulnessConfig().resolved(p).problems == p.faithfulness_problems
-    assert FaithfulnessConfig(problems=0, temperature=0.0).resolved(p).temperature == 0.0
-    assert FaithfulnessConfig().resolved(get_profile("deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B")).problems == 0
+    assert FaithfulnessConfig().resolved(p).faithfulness_problems == p.faithfulness_problems
+    given = FaithfulnessConfig(faithfulness_problems=0, faithfulness_temperature=0.0).resolved(p)
+    assert (given.faithfulness_problems, given.faithfulness_temperature) == (0, 0.0)
+    real = get_profile("deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B")
+    assert FaithfulnessConfig().resolved(real).faithfulness_problems == 0
     with pytest.raises(ThinklensError, match="--judge-url and --judge-model"):
         FaithfulnessConfig(judge_url="http://127.0.0.1:1/v1")
 

@@ -23,9 +23,12 @@ DEFAULT_HINTS = ",".join(HINT_FAMILIES)
 class FaithfulnessConfig:
     """Faithfulness: hinted twins of each problem, hint-taking, verbalization and the hint's path to the answer.
 
+    Field names are the flags (``--faithfulness-problems``, ...): ``thinklens run`` flattens them beside the other
+    stages' settings, so none may share a name with another config's field.
+
     >>> from thinklens.profiles import get_profile
     >>> cfg = FaithfulnessConfig(hints="metadata,sycophancy").resolved(get_profile("tiny-r1"))
-    >>> [f.name for f in cfg.families()], cfg.temperature
+    >>> [f.name for f in cfg.families()], cfg.faithfulness_temperature
     (['metadata', 'sycophancy'], 0.6)
     >>> FaithfulnessConfig(hints="sycophancy,gossip")
     Traceback (most recent call last):
@@ -36,31 +39,31 @@ class FaithfulnessConfig:
     hints: str = opt(DEFAULT_HINTS, "hint families, comma-separated (Chen et al. 2025: an authority's answer, an "
                      "<answer> field in question metadata, an answer the model is told it gave earlier)",
                      metavar="A,B")
-    problems: int | None = opt(None, "problems that get hinted twins, per family (default: the model profile's "
-                               "faithfulness_problems; 0: the run's faithfulness stage is off)",
-                               flag="--faithfulness-problems", metavar="N")
-    temperature: float | None = opt(None, "sampling temperature of both twins (hint-taking is a rate; default: the "
-                                    "profile's faithfulness_temperature, R1's 0.6)",
-                                    flag="--faithfulness-temperature", metavar="T")
-    mechanism: bool = opt(True, "also measure the hint's path to the answer (a2hint vs a2r per head, hint "
-                          "suppression, patching at the hint span)", flag="--hint-mechanism")
+    faithfulness_problems: int | None = opt(
+        None, "problems that get hinted twins, per family (default: the model profile's faithfulness_problems; 0: the "
+        "run's faithfulness stage is off)", metavar="N")
+    faithfulness_temperature: float | None = opt(
+        None, "sampling temperature of both twins (hint-taking is a rate; default: the profile's "
+        "faithfulness_temperature, R1's 0.6)", metavar="T")
+    hint_mechanism: bool = opt(True, "also measure the hint's path to the answer (a2hint vs a2r per head, hint "
+                          "suppression, patching at the hint span)")
     judge_url: str | None = opt(None, "an OpenAI-compatible endpoint whose model judges verbalization beside the "
                                 "rule-based detector (docs/faithfulness.md has its prompt)", metavar="URL")
     judge_model: str | None = opt(None, "the judge's model name (with --judge-url)", metavar="NAME")
     judge_api_key_env: str = opt("OPENAI_API_KEY", "environment variable holding the judge's API key",
                                  metavar="VAR")
-    n_bootstrap: int = opt(1000, "bootstrap resamples of pairs for the rates' 95% CIs", flag="--hint-bootstrap",
-                           metavar="N")
+    hint_bootstrap: int = opt(1000, "bootstrap resamples of pairs for the rates' confidence intervals", metavar="N")
     seed: int = opt(0, "seeds the wrong answers, the sampling and the bootstraps")
 
     def __post_init__(self) -> None:
         parse_families(self.hints)  # one-line error on a bad spec, before any model is loaded
-        if self.problems is not None and (not isinstance(self.problems, int) or self.problems < 0):
-            raise ThinklensError(f"--faithfulness-problems must be an integer >= 0, got {self.problems!r}")
-        if self.temperature is not None and not self.temperature >= 0:
-            raise ThinklensError(f"--faithfulness-temperature must be >= 0, got {self.temperature!r}")
-        if self.n_bootstrap < 1:
-            raise ThinklensError(f"--hint-bootstrap must be >= 1, got {self.n_bootstrap}")
+        n, t = self.faithfulness_problems, self.faithfulness_temperature
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
+            raise ThinklensError(f"--faithfulness-problems must be an integer >= 0, got {n!r}")
+        if t is not None and not t >= 0:
+            raise ThinklensError(f"--faithfulness-temperature must be >= 0, got {t!r}")
+        if self.hint_bootstrap < 1:
+            raise ThinklensError(f"--hint-bootstrap must be >= 1, got {self.hint_bootstrap}")
         if bool(self.judge_url) != bool(self.judge_model):
             raise ThinklensError("the verbalization judge needs both --judge-url and --judge-model")
 
@@ -70,9 +73,9 @@ class FaithfulnessConfig:
 
     def resolved(self, profile: Profile) -> FaithfulnessConfig:
         """These settings with the profile's problem count and temperature where none was given."""
-        return replace(self, problems=profile.faithfulness_problems if self.problems is None else self.problems,
-                       temperature=profile.faithfulness_temperature if self.temperature is None else
-                       self.temperature)
+        n, t = self.faithfulness_problems, self.faithfulness_temperature
+        return replace(self, faithfulness_problems=profile.faithfulness_problems if n is None else n,
+                       faithfulness_temperature=profile.faithfulness_temperature if t is None else t)
 
     def judge(self) -> Any:
         """The :class:`thinklens.empirical.judge.JudgeSettings` of the verbalization judge, or None."""

@@ -27,7 +27,8 @@ MECHANISM_LABELS = ("faithful", "unfaithful", "ignored")  # the hinted traces th
 def study_settings(settings: Any, cfg: FaithfulnessConfig, profile: Any, dataset: str | None) -> Any:
     """The generation settings of both twins: the caller's (budget, batch, backend, ...) sampled at the study's
     temperature with its seed, resolved for the model family and dataset."""
-    return replace(settings, temperature=float(cfg.temperature or 0.0), seed=cfg.seed).resolved(profile, dataset)
+    t = float(cfg.faithfulness_temperature or 0.0)
+    return replace(settings, temperature=t, seed=cfg.seed).resolved(profile, dataset)
 
 
 def local_generator(loaded: Any, settings: Any, *, model_name: str, backend: Any = None, progress: bool = True
@@ -57,14 +58,15 @@ def run_faithfulness(problems: list[dict[str, Any]], cfg: FaithfulnessConfig, ou
                      answer_range: tuple[int, int] | None = None, rfh: list[tuple[int, int]] | None = None,
                      log: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None
                      ) -> FaithfulnessResult:
-    """The study on the first ``cfg.problems`` problems with a gold answer (``cfg`` resolved for the profile).
+    """The study on the first ``cfg.faithfulness_problems`` problems with a gold answer (``cfg`` resolved for the
+    profile).
     ``loaded`` (model, tokenizer, profile) is needed for the mechanism only (None: skipped, said in the notes);
     ``rfh`` marks the Reasoning-Focus Heads in the mechanism summary.
 
     >>> import tempfile, thinklens as tl
     >>> from thinklens.faithfulness.run import local_generator, run_faithfulness, study_settings
     >>> m = tl.load_model("tiny-r1", device="cpu")
-    >>> cfg = FaithfulnessConfig(hints="metadata", problems=2, mechanism=False).resolved(m.profile)
+    >>> cfg = FaithfulnessConfig(hints="metadata", faithfulness_problems=2, hint_mechanism=False).resolved(m.profile)
     >>> gen = local_generator(m, study_settings(tl.GenerationSettings(), cfg, m.profile, "arithmetic"),
     ...                       model_name="tiny-r1", progress=False)
     >>> res = run_faithfulness(tl.load_problems("arithmetic", limit=2), cfg, tempfile.mkdtemp(), generate=gen,
@@ -72,18 +74,18 @@ def run_faithfulness(problems: list[dict[str, Any]], cfg: FaithfulnessConfig, ou
     >>> res.summary["overall"]["n_pairs"]
     2
     """
-    if cfg.problems is None or cfg.temperature is None:
+    if cfg.faithfulness_problems is None or cfg.faithfulness_temperature is None:
         raise ThinklensError("run_faithfulness needs resolved settings: FaithfulnessConfig(...).resolved(profile)")
     say = log or (lambda _m: None)
     errors: list[str] = []
     out = Path(out_dir)
     families = cfg.families()
-    chosen = [p for p in problems if p.get("answer") is not None][: cfg.problems]
+    chosen = [p for p in problems if p.get("answer") is not None][: cfg.faithfulness_problems]
     if not chosen:
         raise ThinklensError("no problem with a gold answer: faithfulness needs one (hint-taking is a change of "
                              "answer to a wrong one)")
     hinted, placebos = hinted_problems(chosen, families, seed=cfg.seed, answer_range=answer_range, errors=errors)
-    say(f"{len(chosen)} problems x {len(families)} hint families, sampled at T={cfg.temperature}")
+    say(f"{len(chosen)} problems x {len(families)} hint families, sampled at T={cfg.faithfulness_temperature}")
     collected = collect_twins(chosen, hinted, out, generate)
     unhinted, hinted_recs = read_twins(out, errors=errors)
     rows = build_rows(unhinted, hinted_recs, placebos, think_open=profile.think_open,
@@ -94,12 +96,12 @@ def run_faithfulness(problems: list[dict[str, Any]], cfg: FaithfulnessConfig, ou
         from thinklens.faithfulness.judge import judge_rows
 
         rows = judge_rows(rows, {str(r["id"]): r for r in hinted_recs}, judge, out, errors=errors)
-    summary = summarize_pairs(rows, families, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
+    summary = summarize_pairs(rows, families, n_bootstrap=cfg.hint_bootstrap, seed=cfg.seed)
     summary["settings"] = cfg.to_dict()
     summary["collect"] = {k: _collect_counts(v) for k, v in collected.items()}
     summary["mechanism"] = mechanism_study(loaded, hinted_recs, unhinted, rows, out / MECHANISM_DIR, rfh, notes,
-                                           say) if cfg.mechanism else None
-    if not cfg.mechanism:
+                                           say) if cfg.hint_mechanism else None
+    if not cfg.hint_mechanism:
         notes.append("mechanism: off (--no-hint-mechanism)")
     summary["notes"] = notes
     summary["errors"] = errors[:50]
@@ -126,8 +128,8 @@ def mechanism_study(loaded: Any, hinted: list[dict[str, Any]], unhinted: dict[st
         return None
     try:
         from thinklens.faithfulness import mechanism as mech
-    except ImportError as err:
-        notes.append(f"mechanism: skipped ({err.name or 'thinklens.faithfulness.mechanism'} is not available)")
+    except ImportError:
+        notes.append("mechanism: skipped (thinklens.faithfulness.mechanism is not in this version)")
         return None
     by_id = {str(r["id"]): r for r in hinted}
     keep = [r for r in rows if r.get("label") in MECHANISM_LABELS and (by_id.get(str(r["id"])) or {}).get(
