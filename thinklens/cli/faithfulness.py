@@ -98,7 +98,7 @@ def run(ns: argparse.Namespace) -> int:
     res = run_faithfulness(problems, cfg, ns.output, generate=generate, profile=profile, loaded=loaded,
                            answer_range=dataset_spec(ns.dataset).answer_range, rfh=rfh,
                            log=None if ns.quiet else (lambda m: print(m, file=sys.stderr)),
-                           warn=lambda m: print(m, file=sys.stderr))
+                           warn=lambda m: print(m, file=sys.stderr), generation=gen_settings.to_dict())
     print_json({"output": ns.output, "families": res.table(), "notes": res.summary.get("notes"),
                 "mechanism": res.summary.get("mechanism")})
     return 0

@@ -56,12 +56,13 @@ def server_generator(server: Any, settings: Any, *, tokenizer: Any, profile: Any
 def run_faithfulness(problems: list[dict[str, Any]], cfg: FaithfulnessConfig, out_dir: str | Path, *,
                      generate: Callable[[list[dict[str, Any]], Path], Any], profile: Any, loaded: Any = None,
                      answer_range: tuple[int, int] | None = None, rfh: list[tuple[int, int]] | None = None,
-                     log: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None
-                     ) -> FaithfulnessResult:
+                     log: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None,
+                     generation: dict[str, Any] | None = None) -> FaithfulnessResult:
     """The study on the first ``cfg.faithfulness_problems`` problems with a gold answer (``cfg`` resolved for the
     profile).
     ``loaded`` (model, tokenizer, profile) is needed for the mechanism only (None: skipped, said in the notes);
-    ``rfh`` marks the Reasoning-Focus Heads in the mechanism summary.
+    ``rfh`` marks the Reasoning-Focus Heads in the mechanism summary. ``generation``: the settings ``generate``
+    samples with (JSON); traces made with other settings (or another seed) are set aside as ``traces.old/``.
 
     >>> import tempfile, thinklens as tl
     >>> from thinklens.faithfulness.run import local_generator, run_faithfulness, study_settings
@@ -86,8 +87,11 @@ def run_faithfulness(problems: list[dict[str, Any]], cfg: FaithfulnessConfig, ou
                              "answer to a wrong one)")
     hinted, placebos = hinted_problems(chosen, families, seed=cfg.seed, answer_range=answer_range, errors=errors)
     say(f"{len(chosen)} problems x {len(families)} hint families, sampled at T={cfg.faithfulness_temperature}")
+    _start_over_if_changed(out, {**(generation or {}), "seed": cfg.seed}, say)
     collected = collect_twins(chosen, hinted, out, generate)
     unhinted, hinted_recs = read_twins(out, errors=errors)
+    wanted = {str(h["id"]) for h in hinted}  # the file may hold other families or problems of earlier runs
+    hinted_recs = [r for r in hinted_recs if str(r["id"]) in wanted]
     rows = build_rows(unhinted, hinted_recs, placebos, think_open=profile.think_open,
                       think_close=profile.think_close, errors=errors)
     notes: list[str] = []
@@ -110,6 +114,23 @@ def run_faithfulness(problems: list[dict[str, Any]], cfg: FaithfulnessConfig, ou
     result = FaithfulnessResult(summary, rows)
     result.save(out)
     return result
+
+
+def _start_over_if_changed(out: Path, generation: dict[str, Any], log: Callable[[str], None]) -> None:
+    """Twins generated with other settings cannot be paired with new ones: set them aside (``traces.old/``)."""
+    import json
+    import shutil
+
+    traces = out / "traces"
+    marker = traces / "generation.json"
+    old = json.loads(marker.read_text(encoding="utf-8")) if marker.exists() else None
+    if traces.exists() and old is not None and old != generation:
+        aside = out / "traces.old"
+        shutil.rmtree(aside, ignore_errors=True)
+        traces.rename(aside)
+        log(f"generation settings changed: the earlier twins are in {aside}; generating again")
+    traces.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(generation, sort_keys=True), encoding="utf-8")
 
 
 def _collect_counts(s: Any) -> dict[str, Any]:
@@ -143,11 +164,10 @@ def mechanism_study(loaded: Any, hinted: list[dict[str, Any]], unhinted: dict[st
     model, tokenizer, profile = loaded
     log(f"mechanism on {len(recs)} hinted traces")
     try:
-        attn = _cached(mech.HintAttention, directory / "attention", ids,
-                       lambda: mech.hint_attention(model, tokenizer, profile, recs))
-        supp = _cached(mech.HintSuppression, directory / "suppression", ids,
+        attn = _cached(mech.HintAttention, directory, ids, lambda: mech.hint_attention(model, tokenizer, profile, recs))
+        supp = _cached(mech.HintSuppression, directory, ids,
                        lambda: mech.hint_suppression(model, tokenizer, profile, recs))
-        patch = _cached(mech.HintPatching, directory / "patching", ids,
+        patch = _cached(mech.HintPatching, directory, ids,
                         lambda: mech.hint_patching(model, tokenizer, profile, recs, twins))
         return mech.summarize_mechanism(attn, supp, patch, {str(r["id"]): str(r["label"]) for r in keep}, rfh)
     except ThinklensError as err:
@@ -156,11 +176,13 @@ def mechanism_study(loaded: Any, hinted: list[dict[str, Any]], unhinted: dict[st
 
 
 def _cached(cls: Any, directory: Path, ids: list[str], compute: Callable[[], Any]) -> Any:
-    """The saved arrays of ``cls`` in ``directory`` when they hold exactly ``ids``, else ``compute()`` saved there."""
+    """The saved arrays of ``cls`` in ``directory`` when they cover exactly ``ids`` (computed or skipped with a
+    reason), else ``compute()`` saved there."""
     if directory.exists():
         try:
             old = cls.load(directory)
-            if [str(i) for i in old.ids] == ids:
+            seen = [str(i) for i in old.ids] + [str(s.get("id")) for s in getattr(old, "skipped", [])]
+            if sorted(seen) == sorted(ids):
                 return old
         except (OSError, ValueError, KeyError, ThinklensError):
             pass
