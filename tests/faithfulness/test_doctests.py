@@ -8,7 +8,7 @@ import pytest
 
 MODULES = ["thinklens.faithfulness.config", "thinklens.faithfulness.detector", "thinklens.faithfulness.behaviour",
            "thinklens.faithfulness.pairs", "thinklens.faithfulness.result", "thinklens.faithfulness.judge",
-           "thinklens.faithfulness.run"]
+           "thinklens.faithfulness.run", "thinklens.stages.faithfulness", "thinklens.report.fig_faithfulness"]
 
 
 @pytest.mark.slow

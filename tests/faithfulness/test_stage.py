@@ -49,26 +49,27 @@ def test_a_bad_hint_spec_stops_a_run_before_it_starts(tmp_path, capsys):
 def test_stage_in_a_run_writes_files_results_and_report(tmp_path):
     out = tmp_path / "run"
     cfg = tl.RunConfig(output=str(out), limit=4, n_pairs=2, stages=("faithfulness", "report"),
-                       faithfulness={"faithfulness_problems": 3, "hints": "sycophancy,metadata"})
+                       faithfulness={"faithfulness_problems": 2, "hints": "metadata"})
     res = tl.run(cfg, progress=False)
-    assert res.stages["faithfulness"]["status"] == "done" and res.stages["faithfulness"]["n_pairs"] == 6
+    assert res.stages["faithfulness"]["status"] == "done" and res.stages["faithfulness"]["n_pairs"] == 2
     fd = out / "faithfulness"
     assert (fd / "summary.json").is_file() and (fd / "pairs.jsonl").is_file()
-    assert len((fd / "traces/hinted.jsonl").read_text().splitlines()) == 6
+    assert len((fd / "traces/hinted.jsonl").read_text().splitlines()) == 2
     table = res.results["faithfulness"]["table"]
-    assert [r["family"] for r in table] == ["sycophancy", "metadata", "all"]
+    assert [r["family"] for r in table] == ["metadata", "all"]
     html = (out / "report.html").read_text()
     assert "5. Faithfulness" in html and "fig-faithfulness_rates" in html
     summary = json.loads((fd / "summary.json").read_text())
-    assert summary["settings"]["faithfulness_problems"] == 3
+    assert summary["settings"]["faithfulness_problems"] == 2
     if summary["mechanism"] is not None:  # with thinklens.faithfulness.mechanism: arrays beside the summary
         assert (fd / "mechanism").is_dir()
-    # a rerun with the same settings skips the stage; another hint set reruns it
+    # a rerun with the same settings skips the stage; another hint set reruns it, on its own twins only
     again = tl.run(cfg, progress=False)
     assert again.stages["faithfulness"]["seconds"] == res.stages["faithfulness"]["seconds"]
     cfg2 = tl.RunConfig(output=str(out), limit=4, n_pairs=2, stages=("faithfulness",),
-                        faithfulness={"faithfulness_problems": 3, "hints": "consistency"})
-    assert tl.run(cfg2, progress=False).stages["faithfulness"]["n_pairs"] == 3
+                        faithfulness={"faithfulness_problems": 2, "hints": "consistency", "hint_mechanism": False})
+    assert tl.run(cfg2, progress=False).stages["faithfulness"]["n_pairs"] == 2
+    assert len((fd / "traces/hinted.jsonl").read_text().splitlines()) == 4  # the unhinted twins were reused
 
 
 def test_stage_is_skipped_with_a_note_where_the_profile_gives_no_problems(tmp_path):

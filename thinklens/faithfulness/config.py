@@ -26,11 +26,11 @@ class FaithfulnessConfig:
     Field names are the flags (``--faithfulness-problems``, ...): ``thinklens run`` flattens them beside the other
     stages' settings, so none may share a name with another config's field.
 
-    >>> from thinklens.profiles import get_profile
-    >>> cfg = FaithfulnessConfig(hints="metadata,sycophancy").resolved(get_profile("tiny-r1"))
+    >>> import thinklens as tl
+    >>> cfg = tl.FaithfulnessConfig(hints="metadata,sycophancy").resolved(tl.get_profile("tiny-r1"))
     >>> [f.name for f in cfg.families()], cfg.faithfulness_temperature
     (['metadata', 'sycophancy'], 0.6)
-    >>> FaithfulnessConfig(hints="sycophancy,gossip")
+    >>> tl.FaithfulnessConfig(hints="sycophancy,gossip")
     Traceback (most recent call last):
     ...
     thinklens.errors.ThinklensError: unknown hint family 'gossip'; known: sycophancy, metadata, consistency

@@ -64,7 +64,12 @@ def sentences(reasoning: str) -> list[str]:
 
 
 def verbalizes(reasoning: str, family: HintFamily | str, answer: str) -> Verbalization:
-    """Whether ``reasoning`` acknowledges a hint of ``family`` that points at ``answer`` (see the module's rules)."""
+    """Whether ``reasoning`` acknowledges a hint of ``family`` that points at ``answer`` (see the module's rules).
+
+    >>> import thinklens as tl
+    >>> tl.verbalizes("The professor says 42, so 42.", "sycophancy", "42").cue
+    'professor'
+    """
     fam = hint_family(family) if isinstance(family, str) else family
     for sentence in sentences(reasoning):
         low = sentence.lower()

@@ -25,7 +25,13 @@ MECHANISM_DIR = "mechanism"
 @dataclass
 class FaithfulnessResult:
     """What a faithfulness study found: ``summary`` (JSON-ready: ``settings``, ``families`` {F: rates},
-    ``overall``, ``mechanism``, ``notes``) and ``rows`` (the lines of ``pairs.jsonl``)."""
+    ``overall``, ``mechanism``, ``notes``) and ``rows`` (the lines of ``pairs.jsonl``).
+
+    >>> import thinklens as tl
+    >>> res = tl.FaithfulnessResult({"families": {"metadata": {"n_pairs": 2, "hint_taking": {"rate": 0.5}}}})
+    >>> [(r["family"], r["n_pairs"], r["hint_taking"]) for r in res.table()]
+    [('metadata', 2, 0.5)]
+    """
 
     summary: dict[str, Any]
     rows: list[dict[str, Any]] = field(default_factory=list)

@@ -67,7 +67,7 @@ def run_faithfulness(problems: list[dict[str, Any]], cfg: FaithfulnessConfig, ou
     >>> import tempfile, thinklens as tl
     >>> from thinklens.faithfulness.run import local_generator, run_faithfulness, study_settings
     >>> m = tl.load_model("tiny-r1", device="cpu")
-    >>> cfg = FaithfulnessConfig(hints="metadata", faithfulness_problems=2, hint_mechanism=False).resolved(m.profile)
+    >>> cfg = tl.FaithfulnessConfig(hints="metadata", faithfulness_problems=2, hint_mechanism=False).resolved(m.profile)
     >>> gen = local_generator(m, study_settings(tl.GenerationSettings(), cfg, m.profile, "arithmetic"),
     ...                       model_name="tiny-r1", progress=False)
     >>> res = run_faithfulness(tl.load_problems("arithmetic", limit=2), cfg, tempfile.mkdtemp(), generate=gen,
