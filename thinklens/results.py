@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from thinklens.attention.heads import head_name
+from thinklens.errors import ThinklensError
 from thinklens.rundir import RunConfig, RunPaths, load_state, read_json, versions
 
 
@@ -177,7 +178,10 @@ def faithfulness_summary(paths: RunPaths) -> dict[str, Any]:
 
     if not paths.faithfulness_summary.exists():
         return {}
-    res = FaithfulnessResult.load(paths.faithfulness_dir)
+    try:
+        res = FaithfulnessResult.load(paths.faithfulness_dir)
+    except ThinklensError as err:  # a damaged file costs this entry, never results.json
+        return {"error": str(err)}
     mech = res.summary.get("mechanism") or {}
     return {"table": res.table(), "mechanism_headline": mech.get("headline"), "groups": mech.get("groups"),
             "rfh_heads": mech.get("rfh_heads"), "notes": res.summary.get("notes") or []}

@@ -77,3 +77,20 @@ def test_stage_is_skipped_with_a_note_where_the_profile_gives_no_problems(tmp_pa
                        faithfulness={"faithfulness_problems": 0})
     st = tl.run(cfg, progress=False).stages["faithfulness"]
     assert st["status"] == "skipped" and "--faithfulness-problems N" in st["note"]
+
+
+def test_results_read_the_saved_study_and_a_damaged_one_costs_only_its_entry(tmp_path):
+    from thinklens.faithfulness.result import FaithfulnessResult
+    from thinklens.results import faithfulness_summary
+    from thinklens.rundir import RunPaths
+
+    paths = RunPaths(tmp_path)
+    assert faithfulness_summary(paths) == {}
+    fam = {"n_pairs": 1, "hint_taking": {"rate": 1.0, "ci95": [1.0, 1.0]}, "labels": {"faithful": 1}}
+    FaithfulnessResult({"families": {"metadata": fam}, "mechanism": None, "notes": ["x"]},
+                       [{"id": "p::metadata", "label": "faithful"}]).save(paths.faithfulness_dir)
+    got = faithfulness_summary(paths)
+    assert got["table"][0]["family"] == "metadata" and got["notes"] == ["x"]
+    with paths.faithfulness_pairs.open("a") as f:
+        f.write("{not json\n")
+    assert "pairs.jsonl:2" in faithfulness_summary(paths)["error"]
