@@ -5,7 +5,10 @@ The public API is flat and lazily imported (``import thinklens`` stays fast and 
     import thinklens as tl
     model, tokenizer, profile = tl.load_model("tiny-r1")
     trace = tl.Trace.from_text(text, tokenizer, profile)
-    result = tl.run(tl.RunConfig(output="runs/tiny"))    # the whole study, as `thinklens run`
+    result = tl.run(tl.RunConfig(output="runs/tiny"))    # faithfulness: hinted twins, verbalization, the hint's path
+    "FaithfulnessConfig": "thinklens.faithfulness.config", "FaithfulnessResult": "thinklens.faithfulness.result",
+    "run_faithfulness": "thinklens.faithfulness.run", "verbalizes": "thinklens.faithfulness.detector",
+    # the whole study, as `thinklens run`
 """
 from __future__ import annotations
 
@@ -49,6 +52,9 @@ _API: dict[str, str] = {
     "run_patches": "thinklens.patching.engine", "LogitDiff": "thinklens.patching.metrics",
     "patch_pair": "thinklens.patching.sweeps", "patch_pairs": "thinklens.patching.sweeps",
     "attribution_patching": "thinklens.patching.attribution", "PatchingResult": "thinklens.patching.results",
+    # faithfulness: hinted twins, verbalization, the hint's path
+    "FaithfulnessConfig": "thinklens.faithfulness.config", "FaithfulnessResult": "thinklens.faithfulness.result",
+    "run_faithfulness": "thinklens.faithfulness.run", "verbalizes": "thinklens.faithfulness.detector",
     # the whole study
     "RunConfig": "thinklens.rundir", "RunPaths": "thinklens.rundir", "RunResult": "thinklens.pipeline",
     "run": "thinklens.pipeline", "build_report": "thinklens.pipeline", "verdicts": "thinklens.results",

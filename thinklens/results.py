@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from thinklens.attention.heads import head_name
+from thinklens.errors import ThinklensError
 from thinklens.rundir import RunConfig, RunPaths, load_state, read_json, versions
 
 
@@ -170,6 +171,22 @@ def steps_summary(paths: RunPaths) -> dict[str, Any]:
     return {**res.summary(), "truncation": {k: res.truncation.get(k) for k in ("fraction", "accuracy", "agreement")}}
 
 
+def faithfulness_summary(paths: RunPaths) -> dict[str, Any]:
+    """The faithfulness stage's rates per hint family (``table``: pairs, hint-taking, faithfulness score, normalized
+    score, with 95% CIs) and its mechanism headline, or ``{}`` when it has not run."""
+    from thinklens.faithfulness.result import FaithfulnessResult
+
+    if not paths.faithfulness_summary.exists():
+        return {}
+    try:
+        res = FaithfulnessResult.load(paths.faithfulness_dir)
+    except ThinklensError as err:  # a damaged file costs this entry, never results.json
+        return {"error": str(err)}
+    mech = res.summary.get("mechanism") or {}
+    return {"table": res.table(), "mechanism_headline": mech.get("headline"), "groups": mech.get("groups"),
+            "rfh_heads": mech.get("rfh_heads"), "notes": res.summary.get("notes") or []}
+
+
 def run_notes(paths: RunPaths) -> dict[str, str]:
     """Stage notes (why a stage was skipped, what it could not do) from ``run_state.json``."""
     return {k: v["note"] for k, v in load_state(paths).items() if v.get("note")}
@@ -183,6 +200,7 @@ def headline_results(paths: RunPaths, config: RunConfig) -> dict[str, Any]:
             "evaluation": evaluation_summary(paths, config.model.name), "heads": heads_summary(paths),
             **heads_causal_summary(paths),
             "patching": patching_summary(paths), "steps": steps_summary(paths),
+            "faithfulness": faithfulness_summary(paths),
             "timings": {k: v.get("seconds") for k, v in state.items() if "seconds" in v},
             "notes": run_notes(paths)}
 

@@ -23,6 +23,7 @@ from thinklens.empirical.backends.openai import ServerSettings
 from thinklens.empirical.settings import GenerationSettings
 from thinklens.empirical.thinking import MIN_USABLE
 from thinklens.errors import ThinklensError
+from thinklens.faithfulness.config import FaithfulnessConfig
 from thinklens.models import ModelOptions
 from thinklens.options import opt
 from thinklens.steps.results import StepsConfig
@@ -62,6 +63,9 @@ LAYOUT: dict[str, str] = {
     "steps_dir": "steps",
     "steps": "steps/steps.jsonl",
     "step_view": "steps/step_view.html",
+    "faithfulness_dir": "faithfulness",
+    "faithfulness_summary": "faithfulness/summary.json",
+    "faithfulness_pairs": "faithfulness/pairs.jsonl",
 }
 
 # settings that define what a run directory contains: a rerun with other values would mix results, so it is refused
@@ -99,6 +103,8 @@ class RunConfig:
                                              "comma-separated (default: the haystack format's; passkey: "
                                              "500,1000,2000)", metavar="N,M")
     steps: StepsConfig = opt(factory=StepsConfig)  # which reasoning steps the answer uses
+    # hinted twins: does the reasoning say when a hint moved the answer (on when the profile or the flag gives problems)
+    faithfulness: FaithfulnessConfig = opt(factory=FaithfulnessConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.model, str):
@@ -113,6 +119,9 @@ class RunConfig:
             self.steps = StepsConfig.from_dict(self.steps)
         # settings the steps stage shares with the run (one flag each): its RFHs are the run's top k
         self.steps = replace(self.steps, seed=self.seed, top_k=self.top_k)
+        if isinstance(self.faithfulness, dict):
+            self.faithfulness = FaithfulnessConfig.from_dict(self.faithfulness)
+        self.faithfulness = replace(self.faithfulness, seed=self.seed)
         if self.generation.backend == "openai":
             self.server = self.server.for_model(self.model.name)
         elif self.server.is_set:

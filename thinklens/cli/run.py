@@ -10,6 +10,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from thinklens.cli.flags import add_config, parent
     from thinklens.empirical.backends.openai import ServerSettings
     from thinklens.empirical.settings import GenerationSettings
+    from thinklens.faithfulness.config import FaithfulnessConfig
     from thinklens.models import ModelOptions
     from thinklens.rundir import RunConfig
     from thinklens.stages.registry import STAGES
@@ -17,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "run", parents=[parent(ModelOptions), parent(GenerationSettings, skip=("seed",)), parent(ServerSettings),
-                        parent(StepsConfig, skip=("seed", "top_k"))],  # both are the run's own (--seed, --top-k)
+                        parent(StepsConfig, skip=("seed", "top_k")),  # both are the run's own (--seed, --top-k)
+                        parent(FaithfulnessConfig, skip=("seed",))],
         help="run the whole study (evaluation, Reasoning-Focus Heads, patching, ...) and write report.html",
         description="Stages: " + "; ".join(f"{s.name}: {s.doc}" for s in STAGES) + ". Writes DIR/results.json and "
         "a self-contained DIR/report.html. Rerunning the same command resumes: finished stages are skipped, partial "

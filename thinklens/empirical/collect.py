@@ -40,7 +40,7 @@ from thinklens.profiles import Profile
 
 REASONING_MODES = ("with", "without")
 __all__ = ["GenerationSettings", "collect", "collect_dataset", "build_prompt", "forced_thinking", "make_record",
-           "prompt_and_forced"]
+           "prompt_and_forced", "record_hint"]
 
 
 @dataclass
@@ -185,11 +185,12 @@ def make_record(problem: dict[str, Any], *, model_name: str, reasoning: str, pro
     closed = profile.think_close in forced + gen.text
     meta = dict(gen.meta)
     fc = meta.pop("forced_close", None)
-    extra = {k: v for k, v in problem.items() if k not in ("id", "problem", "answer", "dataset")}
+    extra = {k: v for k, v in problem.items() if k not in ("id", "problem", "answer", "dataset", "hint")}
     if fc:
         extra["forced_close"] = fc
     return {
         "id": str(problem["id"]), "model": model_name, "reasoning": reasoning, "prompt": prompt,
+        **record_hint(problem, prompt),
         "completion": completion, "gold_answer": problem.get("answer"), "problem": problem["problem"],
         "dataset": problem.get("dataset"),
         "finished": bool(closed and (gen.stopped_at_eos or (fc or {}).get("answer_complete", False))),
@@ -199,6 +200,25 @@ def make_record(problem: dict[str, Any], *, model_name: str, reasoning: str, pro
             "input_ids"]) if forced else 0, "n_completion_tokens": len(gen.token_ids) + int(gen.stopped_at_eos),
         "generation": settings.to_dict(), "metadata": {**extra, **meta},
     }
+
+
+def record_hint(problem: dict[str, Any], prompt: Any) -> dict[str, Any]:
+    """``{"hint": ...}`` for a hinted problem (one whose dict carries ``hint`` with ``chars`` in its problem text,
+    :mod:`thinklens.faithfulness.pairs`), its ``chars`` moved to the ``[start, end)`` span of the hint inside the
+    record's ``prompt`` string; ``{}`` for any other problem. A prompt that does not hold the problem text verbatim
+    (a chat-message list) gets ``chars`` null.
+
+    >>> record_hint({"problem": "Q? Hint.", "hint": {"family": "f", "answer": "7", "chars": [3, 8], "twin": "p"}},
+    ...             "<s>User: Q? Hint.\\n")["hint"]["chars"]
+    [12, 17]
+    """
+    hint = problem.get("hint")
+    if not isinstance(hint, dict):
+        return {}
+    text, chars = str(problem["problem"]), hint.get("chars")
+    at = prompt.rfind(text) if isinstance(prompt, str) else -1
+    moved = [at + int(chars[0]), at + int(chars[1])] if at != -1 and chars else None
+    return {"hint": {**hint, "chars": moved}}
 
 
 def collect(

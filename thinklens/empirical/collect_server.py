@@ -32,6 +32,7 @@ from thinklens.empirical.collect import (
     _batch_seed,
     build_prompt,
     forced_thinking,
+    record_hint,
 )
 from thinklens.empirical.thinking import chat_messages, check_server_settings
 from thinklens.errors import ThinklensError
@@ -184,8 +185,8 @@ def _run(backend: OpenAIBackend, item: _Item, settings: GenerationSettings) -> S
 def _base(item: _Item, model_name: str, reasoning: str, settings: GenerationSettings,
           server: ServerSettings) -> tuple[dict[str, Any], dict[str, Any]]:
     p = item.problem
-    extra = {k: v for k, v in p.items() if k not in ("id", "problem", "answer", "dataset")}
-    head = {"id": str(p["id"]), "model": model_name, "reasoning": reasoning}
+    extra = {k: v for k, v in p.items() if k not in ("id", "problem", "answer", "dataset", "hint")}
+    head = {"id": str(p["id"]), "model": model_name, "reasoning": reasoning, **record_hint(p, item.prompt)}
     generation = {**settings.to_dict(), "server": server.to_dict()}
     return head, {"gold_answer": p.get("answer"), "problem": p["problem"], "dataset": p.get("dataset"),
                   "generation": generation, "metadata": extra}

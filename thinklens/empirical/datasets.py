@@ -48,6 +48,9 @@ class DatasetSpec:
     # (file, limit, seed, errors) -> problems: how the named set is read (None: a problem file); settings that exist
     # because of a model (resampling temperature, how many traces are resampled) live on its profile, not here
     load: Callable[[Any, int | None, int, list[str] | None], list[dict[str, Any]]] | None = None
+    # integer answers lie in [lo, hi]: a hint's wrong answer (thinklens.hints.wrong_answer) stays inside, so that it
+    # is an answer the model could give (None: any integer near the gold one)
+    answer_range: tuple[int, int] | None = None
 
 
 def _organism_spec() -> DatasetSpec:
@@ -55,7 +58,7 @@ def _organism_spec() -> DatasetSpec:
 
     return DatasetSpec("arithmetic", math_instruction=False, reference_traces=tasks.reference_records,
                        contrastive_problems=tasks.contrastive_pairs, steps_proximity=1,  # 3-7 steps per trace
-                       load=_load_arithmetic)
+                       load=_load_arithmetic, answer_range=(1, tasks.MAX_VALUE))
 
 
 def _load_arithmetic(file: Any, limit: int | None, seed: int, errors: list[str] | None) -> list[dict[str, Any]]:

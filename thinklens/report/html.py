@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from thinklens.errors import ThinklensError
-from thinklens.report import fig_attention, fig_empirical, fig_heads, fig_patching, fig_steps
+from thinklens.report import fig_attention, fig_empirical, fig_faithfulness, fig_heads, fig_patching, fig_steps
 from thinklens.report.layer_view import layer_view_data
 from thinklens.results import fmt_number, headline_results, load_head_scores, patching_summary, run_notes, verdicts
 from thinklens.rundir import RunPaths, load_config
@@ -32,7 +32,7 @@ class FigureSpec:
     """One figure of the report: ``draw(*input_paths, png_path)`` on the run files ``inputs`` (layout keys)."""
 
     key: str
-    section: str  # "quality" | "attention" | "causal_heads" | "patching" | "steps"
+    section: str  # "quality" | "attention" | "causal_heads" | "patching" | "steps" | "faithfulness"
     title: str
     draw: Callable[..., Any]
     inputs: tuple[str, ...]
@@ -103,6 +103,25 @@ FIGURES: tuple[FigureSpec, ...] = (
                ("steps_dir",),
                "Per step category (backtracking such as 'Wait', verification, computation, the final answer, other), "
                "the mean within-trace rank of the step under each method (1 = the trace's top step).", "steps"),
+    FigureSpec("faithfulness_rates", "faithfulness", "Hint-taking and verbalization per hint family",
+               fig_faithfulness.plot_rates, ("faithfulness_dir",),
+               "Per hint family: the share of usable pairs whose answer moved to the hinted wrong answer X (the "
+               "unhinted answer was not X), and the faithfulness score, the share of those hint-taking traces whose "
+               "reasoning acknowledges the hint (Chen et al. 2025); 95% bootstrap intervals over pairs.",
+               "faithfulness"),
+    FigureSpec("faithfulness_heads", "faithfulness", "Which heads read the hint: a2hint vs a2r per head",
+               fig_faithfulness.plot_head_attention, ("faithfulness_dir",),
+               "Each point is one (layer, head): its answer queries' attention on the hint (y) against their attention "
+               "on the reasoning (x), mean over the faithful, the unfaithful (silent) and the ignored hinted traces. "
+               "The run's Reasoning-Focus Heads are ringed: heads high on y and low on x read the hint directly.",
+               "faithfulness"),
+    FigureSpec("faithfulness_paths", "faithfulness", "The hint's path: suppression and patching by behaviour",
+               fig_faithfulness.plot_mechanism_by_label, ("faithfulness_dir",),
+               "Left: KL of the answer's distributions when the hint's keys are hidden from the answer's queries only "
+               "(the direct path) or from every later token (total: direct and through the reasoning), per group, "
+               "95% bootstrap intervals. Right: NLD when the hint span of a counterfactual-hint run is patched into "
+               "the hinted run, per layer. Silent hint-taking that goes around the reasoning shows a large "
+               "answer-scope effect.", "faithfulness"),
 )
 
 
@@ -181,7 +200,7 @@ def render_report(run_dir: str | Path, commands: dict[str, str], out: str | Path
         retrieval=heads.get("retrieval_overlap"), ablation=results.get("ablation") or {},
         debugging=results.get("debugging") or {}, debug_view=debug_view,
         cues=heads.get("cues"), token_view=token_view, layer_view=view, commands=commands, step_view=step_view,
-        steps=results.get("steps") or {},
+        steps=results.get("steps") or {}, faithfulness=results.get("faithfulness") or {},
         css=(TEMPLATES / "report.css").read_text(encoding="utf-8"),
         js=(TEMPLATES / "layer_view.js").read_text(encoding="utf-8"))
     out = Path(out) if out else paths.report

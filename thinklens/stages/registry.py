@@ -19,7 +19,7 @@ from typing import Any
 from thinklens.errors import ThinklensError
 from thinklens.options import command
 from thinklens.rundir import LAYOUT, RunConfig, RunPaths
-from thinklens.stages import attention, empirical, heads_causal, patching, steps
+from thinklens.stages import attention, empirical, faithfulness, heads_causal, patching, steps
 from thinklens.stages.context import StageContext
 
 
@@ -92,7 +92,12 @@ STAGES: tuple[Stage, ...] = (
     Stage("steps", steps.steps, steps.steps_command, ("traces_with", "heads"), ("steps",), reads=("steps", "top_k"),
           doc="which reasoning steps the answer uses (step attention, suppression, answer suppression, early "
               "answering, resampling)", parallel=True),
-    Stage("report", _report, _report_command, ("evaluation", "heads", "ablation", "debug", "patching_result", "steps"),
+    Stage("faithfulness", faithfulness.faithfulness, faithfulness.faithfulness_command, ("heads",),
+          ("faithfulness_summary",), reads=("faithfulness", "top_k"),
+          doc="hinted twins: hint-taking, whether the reasoning says so (faithfulness score) and the hint's path to "
+              "the answer"),
+    Stage("report", _report, _report_command, ("evaluation", "heads", "ablation", "debug", "patching_result", "steps",
+                                                "faithfulness_summary"),
           ("report",),
           doc="figures and the self-contained report"),
 )
