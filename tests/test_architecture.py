@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "thinklens.patching": 6,
     "thinklens.steps": 7,
     "thinklens.toy.train": 8, "thinklens.toy.gates": 8, "thinklens.toy.recipe": 8, "thinklens.toy.card": 8,
+    "thinklens.toy.hint_gates": 8,
     "thinklens.rundir": 9,
     "thinklens.results": 10,
     "thinklens.report": 11,
