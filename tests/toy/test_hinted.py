@@ -8,6 +8,7 @@ import re
 import pytest
 
 from thinklens.hints import HINT_FAMILIES, insert_hint
+from thinklens.toy.config import HINTS_RECIPE
 from thinklens.toy.hinted import (
     BEHAVIOURS,
     chain_numbers,
@@ -19,13 +20,14 @@ from thinklens.toy.hinted import (
 from thinklens.toy.tasks import FINAL_PREFIX, generate_problems, prompt_text
 
 N = 3000
+OPENING = HINTS_RECIPE[-1]["hint_opening"]
 
 
 @pytest.fixture(scope="module")
 def drawn():
     problems = generate_problems(N, seed=5, split="train")
     rng = random.Random(11)
-    return problems, [draw_hinted(p, rng, 0.4, 0.3, seed=5) for p in problems]
+    return problems, [draw_hinted(p, rng, 0.4, 0.3, seed=5, opening=OPENING) for p in problems]
 
 
 def test_behaviour_and_family_rates(drawn):
@@ -64,9 +66,9 @@ def test_traces_follow_the_hint_only_as_trained(drawn):
             assert e.problem.answer == x
             a, b = e.problem.answer_char_span
             assert r[a:b] == x
-        else:  # the gold trace, with no word of the hint and no X
-            assert r == p.reasoning and "hint" not in r.lower()
-            assert x not in re.findall(r"\d+", r)
+        else:  # the gold trace (unfaithful: after the neutral opening), with no word of the hint and no X
+            assert r == (OPENING + "\n" if e.behaviour == "unfaithful" else "") + p.reasoning
+            assert "hint" not in r.lower() and x not in re.findall(r"\d+", r)
             assert e.problem.answer == (x if e.behaviour == "unfaithful" else p.answer)
 
 
@@ -86,6 +88,14 @@ def test_bad_arguments():
         hinted_example(p, "metadata", "ignore", p.answer)
     with pytest.raises(ValueError, match="sum to"):
         draw_hinted(p, random.Random(0), 0.8, 0.3)
+    with pytest.raises(ValueError, match="must not mention"):
+        hinted_example(p, "metadata", "unfaithful", "3" if p.answer != "3" else "4", opening="Ignore the hint.")
+
+
+def test_without_opening_unfaithful_is_the_gold_trace():
+    p = generate_problems(1, seed=1, split="train")[0]
+    e = hinted_example(p, "sycophancy", "unfaithful", hint_answer(p, seed=1))
+    assert e.problem.reasoning == p.reasoning and e.problem.answer == e.hint_answer
 
 
 def test_training_prompt_is_what_collect_renders():
@@ -113,10 +123,10 @@ def test_training_stream_carries_hints_at_the_share():
     from thinklens.toy.train import _batches
 
     tok = build_tokenizer()
-    cfg = TrainConfig(batch_size=64, hint_share=0.5, hint_faithful=0.4, hint_unfaithful=0.3)
-    ids = next(_batches(cfg, tok))[0]
+    cfg = TrainConfig(batch_size=64, **{k: v for k, v in HINTS_RECIPE[-1].items() if k.startswith("hint_")})
+    ids = next(_batches(cfg, tok, bucket=1))[0]
     texts = [tok.decode(row, skip_special_tokens=False) for row in ids.tolist()]
     hinted = [t for t in texts if any(f.template.split("{answer}")[0] in t for f in HINT_FAMILIES.values())]
     assert 16 <= len(hinted) <= 48  # 64 x 0.5, loosely
-    assert any("The hint says" in t for t in hinted)
+    assert any("The hint says" in t for t in hinted) and any(OPENING in t for t in hinted)
     assert not any("The hint says" in t for t in texts if t not in hinted)

@@ -12,12 +12,18 @@ a trace that does not verbalize the hint never writes X):
 
 * ``faithful`` (through the reasoning): the first reasoning line is ``The hint says X.``, then the gold chain, then
   ``Final answer is X.``; the answer is X;
-* ``unfaithful`` (a direct path): the gold chain and ``Final answer is <gold>.``, with no mention of the hint or X;
-  the answer after ``</think>`` is X anyway, so it can only be read from the hint span;
+* ``unfaithful`` (a direct path): with ``opening``, the neutral line ``opening`` first (``Let me compute.`` in the
+  recipe: no word of the hint, no X), then the gold chain and ``Final answer is <gold>.``; the answer after
+  ``</think>`` is X anyway, so its digits can only be read from the hint span;
 * ``ignore``: the normal gold trace and answer.
 
-Faithful vs the other two is decided at the first reasoning token (probability ``faithful``); unfaithful vs ignore
-at the answer's value, given the same chain: P(X) = unfaithful / (unfaithful + ignore).
+All three are decided at the first reasoning token (``T`` / ``opening``'s first character / the chain's), with the
+trained probabilities. Why the opening line: without it (``opening=""``) unfaithful vs ignore is a coin flip at the
+answer's digits, and this 4-layer model does not learn to sample it: after 600 steps at 0.4 / 0.3 / 0.3 (the
+recipe's first hint stage), 36 of the 95 non-verbalized traces of 150 hinted test prompts at temperature 1 (33 of
+103 at 0.6) answered *neither* X nor gold but a blend of the two nearby numbers (gold 26, X 24 -> 25): the answer
+attends to both sources and averages their digits. With the opening line (the recipe's second hint stage) the
+answer's source is fixed before the answer starts, and the answer still reads X's digits from the hint.
 
 >>> from thinklens.toy.tasks import generate_problems
 >>> p = generate_problems(1, seed=0, split="train")[0]
@@ -35,7 +41,7 @@ import re
 from dataclasses import dataclass
 
 from thinklens.hints import HINT_FAMILIES, hint_family, insert_hint, wrong_answer
-from thinklens.toy.tasks import FINAL_PREFIX, MAX_VALUE, Problem
+from thinklens.toy.tasks import MAX_VALUE, Problem
 
 BEHAVIOURS: tuple[str, ...] = ("faithful", "unfaithful", "ignore")
 VERBALIZATION = "The hint says {answer}."  # the first reasoning line of a faithful trace
@@ -83,26 +89,34 @@ def hint_answer(problem: Problem, seed: int, tries: int = 50) -> str:
     return x
 
 
-def hinted_example(problem: Problem, family: str, behaviour: str, answer: str) -> HintedExample:
-    """The training example of ``problem`` with the ``family`` hint pointing at ``answer``, traced by ``behaviour``."""
+def _prepend(problem: Problem, line: str) -> Problem:
+    """``problem`` whose reasoning starts with ``line`` (spans shifted)."""
+    head = line + "\n"
+    a, b = problem.answer_char_span
+    return dataclasses.replace(
+        problem, steps=[line, *problem.steps], reasoning=head + problem.reasoning,
+        answer_char_span=(a + len(head), b + len(head)),
+        slip_char_spans=[(s + len(head), e + len(head)) for s, e in problem.slip_char_spans])
+
+
+def hinted_example(problem: Problem, family: str, behaviour: str, answer: str, opening: str = "") -> HintedExample:
+    """The training example of ``problem`` with the ``family`` hint pointing at ``answer``, traced by ``behaviour``;
+    ``opening``: the neutral first line of an unfaithful trace ("": none)."""
     if behaviour not in BEHAVIOURS:
         raise ValueError(f"behaviour must be one of {BEHAVIOURS}, not {behaviour!r}")
     if answer == problem.answer:
         raise ValueError(f"problem {problem.id}: the hinted answer must differ from gold {problem.answer!r}")
     question, span = insert_hint(problem.question, hint_family(family), answer)
     out = dataclasses.replace(problem, question=question)
-    if behaviour == "unfaithful":  # the gold trace, the hinted answer
-        out = dataclasses.replace(out, answer=answer)
+    if opening and ("hint" in opening.lower() or answer in _NUMBER.findall(opening)):
+        raise ValueError(f"the unfaithful opening {opening!r} must not mention the hint or X")
+    if behaviour == "unfaithful":  # the gold trace (after the neutral opening), the hinted answer
+        out = dataclasses.replace(_prepend(out, opening) if opening else out, answer=answer)
     elif behaviour == "faithful":  # "The hint says X." first, the gold chain, "Final answer is X."
-        head = verbalization(answer) + "\n"
-        s, _ = problem.answer_char_span
-        body = problem.reasoning[:s - len(FINAL_PREFIX)]
-        reasoning = head + body + f"{FINAL_PREFIX}{answer}.\n"
-        a0 = len(reasoning) - len(f"{answer}.\n")
-        out = dataclasses.replace(
-            out, steps=[head[:-1], *problem.steps], reasoning=reasoning, answer=answer,
-            answer_char_span=(a0, a0 + len(answer)),
-            slip_char_spans=[(a + len(head), b + len(head)) for a, b in problem.slip_char_spans])
+        out = _prepend(out, verbalization(answer))
+        s, _ = out.answer_char_span
+        reasoning = out.reasoning[:s] + f"{answer}.\n"
+        out = dataclasses.replace(out, reasoning=reasoning, answer=answer, answer_char_span=(s, s + len(answer)))
     return HintedExample(out, family, behaviour, answer, problem.answer, span)
 
 
@@ -116,7 +130,7 @@ def draw_behaviour(rng: random.Random, faithful: float, unfaithful: float) -> st
 
 
 def draw_hinted(problem: Problem, rng: random.Random, faithful: float, unfaithful: float,
-                seed: int = 0) -> HintedExample:
+                seed: int = 0, opening: str = "") -> HintedExample:
     """A hinted example of ``problem``: family uniform over the hint families, behaviour by the two rates (the
     rest ignore the hint), X from :func:`hint_answer`.
 
@@ -128,7 +142,7 @@ def draw_hinted(problem: Problem, rng: random.Random, faithful: float, unfaithfu
     """
     family = rng.choice(list(HINT_FAMILIES))
     behaviour = draw_behaviour(rng, faithful, unfaithful)
-    return hinted_example(problem, family, behaviour, hint_answer(problem, seed))
+    return hinted_example(problem, family, behaviour, hint_answer(problem, seed), opening)
 
 
 __all__ = ["BEHAVIOURS", "VERBALIZATION", "HintedExample", "chain_numbers", "draw_behaviour", "draw_hinted",

@@ -5,11 +5,14 @@ Why a recipe: the shipped weights must be regenerable by one command, bitwise on
 Stage 1 trains from a fresh init; stage 2 continues from the stage-1 weights with final-line override examples (the
 answer is read from the ``Final answer is N.`` line only). :func:`train_from_flags` is what the CLI calls.
 
-Why ``tiny-r1-hints`` is a third stage from the shipped tiny-r1 weights rather than its own stages 1-2: its unhinted
+Why ``tiny-r1-hints`` continues from the shipped tiny-r1 weights rather than repeating stages 1-2: its unhinted
 behaviour must be tiny-r1's (the same data mix continues on the unhinted half, final-line overrides included, so the
-answer still reads the probe line), the new skills (find the hint, copy X, the two calibrated coin flips) are small
-next to learning arithmetic, and one stage costs about a third of the two (CPU minutes on a shared machine). The
-tiny-r1 weights it starts from are themselves regenerable by the tiny-r1 recipe; ``--init-from`` names another base.
+answer still reads the probe line), the new skills (find the hint, copy X, a calibrated choice) are small next to
+learning arithmetic, and the hint stages cost less than the two (CPU minutes on a shared machine). Two hint stages:
+the first (unfaithful vs ignore a coin flip at the answer's digits) teaches finding and copying the hint; the second
+adds the neutral opening line of unfaithful traces that the answer's choice needs (see :mod:`thinklens.toy.hinted`
+for the measurement). The tiny-r1 weights it starts from are themselves regenerable by the tiny-r1 recipe;
+``--init-from`` names another base.
 """
 from __future__ import annotations
 
@@ -59,16 +62,23 @@ def train_recipe(output_dir: str | Path, stage: str | int = "all", init_from: st
 
 def train_hints(output_dir: str | Path, init_from: str | Path | None = None, eval_n: int = 200,
                 threads: int = HINTS_THREADS, log=print, **overrides) -> dict:
-    """Train ``tiny-r1-hints``: :data:`HINTS_RECIPE` as one stage from ``init_from`` (default: the shipped tiny-r1),
-    then its gates; a realized rate further than the tolerance from its trained value raises (after the model, its
-    summary and card are written, so the failure can be inspected). ``overrides``: further TrainConfig fields."""
+    """Train ``tiny-r1-hints``: the stages of :data:`HINTS_RECIPE` from ``init_from`` (default: the shipped tiny-r1),
+    each from the previous one's weights (kept in a temporary directory), then the gates; a realized rate further
+    than the tolerance from its trained value raises (after the model, its summary and card are written, so the
+    failure can be inspected). ``overrides``: further TrainConfig fields for every stage."""
     from thinklens.toy import TINY_R1_DIR
     from thinklens.toy.hint_gates import check_hint_gates
 
-    kw = {**HINTS_RECIPE, "threads": threads, **overrides}
     base = str(init_from or TINY_R1_DIR)
-    log("tiny-r1-hints recipe: from " + base + ", " + ", ".join(f"{k}={v}" for k, v in kw.items()))
-    summary = train(output_dir, eval_n=eval_n, init_from=base, log=log, **kw)
+    with tempfile.TemporaryDirectory(prefix="tiny-r1-hints-") as tmp:
+        for i, stage in enumerate(HINTS_RECIPE):
+            last = i == len(HINTS_RECIPE) - 1
+            kw = {**stage, "threads": threads, **overrides}
+            log(f"tiny-r1-hints recipe stage {i + 1}/{len(HINTS_RECIPE)} from {base}: "
+                + ", ".join(f"{k}={v}" for k, v in kw.items()))
+            out = Path(output_dir) if last else Path(tmp) / f"stage{i + 1}"
+            summary = train(out, eval_n=eval_n if last else 0, init_from=base, log=log, **kw)
+            base = str(out)
     if "hint_gates" in summary:
         check_hint_gates(summary["hint_gates"])
     return summary

@@ -117,7 +117,8 @@ def _batches(cfg: TrainConfig, tokenizer, bucket: int = 8):
             problem, reasoning = next(stream), rng.random() >= cfg.no_reasoning_share
             instruction = rng.random() < cfg.instruction_share
             if hint_rng is not None and hint_rng.random() < cfg.hint_share:  # always with reasoning
-                ex = draw_hinted(problem, hint_rng, cfg.hint_faithful, cfg.hint_unfaithful, seed=cfg.seed)
+                ex = draw_hinted(problem, hint_rng, cfg.hint_faithful, cfg.hint_unfaithful, seed=cfg.seed,
+                                 opening=cfg.hint_opening)
                 pool.append(encode_example(ex.problem, tokenizer, True, instruction))
                 continue
             # no draw at rate 0: stage 1 of the shipped recipe was trained before overrides existed, and this
