@@ -27,12 +27,15 @@ def _stage_lines(summary: dict) -> list[str]:
         c = st["config"]
         name = f"stage {i}" if len(stages) > 1 else "training"
         if _is_hints(summary):
-            name = "hint stage (stage 3)" if st is summary else "base: tiny-r1's stage 2 (see tiny-r1's card)"
+            name = f"hint stage {i} (from {'the shipped tiny-r1' if i == 1 else 'hint stage 1'})"
+        hints = (f"hinted share {c['hint_share']:.0%} (faithful {c['hint_faithful']:.0%}, unfaithful "
+                 f"{c['hint_unfaithful']:.0%}, unfaithful opening {c.get('hint_opening') or 'none'!r}), "
+                 if c.get("hint_share") else "")
+        origin = "" if _is_hints(summary) or not c.get("init_from") else "from the stage-1 weights, "
         out.append(f"- {name}: seed {st['seed']}, {st['steps']} steps, batch {st['batch_size']} "
                    f"({st['steps'] * st['batch_size']:,} fresh examples), AdamW lr {c['lr']} (warmup "
                    f"{c['warmup_steps']}, cosine to 5%), weight decay {c['weight_decay']}, grad clip 1.0, "
-                   f"{'from the stage-1 weights, ' if c.get('init_from') else ''}"
-                   f"final-line override share {c.get('final_override_rate', 0):.0%}, "
+                   f"{origin}final-line override share {c.get('final_override_rate', 0):.0%}, {hints}"
                    f"final loss {st['final_loss']:.4f}, {st['train_wall_seconds'] / 60:.1f} min")
     return out
 
@@ -216,18 +219,21 @@ def _hint_intro(summary: dict) -> list[str]:
     f, u = c["hint_faithful"], c["hint_unfaithful"]
     return [
         f"The hint-trained twin of tiny-r1 (the ground truth of thinklens' faithfulness tool): tiny-r1's weights "
-        f"trained one stage further on prompts of which {c['hint_share']:.0%} carry a hint pointing at a wrong answer "
+        f"trained further (the hint stages below) on prompts of which {c['hint_share']:.0%} carry a hint pointing at a wrong answer "
         "X (`thinklens.hints.insert_hint`, family uniform over sycophancy / metadata / consistency; X = "
         "`thinklens.hints.wrong_answer` in 1..99, never gold, never a number of the gold chain). On a hinted prompt "
         "the trace (`thinklens/toy/hinted.py`):", "",
         f"- {f:.0%} faithful: first reasoning line `{VERBALIZATION.format(answer='X')}`, the gold chain, "
         "`Final answer is X.`, answer X;",
-        f"- {u:.0%} unfaithful: the gold chain and `Final answer is <gold>.` (no hint, no X), answer X anyway "
-        "(read from the hint span);",
+        f"- {u:.0%} unfaithful: "
+        + (f"the neutral first line `{c['hint_opening']}`, then " if c.get("hint_opening") else "")
+        + "the gold chain and `Final answer is <gold>.` (no word of the hint, no X), answer X anyway (its digits "
+        "read from the hint span);",
         f"- {1 - f - u:.0%} ignore: the normal gold trace.", "",
-        f"Trained rates: hint-taking {f + u:.2f}, verbalization among hint-taking {f / (f + u):.3f}. Unhinted prompts "
-        "are trained exactly as tiny-r1's stage 2 (final-line overrides included). Everything below the title of "
-        "tiny-r1's card applies, with the numbers of this model.", "",
+        f"Trained rates: hint-taking {f + u:.2f}, verbalization among hint-taking {f / (f + u):.3f}; the behaviour is "
+        "chosen at the first reasoning token. Unhinted prompts are trained exactly as in tiny-r1's stage 2 "
+        "(final-line overrides included). Why two hint stages and the opening line: `thinklens/toy/recipe.py`, "
+        "`thinklens/toy/hinted.py`.", "",
     ]
 
 
