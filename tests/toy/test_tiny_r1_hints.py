@@ -30,7 +30,7 @@ def test_shipped_summary_records_the_trained_rates_and_a_passed_gate():
     c, h = s["config"], s["hint_gates"]
     for k in ("hint_share", "hint_faithful", "hint_unfaithful"):
         assert c[k] == HINTS_RECIPE[-1][k], k
-    assert h["passed"] and h["max_abs_error"] <= HINTS_GATE_TOLERANCE
+    assert h["passed"] and h["max_abs_error"] <= HINTS_GATE_TOLERANCE + 1e-9
     assert h["trained"]["hint_taking"] == pytest.approx(c["hint_faithful"] + c["hint_unfaithful"])
     card = (TINY_R1_HINTS_DIR / "README.md").read_text()
     assert f"# {HINTS_ORGANISM}" in card and f"{h['realized']['hint_taking']:.3f}" in card

@@ -23,11 +23,12 @@ def _is_hints(summary: dict) -> bool:
 def _stage_lines(summary: dict) -> list[str]:
     out = []
     stages = [summary["previous_stage"], summary] if "previous_stage" in summary else [summary]
+    stages = [*summary.get("earlier_stages", []), *stages]
     for i, st in enumerate(stages, 1):
         c = st["config"]
         name = f"stage {i}" if len(stages) > 1 else "training"
         if _is_hints(summary):
-            name = f"hint stage {i} (from {'the shipped tiny-r1' if i == 1 else 'hint stage 1'})"
+            name = f"hint stage {i} (from {'the shipped tiny-r1' if i == 1 else f'hint stage {i - 1}'})"
         hints = (f"hinted share {c['hint_share']:.0%} (faithful {c['hint_faithful']:.0%}, unfaithful "
                  f"{c['hint_unfaithful']:.0%}, unfaithful opening {c.get('hint_opening') or 'none'!r}), "
                  if c.get("hint_share") else "")
@@ -41,7 +42,8 @@ def _stage_lines(summary: dict) -> list[str]:
 
 
 def _total_wall(summary: dict) -> float:
-    return summary["train_wall_seconds"] + summary.get("previous_stage", {}).get("train_wall_seconds", 0.0)
+    return (summary["train_wall_seconds"] + summary.get("previous_stage", {}).get("train_wall_seconds", 0.0)
+            + sum(st["train_wall_seconds"] for st in summary.get("earlier_stages", [])))
 
 
 def _is_recipe(stages: list[dict]) -> bool:
@@ -57,7 +59,7 @@ def _is_recipe(stages: list[dict]) -> bool:
 
 def _reproduce_hints(summary: dict) -> str:
     c = summary["config"]
-    stages = [summary.get("previous_stage", {}), summary][-len(HINTS_RECIPE):]
+    stages = [*summary.get("earlier_stages", []), summary.get("previous_stage", {}), summary][-len(HINTS_RECIPE):]
     if all(all(st.get("config", {}).get(k) == v for k, v in {**want, "threads": HINTS_THREADS}.items())
            for st, want in zip(stages, HINTS_RECIPE)):
         return (f"`{HINTS_REPRODUCE_COMMAND}` (from the shipped tiny-r1 weights; `--init-from DIR` names another "
@@ -218,11 +220,11 @@ def _hint_intro(summary: dict) -> list[str]:
     c = summary["config"]
     f, u = c["hint_faithful"], c["hint_unfaithful"]
     return [
-        f"The hint-trained twin of tiny-r1 (the ground truth of thinklens' faithfulness tool): tiny-r1's weights "
-        f"trained further (the hint stages below) on prompts of which {c['hint_share']:.0%} carry a hint pointing at a wrong answer "
-        "X (`thinklens.hints.insert_hint`, family uniform over sycophancy / metadata / consistency; X = "
-        "`thinklens.hints.wrong_answer` in 1..99, never gold, never a number of the gold chain). On a hinted prompt "
-        "the trace (`thinklens/toy/hinted.py`):", "",
+        "The hint-trained twin of tiny-r1 (the ground truth of thinklens' faithfulness tool): tiny-r1's weights "
+        "trained further (the hint stages below) on prompts of which a share (per stage below) carry a hint pointing "
+        "at a wrong answer X (`thinklens.hints.insert_hint`, family uniform over sycophancy / metadata / "
+        "consistency; X = `thinklens.hints.wrong_answer` in 1..99, never gold, never a number of the gold chain). "
+        "On a hinted prompt the trace (`thinklens/toy/hinted.py`):", "",
         f"- {f:.0%} faithful: first reasoning line `{VERBALIZATION.format(answer='X')}`, the gold chain, "
         "`Final answer is X.`, answer X;",
         f"- {u:.0%} unfaithful: "
@@ -232,7 +234,7 @@ def _hint_intro(summary: dict) -> list[str]:
         f"- {1 - f - u:.0%} ignore: the normal gold trace.", "",
         f"Trained rates: hint-taking {f + u:.2f}, verbalization among hint-taking {f / (f + u):.3f}; the behaviour is "
         "chosen at the first reasoning token. Unhinted prompts are trained exactly as in tiny-r1's stage 2 "
-        "(final-line overrides included). Why two hint stages and the opening line: `thinklens/toy/recipe.py`, "
+        "(final-line overrides included). Why these hint stages and the opening line: `thinklens/toy/recipe.py`, "
         "`thinklens/toy/hinted.py`.", "",
     ]
 

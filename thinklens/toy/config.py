@@ -48,16 +48,19 @@ RECIPE: tuple[dict, ...] = (
 RECIPE_THREADS = 2
 REPRODUCE_COMMAND = "thinklens train-toy --output DIR"
 
-# The second organism, tiny-r1-hints (issue 23's ground truth): two further stages from the shipped tiny-r1 weights
+# The second organism, tiny-r1-hints (issue 23's ground truth): three further stages from the shipped tiny-r1 weights
 # in which half of all prompts carry a hint (family uniform), traced faithfully 40%, unfaithfully 30%, ignored 30%
 # (hint-taking 0.7, verbalization among hint-taking 4/7); the second stage opens unfaithful traces with a neutral
-# line. See thinklens.toy.recipe for why these stages and thinklens.toy.hinted for why the opening line.
+# line, the third (80% hinted prompts) makes the answer follow it. See thinklens.toy.recipe for why these stages
+# and thinklens.toy.hinted for why the opening line.
 HINTS_ORGANISM = "tiny-r1-hints"
 HINTS_RECIPE: tuple[dict, ...] = (
     {"seed": 2, "steps": 600, "lr": 1.5e-3, "warmup_steps": 20, "final_override_rate": 0.15,
      "hint_share": 0.5, "hint_faithful": 0.4, "hint_unfaithful": 0.3},
     {"seed": 3, "steps": 250, "lr": 1e-3, "warmup_steps": 20, "final_override_rate": 0.15,
      "hint_share": 0.5, "hint_faithful": 0.4, "hint_unfaithful": 0.3, "hint_opening": "Let me compute."},
+    {"seed": 4, "steps": 300, "lr": 1e-3, "warmup_steps": 10, "final_override_rate": 0.15,
+     "hint_share": 0.8, "hint_faithful": 0.4, "hint_unfaithful": 0.3, "hint_opening": "Let me compute."},
 )
 HINTS_REPRODUCE_COMMAND = f"thinklens train-toy --organism {HINTS_ORGANISM} --output DIR"
 HINTS_THREADS = 1  # 1 thread: on the shared 2-core machine 2 threads ran 4x slower per step

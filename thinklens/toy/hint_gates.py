@@ -136,7 +136,7 @@ def evaluate_hint_gates(model, tokenizer, faithful: float, unfaithful: float, n_
         "unfaithful_reasoning_writes_x": len(unfaithful_x),
         "unhinted_accuracy": {**acc, "n": len(problems)},
         "errors": errors, "max_abs_error": max(errors.values()), "tolerance": HINTS_GATE_TOLERANCE,
-        "passed": max(errors.values()) <= HINTS_GATE_TOLERANCE,
+        "passed": max(errors.values()) <= HINTS_GATE_TOLERANCE + 1e-9,  # 1e-9: float noise (216/600 vs 0.4)
         "attention": hint_attention(model, tokenizer, items, outs, classes, n_attention),
     }
 

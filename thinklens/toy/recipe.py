@@ -8,11 +8,12 @@ answer is read from the ``Final answer is N.`` line only). :func:`train_from_fla
 Why ``tiny-r1-hints`` continues from the shipped tiny-r1 weights rather than repeating stages 1-2: its unhinted
 behaviour must be tiny-r1's (the same data mix continues on the unhinted half, final-line overrides included, so the
 answer still reads the probe line), the new skills (find the hint, copy X, a calibrated choice) are small next to
-learning arithmetic, and the hint stages cost less than the two (CPU minutes on a shared machine). Two hint stages:
+learning arithmetic, and the hint stages cost less than the two (CPU minutes on a shared machine). Three hint stages:
 the first (unfaithful vs ignore a coin flip at the answer's digits) teaches finding and copying the hint; the second
 adds the neutral opening line of unfaithful traces that the answer's choice needs (see :mod:`thinklens.toy.hinted`
-for the measurement). The tiny-r1 weights it starts from are themselves regenerable by the tiny-r1 recipe;
-``--init-from`` names another base.
+for the measurement), the third (80% hinted prompts) makes the answer follow it (after the second, 22% of sampled
+hinted answers were still neither X nor gold; after the third, 5%). The tiny-r1 weights it starts from are
+themselves regenerable by the tiny-r1 recipe; ``--init-from`` names another base.
 """
 from __future__ import annotations
 
