@@ -70,6 +70,7 @@ def test_recipe_fails_loudly_when_the_rates_are_not_realized(tmp_path):
                     batch_size=4, save_every=0)
     s = json.loads((tmp_path / "m" / "training_summary.json").read_text())
     assert s["config"]["hint_share"] == HINTS_RECIPE[-1]["hint_share"] and not s["hint_gates"]["passed"]
+    assert len(s.get("earlier_stages", [])) + 2 == len(HINTS_RECIPE)  # every hint stage on record
     assert f"# {HINTS_ORGANISM}" in (tmp_path / "m" / "README.md").read_text()
 
 

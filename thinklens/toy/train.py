@@ -226,7 +226,11 @@ def train(output_dir: str | Path, seed: int = 0, steps: int = 1200, batch_size: 
     prev = Path(cfg.init_from) / "training_summary.json" if cfg.init_from else None
     if prev and prev.is_file():  # a second stage: keep the first stage's record for the card
         keep = ("seed", "steps", "batch_size", "final_loss", "train_wall_seconds", "config")
-        summary["previous_stage"] = {k: v for k, v in json.loads(prev.read_text()).items() if k in keep}
+        before = json.loads(prev.read_text())
+        summary["previous_stage"] = {k: v for k, v in before.items() if k in keep}
+        if cfg.hint_share > 0:  # tiny-r1-hints: the card lists every hint stage
+            earlier = [*before.get("earlier_stages", []), before.get("previous_stage")]
+            summary["earlier_stages"] = [st for st in earlier if st and st["config"].get("hint_share", 0) > 0]
     model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
                                                eos_token_id=tokenizer.eos_token_id,
                                                pad_token_id=tokenizer.pad_token_id, do_sample=False,
