@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "thinklens.steps": 7,
     "thinklens.faithfulness": 8,
     "thinklens.toy.train": 8, "thinklens.toy.gates": 8, "thinklens.toy.recipe": 8, "thinklens.toy.card": 8,
+    "thinklens.toy.hint_gates": 8,
     "thinklens.rundir": 9,
     "thinklens.results": 10,
     "thinklens.report": 11,

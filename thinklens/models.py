@@ -1,4 +1,5 @@
-"""Loading models and tokenizers: a hub id, a local directory, or the embedded ``tiny-r1``.
+"""Loading models and tokenizers: a hub id, a local directory, or an embedded organism (``tiny-r1``,
+``tiny-r1-hints``).
 
 Why a thin wrapper: every stage wants the same three things (model in eval mode, tokenizer, family profile), the
 same device/dtype defaults, and one clear error when a hub id cannot be reached (this matters offline and on
@@ -15,8 +16,9 @@ from thinklens.errors import ModelLoadError, ThinklensError
 from thinklens.gguf import gguf_identity, require_gguf, split_gguf
 from thinklens.options import opt
 from thinklens.profiles import Profile, get_profile, profile_names
+from thinklens.toy import EMBEDDED_COMMANDS, EMBEDDED_DIRS
 
-EMBEDDED = {"tiny-r1"}
+EMBEDDED = set(EMBEDDED_DIRS)  # the shipped organisms, loadable by name
 DTYPES = ("fp32", "float32", "bf16", "bfloat16", "fp16", "float16", "half")
 
 
@@ -69,14 +71,13 @@ def resolve(name_or_path: str | os.PathLike) -> str:
     """The directory or hub id to hand to ``from_pretrained``: embedded names map into the package."""
     name = str(name_or_path)
     if name in EMBEDDED:
-        from thinklens.toy import TINY_R1_DIR
-
-        if not (Path(TINY_R1_DIR) / "config.json").exists():
+        where = EMBEDDED_DIRS[name]
+        if not (Path(where) / "config.json").exists():
             raise ModelLoadError(
-                f"the embedded model {name!r} is missing from {TINY_R1_DIR}; regenerate it with "
-                f"`thinklens train-toy --output {TINY_R1_DIR}`"
+                f"the embedded model {name!r} is missing from {where}; regenerate it with "
+                f"`{EMBEDDED_COMMANDS[name].replace('DIR', str(where))}`"
             )
-        return str(TINY_R1_DIR)
+        return str(where)
     return name
 
 

@@ -1,8 +1,19 @@
-"""The recipe of the shipped ``tiny-r1``: two training stages, run by ``thinklens train-toy --output DIR``.
+"""The recipes of the shipped organisms: ``tiny-r1`` (two stages, ``thinklens train-toy --output DIR``) and
+``tiny-r1-hints`` (a third stage, ``thinklens train-toy --organism tiny-r1-hints --output DIR``).
 
 Why a recipe: the shipped weights must be regenerable by one command, bitwise on the same machine and torch build.
 Stage 1 trains from a fresh init; stage 2 continues from the stage-1 weights with final-line override examples (the
 answer is read from the ``Final answer is N.`` line only). :func:`train_from_flags` is what the CLI calls.
+
+Why ``tiny-r1-hints`` continues from the shipped tiny-r1 weights rather than repeating stages 1-2: its unhinted
+behaviour must be tiny-r1's (the same data mix continues on the unhinted half, final-line overrides included, so the
+answer still reads the probe line), the new skills (find the hint, copy X, a calibrated choice) are small next to
+learning arithmetic, and the hint stages cost less than the two (CPU minutes on a shared machine). Three hint stages:
+the first (unfaithful vs ignore a coin flip at the answer's digits) teaches finding and copying the hint; the second
+adds the neutral opening line of unfaithful traces that the answer's choice needs (see :mod:`thinklens.toy.hinted`
+for the measurement), the third (80% hinted prompts) makes the answer follow it (after the second, 22% of sampled
+hinted answers were still neither X nor gold; after the third, 5%). The tiny-r1 weights it starts from are
+themselves regenerable by the tiny-r1 recipe; ``--init-from`` names another base.
 """
 from __future__ import annotations
 
@@ -10,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from thinklens.toy.config import RECIPE, RECIPE_THREADS
+from thinklens.toy.config import HINTS_ORGANISM, HINTS_RECIPE, HINTS_THREADS, RECIPE, RECIPE_THREADS
 from thinklens.toy.train import train
 
 
@@ -50,6 +61,30 @@ def train_recipe(output_dir: str | Path, stage: str | int = "all", init_from: st
         return run(1, output_dir, first, eval_n)
 
 
+def train_hints(output_dir: str | Path, init_from: str | Path | None = None, eval_n: int = 200,
+                threads: int = HINTS_THREADS, log=print, **overrides) -> dict:
+    """Train ``tiny-r1-hints``: the stages of :data:`HINTS_RECIPE` from ``init_from`` (default: the shipped tiny-r1),
+    each from the previous one's weights (kept in a temporary directory), then the gates; a realized rate further
+    than the tolerance from its trained value raises (after the model, its summary and card are written, so the
+    failure can be inspected). ``overrides``: further TrainConfig fields for every stage."""
+    from thinklens.toy import TINY_R1_DIR
+    from thinklens.toy.hint_gates import check_hint_gates
+
+    base = str(init_from or TINY_R1_DIR)
+    with tempfile.TemporaryDirectory(prefix="tiny-r1-hints-") as tmp:
+        for i, stage in enumerate(HINTS_RECIPE):
+            last = i == len(HINTS_RECIPE) - 1
+            kw = {**stage, "threads": threads, **overrides}
+            log(f"tiny-r1-hints recipe stage {i + 1}/{len(HINTS_RECIPE)} from {base}: "
+                + ", ".join(f"{k}={v}" for k, v in kw.items()))
+            out = Path(output_dir) if last else Path(tmp) / f"stage{i + 1}"
+            summary = train(out, eval_n=eval_n if last else 0, init_from=base, log=log, **kw)
+            base = str(out)
+    if "hint_gates" in summary:
+        check_hint_gates(summary["hint_gates"])
+    return summary
+
+
 _STAGE_FLAGS = ("seed", "steps", "lr", "warmup_steps", "final_override_rate")
 
 
@@ -64,6 +99,20 @@ def train_from_flags(a: Any, error=None) -> dict:
         raise ValueError(msg)
 
     single = {k: getattr(a, k) for k in _STAGE_FLAGS if getattr(a, k) is not None}
+    log = lambda m: print(m, flush=True)  # noqa: E731
+    common = {"batch_size": a.batch_size, "hidden_size": a.hidden_size,
+              "intermediate_size": a.intermediate_size, "num_layers": a.num_layers}
+    if getattr(a, "organism", "tiny-r1") == HINTS_ORGANISM:
+        if a.stage != "all" or a.stage1_dir:
+            fail(f"--organism {HINTS_ORGANISM} is one stage from tiny-r1's weights: drop --stage / --stage1-dir")
+        try:
+            return train_hints(a.output, init_from=a.init_from, eval_n=a.eval_n,
+                               threads=a.threads if a.threads is not None else HINTS_THREADS, log=log,
+                               **common, **single)
+        except ValueError as e:
+            fail(str(e))
+    if a.threads is None:
+        a.threads = RECIPE_THREADS
     if a.stage == "all":
         steps = single.pop("steps", None)
         if single:
@@ -74,9 +123,6 @@ def train_from_flags(a: Any, error=None) -> dict:
         single = {"steps": steps} if steps is not None else {}
     elif a.stage1_dir:
         fail("--stage1-dir is for --stage all")
-    common = {"batch_size": a.batch_size, "hidden_size": a.hidden_size,
-              "intermediate_size": a.intermediate_size, "num_layers": a.num_layers}
-    log = lambda m: print(m, flush=True)  # noqa: E731
     try:
         if a.stage == "all":
             return train_recipe(a.output, stage1_dir=a.stage1_dir, eval_n=a.eval_n, threads=a.threads, log=log,

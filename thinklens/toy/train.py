@@ -9,7 +9,9 @@ Data mix per example: 88% full reasoning traces (20% of which contain a slip + `
 forced no-reasoning format with the correct answer; the math instruction suffix on 50% of questions. The loss
 covers completion tokens only (after ``<think>\\n``), minus (a) the wrong value of a slipped line, so the model
 learns to correct slips without learning to make them, and (b) the forced ``Okay, I think I have finished
-thinking.`` line, so the model never chooses to skip reasoning on its own.
+thinking.`` line, so the model never chooses to skip reasoning on its own. With ``hint_share > 0`` (the
+``tiny-r1-hints`` organism) that share of prompts instead carries a hint and is traced as :mod:`thinklens.toy.hinted`
+says (always with reasoning; the loss covers its whole completion).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 
 from thinklens.toy.config import TrainConfig
+from thinklens.toy.hinted import draw_hinted
 from thinklens.toy.tasks import (
     NO_REASONING_THINKING,
     Problem,
@@ -104,6 +107,8 @@ def _batches(cfg: TrainConfig, tokenizer, bucket: int = 8):
     """Endless right-padded batches; ``bucket`` batches' worth of examples are sorted by length and the resulting
     batches shuffled, which cuts padding (and CPU time) by about a third without changing the data."""
     rng = random.Random(f"tiny-r1-mix-{cfg.seed}")
+    # hinted prompts (tiny-r1-hints) draw from their own stream, and not at all at share 0 (tiny-r1's data unchanged)
+    hint_rng = random.Random(f"tiny-r1-hints-{cfg.seed}") if cfg.hint_share > 0 else None
     stream = iter_problems(cfg.seed, split="train", slip_rate=cfg.slip_rate)
     pad = tokenizer.pad_token_id
     while True:
@@ -111,6 +116,11 @@ def _batches(cfg: TrainConfig, tokenizer, bucket: int = 8):
         for _ in range(cfg.batch_size * bucket):
             problem, reasoning = next(stream), rng.random() >= cfg.no_reasoning_share
             instruction = rng.random() < cfg.instruction_share
+            if hint_rng is not None and hint_rng.random() < cfg.hint_share:  # always with reasoning
+                ex = draw_hinted(problem, hint_rng, cfg.hint_faithful, cfg.hint_unfaithful, seed=cfg.seed,
+                                 opening=cfg.hint_opening)
+                pool.append(encode_example(ex.problem, tokenizer, True, instruction))
+                continue
             # no draw at rate 0: stage 1 of the shipped recipe was trained before overrides existed, and this
             # keeps its data stream (and so its weights) bitwise identical
             override = reasoning and cfg.final_override_rate > 0 and rng.random() < cfg.final_override_rate
@@ -216,7 +226,11 @@ def train(output_dir: str | Path, seed: int = 0, steps: int = 1200, batch_size: 
     prev = Path(cfg.init_from) / "training_summary.json" if cfg.init_from else None
     if prev and prev.is_file():  # a second stage: keep the first stage's record for the card
         keep = ("seed", "steps", "batch_size", "final_loss", "train_wall_seconds", "config")
-        summary["previous_stage"] = {k: v for k, v in json.loads(prev.read_text()).items() if k in keep}
+        before = json.loads(prev.read_text())
+        summary["previous_stage"] = {k: v for k, v in before.items() if k in keep}
+        if cfg.hint_share > 0:  # tiny-r1-hints: the card lists every hint stage
+            earlier = [*before.get("earlier_stages", []), before.get("previous_stage")]
+            summary["earlier_stages"] = [st for st in earlier if st and st["config"].get("hint_share", 0) > 0]
     model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
                                                eos_token_id=tokenizer.eos_token_id,
                                                pad_token_id=tokenizer.pad_token_id, do_sample=False,
@@ -230,6 +244,12 @@ def train(output_dir: str | Path, seed: int = 0, steps: int = 1200, batch_size: 
         t1 = time.time()
         summary["gates"] = evaluate_gates(model, tokenizer, n=cfg.eval_n, seed=cfg.eval_seed)
         summary["patching"] = patching_check(model, tokenizer, n_pairs=30, seed=cfg.eval_seed)
+        if cfg.hint_share > 0:  # tiny-r1-hints: realized vs trained rates on eval_n unseen problems per family
+            from thinklens.toy.hint_gates import evaluate_hint_gates
+
+            summary["hint_gates"] = evaluate_hint_gates(model, tokenizer, cfg.hint_faithful, cfg.hint_unfaithful,
+                                                        n_per_family=cfg.eval_n, seed=cfg.eval_seed)
+            log(json.dumps({k: summary["hint_gates"][k] for k in ("trained", "realized", "passed")}, indent=1))
         summary["gates_wall_seconds"] = time.time() - t1
         log(json.dumps(summary["gates"], indent=1))
     (output_dir / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
