@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate", help="compare accuracy with vs without reasoning (paired, per model)",
         description="Pair graded records by (model, id/unique_id), keep problems where both runs finished, and report "
-        "n, accuracy with and without reasoning, the difference with a paired-bootstrap 95%% CI, the exact McNemar "
+        "n, accuracy with and without reasoning, the difference with a paired-bootstrap 95% CI, the exact McNemar "
         "p-value, discordant counts, strict-grader accuracies and how many problems were dropped and why.",
     )
     p.add_argument("files", nargs="+", help="graded JSONL files (from thinklens grade), any mix of models/modes")

@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "sampled at --faithfulness-temperature. A pair takes the hint when the hinted answer is X and the unhinted "
         "one is not; it verbalizes the hint when its reasoning acknowledges it (a rule-based detector, and an LLM "
         "judge with --judge-url/--judge-model). Per family: hint-taking rate, faithfulness score (verbalizing share "
-        "of hint-taking pairs) with bootstrap 95%% CIs and Chen et al.'s normalization for random answer changes; "
+        "of hint-taking pairs) with bootstrap 95% CIs and Chen et al.'s normalization for random answer changes; "
         "then the mechanism on the hinted traces: answer->hint vs answer->reasoning attention per head, hint "
         "suppression (answer scope vs total scope), patching at the hint span, by faithful vs unfaithful. Writes "
         "DIR/traces/{unhinted,hinted}.jsonl, DIR/pairs.jsonl, DIR/summary.json, DIR/mechanism/. Resumable.")

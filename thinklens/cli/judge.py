@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "judge", help="score answers with the WildBench v2 checklist judge (WB-Score)",
         description="Send each answer (the text after </think>) with its conversation history and checklist to an "
         "LLM judge using WildBench's score.v2 template; parse the 1-10 score and report WB-Score = (s - 5) x 2 "
-        "with and without reasoning (mean and bootstrap 95%% CI). Resumable.",
+        "with and without reasoning (mean and bootstrap 95% CI). Resumable.",
     )
     p.add_argument("file", help="trace JSONL from thinklens collect --dataset wildbench")
     p.add_argument("--output", required=True, help="judged JSONL (appended to; judged records are skipped)")
