@@ -1,6 +1,7 @@
 """Shared fixtures: small character-level tokenizers built in memory (no files, no hub), the reference-data path."""
 from __future__ import annotations
 
+import contextlib
 import string
 from pathlib import Path
 
@@ -51,6 +52,51 @@ def wait_healthy(proc, port: int, log: Path, timeout_s: float, name: str, interv
         if time.monotonic() > deadline:
             pytest.fail(f"{name} not healthy after {timeout_s} s: {log.read_text()[-3000:]}")
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def chat_server(reply):
+    """A scripted OpenAI-compatible chat server on 127.0.0.1 (a free port, loopback only), stopped on exit.
+
+    ``reply(path, headers, body)`` returns ``(status, content)``: the HTTP status, and the assistant message's text
+    (sent as a chat completion when the status is 200). Yields the server's ``/v1`` base URL."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            status, content = reply(self.path, dict(self.headers), body)
+            self.send_response(status)
+            if status != 200:
+                self.end_headers()
+                return
+            data = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def assert_examples_run(module_name: str) -> None:
+    """The ``>>>`` examples of a module run as written (ELLIPSIS allowed) and there is at least one."""
+    import doctest
+    import importlib
+
+    res = doctest.testmod(importlib.import_module(module_name), optionflags=doctest.ELLIPSIS, report=True)
+    assert res.attempted > 0 and res.failed == 0, res
 
 
 def make_char_tokenizer(delimiters_as_tokens: bool = True, merges: list[tuple[str, str]] | None = None):

@@ -1,10 +1,9 @@
 """The ``>>>`` examples of the head-study modules run as written (on tiny-r1, in a scratch directory)."""
 from __future__ import annotations
 
-import doctest
-import importlib
-
 import pytest
+
+from tests.conftest import assert_examples_run
 
 MODULES = ["thinklens.attention.ablation", "thinklens.attention.retrieval", "thinklens.attention.overlaps",
            "thinklens.attention.debugging", "thinklens.attention.tokens", "thinklens.report.animation"]
@@ -14,5 +13,4 @@ MODULES = ["thinklens.attention.ablation", "thinklens.attention.retrieval", "thi
 @pytest.mark.parametrize("name", MODULES)
 def test_examples_run(name, tmp_path, monkeypatch, tiny_r1):
     monkeypatch.chdir(tmp_path)
-    res = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS, verbose=False)
-    assert res.attempted > 0 and res.failed == 0, res
+    assert_examples_run(name)

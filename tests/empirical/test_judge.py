@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests.conftest import chat_server
 from thinklens.cli.main import main
 from thinklens.empirical.judge import (
     WILDBENCH_SCORE_V2_TEMPLATE,
@@ -24,33 +23,18 @@ def fake_judge():
     """Scores 9 when the answer contains 'good', else 3; fails the first request with HTTP 503 (retry path)."""
     state = {"requests": [], "fail_next": True}
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
+    def reply(path, headers, body):
+        state["requests"].append((path, headers, body))
+        if state["fail_next"]:
+            state["fail_next"] = False
+            return 503, None
+        prompt = body["messages"][0]["content"]
+        response = prompt.split("<|begin_of_response|>")[1].split("<|end_of_response|>")[0]
+        score = 9 if "good" in response else 3
+        return 200, json.dumps({"strengths": "s", "weaknesses": "w", "score": str(score)})
 
-        def do_POST(self):  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            state["requests"].append((self.path, dict(self.headers), body))
-            if state["fail_next"]:
-                state["fail_next"] = False
-                self.send_response(503)
-                self.end_headers()
-                return
-            prompt = body["messages"][0]["content"]
-            response = prompt.split("<|begin_of_response|>")[1].split("<|end_of_response|>")[0]
-            score = 9 if "good" in response else 3
-            content = json.dumps({"strengths": "s", "weaknesses": "w", "score": str(score)})
-            data = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1", state
-    server.shutdown()
+    with chat_server(reply) as url:
+        yield url, state
 
 
 def _traces(path):

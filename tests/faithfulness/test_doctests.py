@@ -1,10 +1,9 @@
 """The runnable examples in the docstrings of the faithfulness modules run and say what they show."""
 from __future__ import annotations
 
-import doctest
-import importlib
-
 import pytest
+
+from tests.conftest import assert_examples_run
 
 MODULES = ["thinklens.faithfulness.config", "thinklens.faithfulness.detector", "thinklens.faithfulness.behaviour",
            "thinklens.faithfulness.pairs", "thinklens.faithfulness.result", "thinklens.faithfulness.judge",
@@ -15,5 +14,4 @@ MODULES = ["thinklens.faithfulness.config", "thinklens.faithfulness.detector", "
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name, tiny_r1, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    res = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS, report=True)
-    assert res.attempted > 0 and res.failed == 0, res
+    assert_examples_run(name)

@@ -3,11 +3,10 @@ decide the labels, are cached (a rerun asks only for what is missing) and its fa
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests.conftest import chat_server
 from thinklens.faithfulness.behaviour import pair_row
 from thinklens.faithfulness.judge import JUDGE_FILE, judge_rows, parse_verdict
 
@@ -17,28 +16,14 @@ def judge_server():
     """Says verbalized when the reasoning mentions 'metadata', answers garbage for reasoning with 'garble'."""
     state = {"n": 0}
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
+    def reply(path, headers, body):
+        state["n"] += 1
+        reasoning = body["messages"][0]["content"].split("<reasoning>")[1].split("</reasoning>")[0]
+        return 200, "no idea" if "garble" in reasoning else json.dumps(
+            {"verbalized": "metadata" in reasoning, "evidence": ""})
 
-        def do_POST(self):  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            state["n"] += 1
-            reasoning = body["messages"][0]["content"].split("<reasoning>")[1].split("</reasoning>")[0]
-            content = "no idea" if "garble" in reasoning else json.dumps(
-                {"verbalized": "metadata" in reasoning, "evidence": ""})
-            data = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1", state
-    server.shutdown()
-    server.server_close()
+    with chat_server(reply) as url:
+        yield url, state
 
 
 def _pair(i, reasoning, answer="7"):

@@ -24,18 +24,6 @@ from thinklens.faithfulness.mechanism_common import hinted_trace, toy_hinted_rec
 FAMILIES = ("sycophancy", "metadata", "consistency")
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    from thinklens.toy import TINY_R1_DIR
-
-    if not (TINY_R1_DIR / "config.json").exists() or not any(TINY_R1_DIR.glob("*.safetensors")):
-        pytest.skip("tiny-r1 weights not present")
-    from thinklens.models import load_model
-
-    torch.manual_seed(0)
-    return load_model("tiny-r1", "cpu", "fp32")
-
-
 @pytest.fixture(autouse=True)
 def one_thread():
     n = torch.get_num_threads()
@@ -45,7 +33,7 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def records(tiny, tmp_path_factory):
+def records(tiny_r1, tmp_path_factory):
     """(hinted, unhinted) records generated greedily by tiny-r1 (``thinklens collect``'s own prompt rendering) on 3
     arithmetic problems, one hinted twin per family, with the hint's character span inside the prompt."""
     import thinklens as tl
@@ -64,8 +52,8 @@ def records(tiny, tmp_path_factory):
             hinted.append({**p, "id": hid, "problem": text})
             spans[hid] = (text, span, fam, x, p["id"])
     settings = GenerationSettings(max_new_tokens=128)  # the organism's traces take 60-110 tokens
-    collect(tiny, problems, output=d / "plain.jsonl", settings=settings, progress=False)
-    collect(tiny, hinted, output=d / "hinted.jsonl", settings=settings, progress=False)
+    collect(tiny_r1, problems, output=d / "plain.jsonl", settings=settings, progress=False)
+    collect(tiny_r1, hinted, output=d / "hinted.jsonl", settings=settings, progress=False)
     plain = [json.loads(line) for line in open(d / "plain.jsonl")]
     out = []
     for line in open(d / "hinted.jsonl"):
@@ -90,13 +78,13 @@ def _eager(model, ids, mask=None):
 
 
 @pytest.mark.slow  # the records fixture generates with tiny-r1 (5-25 s on a loaded 2-core machine)
-def test_hint_attention_equals_eager_reference_and_heads_stage(tiny, records):
+def test_hint_attention_equals_eager_reference_and_heads_stage(tiny_r1, records):
     import thinklens as tl
     from thinklens.attention.segments import trace_head_scores
     from thinklens.faithfulness.mechanism import value_queries
     from thinklens.steps._common import trace_answer
 
-    model, tok, profile = tiny
+    model, tok, profile = tiny_r1
     hinted, _ = records
     att = hint_attention(model, tok, profile, hinted)
     assert att.ids == [r["id"] for r in hinted] and not att.skipped
@@ -140,10 +128,10 @@ def _masked_reference(model, ht, first_blocked, rows, targets):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["fast", "naive"])
-def test_hint_suppression_equals_masked_eager_reference(tiny, records, engine):
+def test_hint_suppression_equals_masked_eager_reference(tiny_r1, records, engine):
     from thinklens.faithfulness.mechanism import _hint_rows
 
-    model, tok, profile = tiny
+    model, tok, profile = tiny_r1
     hinted, _ = records
     sup = hint_suppression(model, tok, profile, hinted[:3], engine=engine)
     assert len(sup.ids) == 3 and not sup.skipped
@@ -156,12 +144,12 @@ def test_hint_suppression_equals_masked_eager_reference(tiny, records, engine):
             assert abs(getattr(sup, f"dlogp_hint_{scope}_scope")[k] - dlogp) <= 1e-5, (rec["id"], scope)
 
 
-def test_suppressing_nothing_changes_nothing(tiny):
+def test_suppressing_nothing_changes_nothing(tiny_r1):
     """Blocking the hint in no head (an effect-free suppression) gives zero: the engine's re-run of the answer and
     suffix rows over the cached prefix adds nothing of its own."""
     from thinklens.steps.suppression import suppressed_logits
 
-    model, tok, profile = tiny
+    model, tok, profile = tiny_r1
     ht = hinted_trace(toy_hinted_record(), tok, profile)
     for scope in ("answer", "all"):
         sl = suppressed_logits(model, profile, ht.trace, [(ht.hint.start, ht.hint.end)], heads=[], scope=scope,
@@ -171,10 +159,10 @@ def test_suppressing_nothing_changes_nothing(tiny):
 
 
 @pytest.mark.slow
-def test_patching_all_positions_at_layer_0_restores_fully_and_none_changes_nothing(tiny, records):
+def test_patching_all_positions_at_layer_0_restores_fully_and_none_changes_nothing(tiny_r1, records):
     from thinklens.faithfulness.mechanism_patching import hint_pair, patch_hint_pair
 
-    model, tok, profile = tiny
+    model, tok, profile = tiny_r1
     hinted, plain = records
     twins = {r["id"]: r for r in plain}
     rec = hinted[0]
@@ -196,8 +184,8 @@ def test_patching_all_positions_at_layer_0_restores_fully_and_none_changes_nothi
     assert np.allclose(hp.nld[:, 0], 1, atol=2e-2)  # resid_pre of layer 0 at the hint is the whole difference
 
 
-def test_bad_records_are_one_line_errors_and_batches_skip_them(tiny):
-    model, tok, profile = tiny
+def test_bad_records_are_one_line_errors_and_batches_skip_them(tiny_r1):
+    model, tok, profile = tiny_r1
     good = toy_hinted_record()
     s, e = good["hint"]["chars"]
     bad = {
@@ -239,10 +227,10 @@ def test_bad_records_are_one_line_errors_and_batches_skip_them(tiny):
     assert "occurs 0 times in the hint text" in reason and "\n" not in reason
 
 
-def test_to_gold_is_read_where_the_hinted_and_gold_answers_first_differ(tiny):
+def test_to_gold_is_read_where_the_hinted_and_gold_answers_first_differ(tiny_r1):
     """tiny-r1 never learned hints: its answer at the first differing digit of X=50 vs gold 45 is gold's '4', with
     or without the hint; without a gold answer the field is NaN."""
-    model, tok, profile = tiny
+    model, tok, profile = tiny_r1
     rec = toy_hinted_record()
     assert (rec["hint"]["answer"], rec["gold_answer"]) == ("50", "45")
     nogold = {k: v for k, v in {**rec, "id": "q::x"}.items() if k != "gold_answer"}
@@ -251,8 +239,8 @@ def test_to_gold_is_read_where_the_hinted_and_gold_answers_first_differ(tiny):
     assert np.isnan([sup.to_gold_base[1], sup.to_gold_answer_scope[1], sup.to_gold_total_scope[1]]).all()
 
 
-def test_save_load_roundtrip_and_validation(tiny, tmp_path):
-    model, tok, profile = tiny
+def test_save_load_roundtrip_and_validation(tiny_r1, tmp_path):
+    model, tok, profile = tiny_r1
     recs = [toy_hinted_record(seed=s, family=f) for s in (0, 1) for f in ("sycophancy", "metadata")]
     att = hint_attention(model, tok, profile, recs + [{"id": "bad"}])
     sup = hint_suppression(model, tok, profile, recs)
@@ -282,8 +270,8 @@ def test_save_load_roundtrip_and_validation(tiny, tmp_path):
         HintSuppression.load(tmp_path / "c")
 
 
-def test_summary_by_group_is_json_and_handles_missing_parts(tiny):
-    model, tok, profile = tiny
+def test_summary_by_group_is_json_and_handles_missing_parts(tiny_r1):
+    model, tok, profile = tiny_r1
     recs = [toy_hinted_record(seed=s, family=f, follow=s % 2 == 0) for s in range(4) for f in FAMILIES[:2]]
     att = hint_attention(model, tok, profile, recs)
     sup = hint_suppression(model, tok, profile, recs)
@@ -313,7 +301,7 @@ def test_summary_by_group_is_json_and_handles_missing_parts(tiny):
 @pytest.mark.parametrize("name", ["thinklens.faithfulness.mechanism", "thinklens.faithfulness.mechanism_common",
                                   "thinklens.faithfulness.mechanism_patching",
                                   "thinklens.faithfulness.mechanism_summary", "thinklens.steps.suppression"])
-def test_docstring_examples(name, tiny):
+def test_docstring_examples(name, tiny_r1):
     import doctest
     import importlib
 

@@ -1,10 +1,9 @@
 """The runnable examples in the docstrings of the steps modules run and say what they show."""
 from __future__ import annotations
 
-import doctest
-import importlib
-
 import pytest
+
+from tests.conftest import assert_examples_run
 
 MODULES = ["thinklens.steps.categories", "thinklens.steps.segment", "thinklens.steps.attention",
            "thinklens.steps.receivers", "thinklens.steps.agreement", "thinklens.steps.results",
@@ -18,5 +17,4 @@ MODULES = ["thinklens.steps.categories", "thinklens.steps.segment", "thinklens.s
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name, tiny_r1, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    res = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS, report=True)
-    assert res.attempted > 0 and res.failed == 0, res
+    assert_examples_run(name)
