@@ -33,6 +33,20 @@ def load_script(path: Path, name: str):
     return module
 
 
+@contextlib.contextmanager
+def one_torch_thread():
+    """One torch intra-op thread while the block runs, restored after: tiny models run fastest on one thread, and on
+    a shared 2-core machine two threads contend with other jobs (OpenMP spin-waits, up to 10x slower)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def wait_healthy(proc, port: int, log: Path, timeout_s: float, name: str, interval: float = 1.0) -> None:
     """Poll ``http://127.0.0.1:PORT/health`` until it answers 200; fail the test (with the log's tail) when the
     server process exits or ``timeout_s`` passes. The caller stops the process."""

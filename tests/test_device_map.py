@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import one_torch_thread
 from thinklens.models import load_model, parse_device_map
 from thinklens.modules import input_device
 
@@ -24,10 +25,8 @@ TOL = 1e-5
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """One intra-op thread: on a shared 2-core machine two threads make these small forwards 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
+from tests.conftest import one_torch_thread
 from thinklens.distributed import part_files
 from thinklens.jsonl import read_jsonl
 
@@ -69,10 +69,8 @@ def killed_mid_run(args: list[str], watch: Path, min_records: int, nproc: int = 
 
 @pytest.fixture(scope="module")
 def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # as torchrun's ranks (OMP_NUM_THREADS=1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():  # as torchrun's ranks (OMP_NUM_THREADS=1)
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import one_torch_thread
 from thinklens.errors import ThinklensError
 from thinklens.faithfulness.mechanism import (
     HintAttention,
@@ -26,10 +27,8 @@ FAMILIES = ("sycophancy", "metadata", "consistency")
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

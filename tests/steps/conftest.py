@@ -7,6 +7,8 @@ import json
 import pytest
 import torch
 
+from tests.conftest import one_torch_thread
+
 
 @pytest.fixture(scope="session")
 def tiny_r1():
@@ -77,8 +79,6 @@ def r1_traces(r1_tokenizer):
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """Tiny models run fastest on one thread; on a loaded machine more threads contend (seconds per forward)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    """Every steps test runs on one torch thread (tests.conftest.one_torch_thread)."""
+    with one_torch_thread():
+        yield

@@ -10,11 +10,9 @@ import pytest
 
 from tests.steps.conftest import write_tiny_traces
 from tests.steps.test_resampling import FakeBackend
-from tests.steps.test_suppression import line_spans, one_thread, reference_traces, tiny  # noqa: F401
+from tests.steps.test_suppression import line_spans, reference_traces, tiny
 from thinklens.steps.adaptive import top_k_agree, unsettled_steps
 from thinklens.steps.resampling import resampling_importance, resampling_importance_many
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_stopping_rule_and_agreement():

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.steps.test_suppression import (  # noqa: F401 - one_thread is a fixture
+from tests.steps.test_suppression import (
     carrier_steps,
     line_spans,
-    one_thread,
     reference_traces,
     step_texts,
     tiny,
@@ -26,8 +25,6 @@ from thinklens.steps.resampling import (
     sample_tokens,
     smoothed_kl,
 )
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class FakeBackend:

@@ -42,19 +42,6 @@ def carrier_steps(trace: Trace, spans) -> set[int]:
     return {k, k - 1}
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread for the test: on a shared 2-core machine, 2 threads contending with other jobs run these
-    small models up to 10x slower (OpenMP spin-waits); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 @lru_cache(maxsize=1)
 def tiny():
     from thinklens.models import load_model

@@ -9,7 +9,6 @@ from tests.steps.test_suppression import (
     carrier_steps,
     greedy_traces,
     line_spans,
-    one_thread,  # noqa: F401 - fixture
     random_model,
     reference_traces,
     tiny,
@@ -17,8 +16,6 @@ from tests.steps.test_suppression import (
 from thinklens.errors import ThinklensError
 from thinklens.steps._common import read_braced, same_answer
 from thinklens.steps.truncation import early_answering, early_answering_many, forced_rows
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_read_braced_and_compare():
