@@ -340,6 +340,22 @@ def check_output_file(path: str | Path) -> Path:
     return p
 
 
+def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
+    """Replace ``path`` with one JSON line per record, atomically (temp file + rename): a killed run leaves the old
+    file or the new one, never half of it. NaN/Infinity are refused (``read_jsonl`` refuses them too).
+
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "x.jsonl"; write_jsonl(p, [{"id": "a"}, {"id": "b"}]); p.read_text().splitlines()
+    ['{"id": "a"}', '{"id": "b"}']
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
 # ----------------------------------------------------------------------------------------------- resumable output
 KeyFn = Callable[[dict[str, Any], int], str]
 

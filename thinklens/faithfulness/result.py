@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from thinklens.errors import ThinklensError
+from thinklens.jsonl import write_jsonl
 
 SUMMARY_FILE = "summary.json"
 PAIRS_FILE = "pairs.jsonl"
@@ -61,11 +62,7 @@ class FaithfulnessResult:
         """Write ``summary.json`` and ``pairs.jsonl`` (each replaced atomically); returns the directory."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        tmp = d / (PAIRS_FILE + ".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            for r in self.rows:
-                f.write(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n")
-        tmp.replace(d / PAIRS_FILE)
+        write_jsonl(d / PAIRS_FILE, self.rows)
         tmp = d / (SUMMARY_FILE + ".tmp")
         tmp.write_text(json.dumps(self.summary, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
         tmp.replace(d / SUMMARY_FILE)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from thinklens.errors import ThinklensError
+from thinklens.jsonl import write_jsonl
 from thinklens.options import opt
 from thinklens.steps.agreement import DEFAULT_BOOTSTRAP, METHODS
 from thinklens.steps.receivers import DEFAULT_PROXIMITY
@@ -232,11 +233,7 @@ class StepsResult:
     def save(self, directory: str | Path) -> Path:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        tmp = d / (STEPS_FILE + ".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            for r in self.steps:
-                f.write(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n")
-        os.replace(tmp, d / STEPS_FILE)
+        write_jsonl(d / STEPS_FILE, self.steps)
         write_json(d / RECEIVERS_FILE, self.receivers)
         write_json(d / TRUNCATION_FILE, self.truncation)
         write_json(d / AGREEMENT_FILE, self.agreement)
