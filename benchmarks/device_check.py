@@ -1,8 +1,8 @@
 """Device check: the GPU path of thinklens in one prepared run, one JSON line at the end.
 
-On a CUDA machine (``python benchmarks/device_check.py``; sized for <= 8 minutes on one large GPU, never timed on
-one yet) it measures, on a random-initialized Qwen2 with the DeepSeek-R1-Distill-Qwen-1.5B shape (hidden 1536, 12
-query / 2 kv heads, 28 layers, intermediate 8960, vocabulary reduced to 32k):
+On a CUDA machine (``python benchmarks/device_check.py``; 3 minutes on an H200, see the README) it measures, on a
+random-initialized Qwen2 with the DeepSeek-R1-Distill-Qwen-1.5B shape (hidden 1536, 12 query / 2 kv heads, 28 layers,
+intermediate 8960, vocabulary reduced to 32k):
 
 * ``attention``: answer->reasoning capture vs a plain SDPA forward vs eager ``output_attentions``, in bf16 and fp32, at
   4k and 16k tokens: seconds, peak GPU memory over the weights (``torch.cuda.max_memory_allocated``) and the
@@ -79,7 +79,8 @@ def attention(args, dev: torch.device) -> dict:
             ids, labels = att.inputs(args.vocab, seq)
             ids = ids.to(dev)
             row: dict = {}
-            att.run_mode("forward", model, ids, labels)  # warm-up
+            att.run_mode("forward", model, ids, labels)  # warm-ups: the first capture also pays CUDA's one-time
+            att.run_mode("capture", model, ids, labels)  # set-up of its fp32 kernels (~0.3 s on an H200)
             _, row["forward_s"], fwd_peak = _measure(dev, att.run_mode, "forward", model, ids, labels)
             cap, row["capture_s"], cap_peak = _measure(dev, att.run_mode, "capture", model, ids, labels)
             row["forward_peak_mib"], row["capture_peak_mib"] = fwd_peak / 2 ** 20, cap_peak / 2 ** 20
@@ -194,6 +195,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--eager-budget-gib", type=float, default=60.0, help="skip eager above this estimate")
     ap.add_argument("--vllm-timeout", type=float, default=240.0)
     ap.add_argument("--sections", default="attention,patching,suppression,vllm,torchrun")
+    ap.add_argument("--json", type=Path, help="also write the result here after every section (a killed run keeps "
+                    "the finished sections)")
     args = ap.parse_args(argv)
     if args.dry_run:
         dev = torch.device("cpu")
@@ -220,6 +223,8 @@ def main(argv: list[str] | None = None) -> dict:
             result[name] = {"error": f"{type(err).__name__}: {err}"[:600]}
         result[name + "_seconds"] = round(time.perf_counter() - t0, 1)
         print(f"{name}: {result[name + '_seconds']} s", file=sys.stderr)
+        if args.json:
+            args.json.write_text(json.dumps(result) + "\n")
     result["total_seconds"] = round(time.perf_counter() - t_start, 1)
     print(json.dumps(result))
     return result

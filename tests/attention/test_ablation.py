@@ -182,3 +182,25 @@ def test_summary_statistics_from_arrays():
     assert s["logprob_delta_rfh"] == -4.0 and s["logprob_delta_random"] == [0.0, -1.0]
     assert s["logprob_delta_per_token_rfh"] == -1.0
     json.dumps(s, allow_nan=False)
+
+
+def test_a_forced_answer_prefix_is_prefilled_not_regenerated():
+    """Budget forcing wrote ``The answer is \\boxed{`` after the close: ablation regenerates the answer after it (the
+    forced text is the prompt's) and grades prefix + answer; an unforced trace regenerates from the close."""
+    from tests.conftest import make_char_tokenizer
+    from thinklens.attention.ablation import _forced_text, forced_answer_start, grade_answer
+    from thinklens.profiles import get_profile
+    from thinklens.traces import Trace
+
+    tok, profile = make_char_tokenizer(), get_profile("tiny-r1")
+    rec = {"prompt": "<｜begin▁of▁sentence｜>Q: 7+5<think>\n", "completion": "7+5=12\n</think>" + profile.answer_prefix
+           + "12}.<｜end▁of▁sentence｜>"}
+    trace = Trace.from_record(rec, tok, profile)
+    start = forced_answer_start(trace, profile)
+    assert trace.span_text(trace.answer)[: len(_forced_text(trace, start))] == _forced_text(trace, start)
+    assert _forced_text(trace, start).strip() == profile.answer_prefix.strip()
+    assert tok.decode(trace.ids[start : start + 2]) == "12"
+    pred, ok, text = grade_answer(tok, trace.ids[start : trace.answer.end], "12", _forced_text(trace, start))
+    assert (pred, ok) == ("12", True) and text.strip() == trace.span_text(trace.answer).strip()
+    plain = Trace.from_record({**rec, "completion": "7+5=12\n</think>\n12<｜end▁of▁sentence｜>"}, tok, profile)
+    assert forced_answer_start(plain, profile) == plain.think_close.end

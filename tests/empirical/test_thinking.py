@@ -182,3 +182,39 @@ def test_results_json_carries_the_modes(tmp_path):
     evaluate_records(recs, n_resamples=20).save(tmp_path)
     s = evaluation_summary(RunPaths(tmp_path))["m"]
     assert (s["thinking"], s["without_mode"], s["n_forced_close"]) == ("prompted", "empty", {"with": 0, "without": 0})
+
+
+def test_budget_forcing_answers_a_closed_reasoning_that_has_no_answer():
+    """An instruct model asked to think often ends its turn right at the close (Qwen2.5-Coder-1.5B: 11 of 100
+    arithmetic traces, every without-reasoning one): force-close appends the answer prefix and lets it answer
+    (reason ``no_answer``); a trace with an answer is left alone, an unclosed one is closed as before."""
+    from thinklens.empirical.backends import Generation
+    from thinklens.empirical.thinking import force_close
+
+    tok, profile = make_char_tokenizer(), get_profile("tiny-r1")
+
+    class Answers:  # the answer the "model" gives to each forced prompt; records what it was asked
+        prompts: list[str] = []
+
+        def generate(self, prompts, settings, seed):
+            self.prompts.extend(tok.decode(p) for p in prompts)
+            return [Generation(tok("12}.")["input_ids"], "12}.", True) for _ in prompts]
+
+    def gen(text, eos=True):
+        return Generation(tok(text, add_special_tokens=False)["input_ids"], text, eos)
+
+    texts = ["Q:", "Q:", "Q:", "Q:"]
+    forced = ["", "", "", "Okay, I think I have finished thinking.\n</think>"]
+    gens = [gen("7+5=12\n</think>"), gen("7+5=12\n</think>\n\nThe answer is \\boxed{12}."), gen("7+5", False),
+            gen("")]
+    settings = GenerationSettings(answer_tokens=4)
+    backend = Answers()
+    out = force_close(backend, texts, forced, gens, settings, tok, profile, seed=0)
+    assert out[0].text == "7+5=12\n</think>" + profile.answer_prefix + "12}."
+    assert out[0].meta["forced_close"]["reason"] == "no_answer" and out[0].meta["forced_close"]["answer_complete"]
+    assert out[1] is gens[1]
+    assert out[2].text == "7+5\n</think>" + profile.answer_prefix + "12}."
+    assert out[2].meta["forced_close"]["reason"] == "budget"
+    assert out[3].text == profile.answer_prefix + "12}." and out[3].meta["forced_close"]["reason"] == "no_answer"
+    assert backend.prompts[-1].endswith("finished thinking.\n</think>" + profile.answer_prefix)
+    assert len(backend.prompts) == 3

@@ -201,8 +201,9 @@ class MeanOutputs:
         return (self.sums / np.maximum(self.counts, 1)[:, None, None]).astype(np.float32)
 
 
-def grade_answer(tokenizer: Any, tokens: list[int], gold: str) -> tuple[str | None, bool, str]:
-    """(extracted answer, correct, answer text) of generated answer tokens (EOS dropped), graded like stage 1.
+def grade_answer(tokenizer: Any, tokens: list[int], gold: str, forced: str = "") -> tuple[str | None, bool, str]:
+    """(extracted answer, correct, answer text) of generated answer tokens (EOS dropped) after the ``forced`` answer
+    prefix, graded like stage 1.
 
     Example::
 
@@ -211,16 +212,33 @@ def grade_answer(tokenizer: Any, tokens: list[int], gold: str) -> tuple[str | No
     from thinklens.empirical.grading import extract_answer, is_equiv_math_verify
 
     eos = tokenizer.eos_token_id
-    text = tokenizer.decode([t for t in tokens if t != eos], skip_special_tokens=False,
-                            clean_up_tokenization_spaces=False)
+    text = forced + tokenizer.decode([t for t in tokens if t != eos], skip_special_tokens=False,
+                                     clean_up_tokenization_spaces=False)
     pred, _ = extract_answer(text)
     return pred, bool(is_equiv_math_verify(pred, str(gold))), text
 
 
+def forced_answer_start(trace: Any, profile: Any) -> int:
+    """Token where a regenerated answer starts when budget forcing wrote the answer prefix (the record's
+    ``forced_close``): after that prefix. Forced text is the prompt's, not the model's to regenerate, and an instruct
+    model that ends its turn at the close (Qwen2.5-Coder-1.5B asked to think) would otherwise answer nothing."""
+    start = trace.think_close.end
+    prefix = profile.answer_prefix.strip()
+    close_end = trace.char_span(trace.think_close)[1]
+    k = trace.text.find(prefix, close_end) if prefix else -1
+    if k == -1 or trace.text[close_end:k].strip():
+        return start
+    j = start
+    while j < trace.answer.end and trace.offsets[j][1] <= k + len(prefix):  # whole tokens of the prefix only
+        j += 1
+    return j
+
+
 # -- the batch run ------------------------------------------------------------------------------------------------
-def _load_items(hs: Any, settings: AblationSettings, tokenizer: Any, profile: Any, skipped: list[dict[str, Any]]
-                ) -> list[tuple[str, Any, str]]:
-    """(id, trace, gold) for the scored traces of the trace file, in file order, up to ``limit``."""
+def _load_items(hs: Any, settings: AblationSettings, tokenizer: Any, profile: Any, skipped: list[dict[str, Any]],
+                starts: dict[str, int]) -> list[tuple[str, Any, str]]:
+    """(id, trace, gold) for the scored traces of the trace file, in file order, up to ``limit``; ``starts[id]``:
+    the token where its answer is regenerated (after the close, or after a forced answer prefix)."""
     from thinklens.jsonl import read_jsonl
     from thinklens.traces import Trace, record_id
 
@@ -246,6 +264,7 @@ def _load_items(hs: Any, settings: AblationSettings, tokenizer: Any, profile: An
                             "unfinished reasoning"})
             continue
         items.append((rid, trace, str(gold)))
+        starts[rid] = forced_answer_start(trace, profile) if it.record.get("forced_close") else trace.think_close.end
         if settings.limit is not None and len(items) >= settings.limit:
             break
     if not items:
@@ -278,8 +297,16 @@ def _pad_id(tokenizer: Any) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
-def _base_pass(model: Any, tokenizer: Any, profile: Any, items: list, settings: AblationSettings, out: Path,
-               batch_size: int, progress: bool) -> tuple[dict[str, dict[str, Any]], np.ndarray]:
+def _forced_text(trace: Any, start: int) -> str:
+    """The forced answer prefix between the close and ``start`` (graded with the regenerated answer)."""
+    from thinklens.traces import Span
+
+    return trace.span_text(Span(trace.think_close.end, start)) if start > trace.think_close.end else ""
+
+
+def _base_pass(model: Any, tokenizer: Any, profile: Any, items: list, starts: dict[str, int],
+               settings: AblationSettings, out: Path, batch_size: int, progress: bool
+               ) -> tuple[dict[str, dict[str, Any]], np.ndarray]:
     """Unablated answers, their log-probs and the heads' mean answer outputs (saved when complete). Under torchrun
     batch ``g`` is rank ``g % WORLD_SIZE``'s; each batch's head-output sums are kept apart and added in batch order,
     so the means are bit for bit those of one process."""
@@ -300,13 +327,13 @@ def _base_pass(model: Any, tokenizer: Any, profile: Any, items: list, settings: 
         if not world.owns(g):
             continue
         acc = MeanOutputs(model, profile)
-        pre = _prefill(model, [tr.ids[: tr.think_close.end] for _, tr, _ in group], _pad_id(tokenizer))
+        pre = _prefill(model, [tr.ids[: starts[rid]] for rid, tr, _ in group], _pad_id(tokenizer))
         with acc.recording():
             gens = greedy_rows(model, pre, 1, [_max_new(tr, settings) for _, tr, _ in group],
                                tokenizer.eos_token_id, acc)
         lps = answer_logprob(model, pre, 1, gens)
         for (rid, trace, gold), toks, lp in zip(group, gens, lps):
-            pred, ok, text = grade_answer(tokenizer, toks, gold)
+            pred, ok, text = grade_answer(tokenizer, toks, gold, _forced_text(trace, starts[rid]))
             base[rid] = {"tokens": toks, "answer": pred, "correct": ok, "logprob": float(lp), "text": text,
                          "gold": gold, "matches_trace": text.strip() == trace.span_text(trace.answer).strip()}
         sums[g] = (acc.sums, acc.counts)
@@ -371,8 +398,9 @@ def run_ablation(model: Any, tokenizer: Any, profile: Any, scores: str | Path, o
     distributed.on_main(_check_settings, out, {**asdict(settings), "rfh": [list(h) for h in rfh],
                           "random_heads": [[list(h) for h in d] for d in draws]}, share=False)
     skipped: list[dict[str, Any]] = []
-    items = _load_items(hs, settings, tokenizer, profile, skipped)
-    base, means = _base_pass(model, tokenizer, profile, items, settings, out, batch_size, progress)
+    starts: dict[str, int] = {}
+    items = _load_items(hs, settings, tokenizer, profile, skipped, starts)
+    base, means = _base_pass(model, tokenizer, profile, items, starts, settings, out, batch_size, progress)
     conds = [rfh] + draws
     position = {rid: i for i, (rid, _, _) in enumerate(items)}
     world = distributed.world()  # under torchrun batch g of the pending traces is rank g % WORLD_SIZE's
@@ -383,15 +411,16 @@ def run_ablation(model: Any, tokenizer: Any, profile: Any, scores: str | Path, o
         pbar = bar(total=len(groups), desc="ablation", unit="batch", disable=not progress)
         with JsonlWriter(mine_p) as w:
             for group in groups:
-                pre = _prefill(model, [tr.ids[: tr.think_close.end] for _, tr, _ in group], _pad_id(tokenizer))
+                pre = _prefill(model, [tr.ids[: starts[rid]] for rid, tr, _ in group], _pad_id(tokenizer))
                 rows = [c for _ in group for c in conds]  # row = trace * len(conds) + condition
                 with ablate_heads(model, profile, rows, mode, means):
                     gens = greedy_rows(model, pre, len(conds), [_max_new(tr, settings) for _, tr, _ in group],
                                        tokenizer.eos_token_id)
                     lps = answer_logprob(model, pre, len(conds), [base[rid]["tokens"] for rid, _, _ in group])
-                for g, (rid, _, gold) in enumerate(group):
+                for g, (rid, trace, gold) in enumerate(group):
                     mine = range(g * len(conds), (g + 1) * len(conds))
-                    graded = [grade_answer(tokenizer, gens[r], gold) for r in mine]
+                    forced = _forced_text(trace, starts[rid])
+                    graded = [grade_answer(tokenizer, gens[r], gold, forced) for r in mine]
                     w.write({"id": rid, "answers": [x[0] for x in graded], "correct": [x[1] for x in graded],
                              "texts": [x[2] for x in graded], "logprob": [float(lps[r]) for r in mine],
                              "n_answer_tokens": len(base[rid]["tokens"])})

@@ -18,7 +18,8 @@ it. That function
    chunk ``probs [b, n_heads, rows, k]`` to a *reducer* that folds it into a small summary at once (per-segment
    masses, a per-key profile, ...). The chunk is then dropped.
 
-Peak extra memory is one chunk, ``n_heads x chunk x T`` floats (by default at most ~16 MB), never ``T^2``.
+Peak extra memory is one chunk, ``n_heads x chunk x T`` floats (by default at most ~16 MB on the CPU, ~256 MB on
+a GPU, where fewer chunks mean fewer kernel launches), never ``T^2``.
 The mask is the one transformers builds for SDPA (``None`` for plain causal attention, else a boolean or additive
 ``[b, 1, q, k]`` mask that already encodes padding and sliding windows), so the rows match eager attention.
 Attention logit soft-capping and attention sinks change the softmax and are refused with a clear error.
@@ -40,7 +41,10 @@ import torch
 from thinklens.errors import ThinklensError
 
 IMPL_NAME = "thinklens_capture"
-_DEFAULT_CHUNK_ELEMENTS = 4 * 1024 * 1024  # floats per chunk of probabilities (16 MB in fp32)
+_DEFAULT_CHUNK_ELEMENTS = 4 * 1024 * 1024  # floats per chunk of probabilities on the CPU (16 MB in fp32)
+# on a GPU each chunk costs launches and a reducer step whatever its size: an H200 spent 2.4x a plain forward at 16k
+# tokens in 13 chunks per layer; 256 MB chunks hold the 256 answer rows of a 16k trace (12 heads) in one
+_DEFAULT_GPU_CHUNK_ELEMENTS = 64 * 1024 * 1024
 
 # reducer(layer_idx, positions [rows] long tensor, probs [b, n_heads, rows, k] float32)
 Reducer = Callable[[int, torch.Tensor, torch.Tensor], None]
@@ -88,14 +92,15 @@ class AttentionCapture:
     """State of one :func:`capture_attention` context: which rows, which layers, where they go."""
 
     def __init__(self, positions: Sequence[int] | np.ndarray | torch.Tensor, reducer: Reducer,
-                 layers: Sequence[int] | None, chunk_elements: int) -> None:
+                 layers: Sequence[int] | None, chunk_elements: int | None) -> None:
         pos = torch.as_tensor(np.asarray(positions, dtype=np.int64)).reshape(-1)
         if pos.numel() and int(pos.min()) < 0:
             raise ThinklensError("query positions must be >= 0")
         self.positions = pos  # [n_rows]
         self.reducer = reducer
         self.layers = None if layers is None else set(int(x) for x in layers)
-        self.chunk_elements = int(chunk_elements)
+        self.chunk_elements = None if chunk_elements is None else int(chunk_elements)  # None: by device
+        self._device_positions: dict[torch.device, torch.Tensor] = {}  # one host->device copy, not one per layer
         self.n_calls = 0
         self.seconds = 0.0  # time spent computing and reducing rows (the capture's own overhead)
 
@@ -120,11 +125,14 @@ class AttentionCapture:
         n_kv, k_len = key.shape[1], key.shape[2]  # key [b, n_kv, k, d]
         if n_heads % n_kv:
             raise ThinklensError(f"layer {layer}: {n_heads} query heads not divisible by {n_kv} kv heads")
-        pos = self.positions.to(query.device)
-        if pos.numel() == 0:
+        if self.positions.numel() == 0:
             return
-        if int(pos.max()) >= q_len:
-            raise ThinklensError(f"layer {layer}: query position {int(pos.max())} >= sequence length {q_len}")
+        if int(self.positions.max()) >= q_len:  # (the CPU copy: no device sync)
+            raise ThinklensError(f"layer {layer}: query position {int(self.positions.max())} >= sequence length "
+                                 f"{q_len}")
+        pos = self._device_positions.get(query.device)
+        if pos is None:
+            pos = self._device_positions[query.device] = self.positions.to(query.device)
         scaling = kwargs.get("scaling")
         scaling = module.scaling if scaling is None else scaling
         is_causal = kwargs.get("is_causal")
@@ -134,7 +142,9 @@ class AttentionCapture:
         offset = k_len - q_len  # absolute position of query 0 among the keys
         g = n_heads // n_kv
         k32 = key.float()  # [b, n_kv, k, d]
-        rows_per_chunk = max(1, self.chunk_elements // max(1, b * n_heads * k_len))
+        chunk = self.chunk_elements or (_DEFAULT_CHUNK_ELEMENTS if query.device.type == "cpu"
+                                        else _DEFAULT_GPU_CHUNK_ELEMENTS)
+        rows_per_chunk = max(1, chunk // max(1, b * n_heads * k_len))
         kpos = torch.arange(k_len, device=query.device)
         for s in range(0, pos.numel(), rows_per_chunk):
             p = pos[s : s + rows_per_chunk]  # [rows]
@@ -167,7 +177,7 @@ class AttentionCapture:
 @contextlib.contextmanager
 def capture_attention(model: Any, positions: Sequence[int] | np.ndarray | torch.Tensor, reducer: Reducer, *,
                       layers: Sequence[int] | None = None,
-                      chunk_elements: int = _DEFAULT_CHUNK_ELEMENTS) -> Iterator[AttentionCapture]:
+                      chunk_elements: int | None = None) -> Iterator[AttentionCapture]:
     """Capture softmax attention rows for query ``positions`` during forwards inside the block.
 
     ``reducer(layer, positions, probs)`` is called per layer and chunk with ``probs [b, n_heads, rows, k]``
@@ -231,9 +241,11 @@ class KeyProfileReducer:
         self.counts = torch.zeros(n_layers, dtype=torch.float64)
 
     def __call__(self, layer: int, positions: torch.Tensor, probs: torch.Tensor) -> None:
-        self.sums[layer, :, : probs.shape[-1]] += probs[0].sum(dim=1).double().cpu()  # [H, k]
+        if probs.device.type == "cuda" and self.sums.device != probs.device:  # no host copy per chunk on a GPU
+            self.sums, self.counts = self.sums.to(probs.device), self.counts.to(probs.device)
+        self.sums[layer, :, : probs.shape[-1]] += probs[0].sum(dim=1).to(self.sums.device, torch.float64)  # [H, k]
         self.counts[layer] += probs.shape[2]
 
     def mean(self) -> np.ndarray:
         """[n_layers, n_heads, T] mean over queries."""
-        return (self.sums / self.counts.clamp(min=1)[:, None, None]).numpy()
+        return (self.sums / self.counts.clamp(min=1)[:, None, None]).cpu().numpy()

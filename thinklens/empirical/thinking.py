@@ -119,6 +119,15 @@ def needs_close(forced: str, gen: Generation, profile: Profile) -> bool:
     return profile.think_close not in forced + gen.text
 
 
+def needs_answer(forced: str, gen: Generation, profile: Profile) -> bool:
+    """The reasoning closed but nothing followed: instruct models asked to think often write their answer inside the
+    reasoning and end the turn at the close (Qwen2.5-Coder-1.5B did in 11 of 100 arithmetic traces, and in every
+    without-reasoning one), which leaves nothing to grade or to attend from."""
+    text = forced + gen.text
+    k = text.rfind(profile.think_close)
+    return k != -1 and not text[k + len(profile.think_close):].strip()
+
+
 def close_text(reasoning: str, profile: Profile) -> str:
     """What budget forcing appends to an unclosed reasoning: think-close on its own line + the answer prefix.
 
@@ -127,6 +136,13 @@ def close_text(reasoning: str, profile: Profile) -> str:
     '\\n</think>\\n\\nThe answer is \\\\boxed{'
     """
     return ("" if reasoning.endswith("\n") else "\n") + profile.think_close + profile.answer_prefix
+
+
+def _answer_prefix(text: str, profile: Profile) -> str:
+    """The answer prefix after a text that ends in the close (and maybe whitespace): no doubled blank lines."""
+    tail = text[len(text.rstrip()):]
+    prefix = profile.answer_prefix
+    return prefix[len(tail):] if tail and prefix.startswith(tail) else prefix
 
 
 def answer_complete(answer: str, stopped_at_eos: bool, profile: Profile) -> bool:
@@ -148,12 +164,15 @@ def force_close(backend: Any, texts: list[str], forced: list[str], gens: list[Ge
                 tokenizer: Any, profile: Profile, seed: int) -> list[Generation]:
     """Budget forcing for one batch: every generation whose reasoning never closed is continued from
     ``text + reasoning + close_text`` (re-tokenized as one text, as the later stages will see it) for
-    ``settings.answer_tokens`` tokens; the returned generation holds reasoning + close + answer and
-    ``meta["forced_close"]`` (why, and whether the answer completed). Others are returned unchanged."""
-    todo = [i for i, g in enumerate(gens) if needs_close(forced[i], g, profile)]
+    ``settings.answer_tokens`` tokens; one whose reasoning closed with no answer after it is continued from
+    ``text + reasoning + answer prefix`` the same way (reason ``no_answer``). The returned generation holds
+    reasoning + close + answer and ``meta["forced_close"]`` (why, and whether the answer completed). Others are
+    returned unchanged."""
+    todo = [i for i, g in enumerate(gens) if needs_close(forced[i], g, profile) or needs_answer(forced[i], g, profile)]
     if not todo:
         return gens
-    closes = [close_text(gens[i].text, profile) for i in todo]
+    closes = [close_text(gens[i].text, profile) if needs_close(forced[i], gens[i], profile)
+              else _answer_prefix(forced[i] + gens[i].text, profile) for i in todo]
     prompts = [list(tokenizer(texts[i] + forced[i] + gens[i].text + c, add_special_tokens=False)["input_ids"])
                for i, c in zip(todo, closes)]
     answers = backend.generate(prompts, replace(settings, max_new_tokens=settings.answer_tokens), seed)
@@ -161,7 +180,8 @@ def force_close(backend: Any, texts: list[str], forced: list[str], gens: list[Ge
     for i, c, ans in zip(todo, closes, answers):
         g = gens[i]
         close_ids = list(tokenizer(c, add_special_tokens=False)["input_ids"])
-        info = {"reason": "eos" if g.stopped_at_eos else "budget", "n_reasoning_tokens": len(g.token_ids),
+        reason = "no_answer" if profile.think_close not in c else "eos" if g.stopped_at_eos else "budget"
+        info = {"reason": reason, "n_reasoning_tokens": len(g.token_ids),
                 "answer_complete": answer_complete(ans.text, ans.stopped_at_eos, profile)}
         out[i] = Generation(g.token_ids + close_ids + ans.token_ids, g.text + c + ans.text, ans.stopped_at_eos,
                             {**g.meta, "forced_close": info})
