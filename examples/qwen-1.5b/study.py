@@ -100,9 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ProvisionError, ImportError) as err:
         print(f"error: provisioning the model failed: {err}", file=sys.stderr)
         return 1
-    out.mkdir(parents=True, exist_ok=True)
-    if "math500" in names and not args.dry_run:
-        write_math500(reference, out / "math500-100.jsonl")
+    if not args.dry_run:
+        out.mkdir(parents=True, exist_ok=True)
+        if "math500" in names:
+            write_math500(reference, out / "math500-100.jsonl")
     record_path = out / "study.json"
     record = json.loads(record_path.read_text()) if record_path.is_file() else {"parts": {}}
     for name in names:
