@@ -165,3 +165,23 @@ def test_paper_csv_with_real_tokenizer(r1_tok, probe, answer):
         assert r1_tok.decode([p.clean_ids[p.spans["reasoning"][0]]]) != "<think>"
         assert p.clean_ids[p.spans["reasoning"][0] - 1] == 151648  # <think> ends the prompt segment
         assert sum(p.clean_mask) + sum(p.corrupted_mask) < 2 * len(p)  # the " Wait." sides force padding
+
+
+def test_pairs_prepare_skips_bad_csv_rows_and_names_them(tmp_path, capsys):
+    """An empty field or a repeated case_id costs that row, reported as file:line, never the whole command; a file
+    with no good row is refused in one line."""
+    from thinklens.cli.main import main
+
+    f = tmp_path / "p.csv"
+    f.write_text('query_a,answer_a,query_b,answer_b,case_id\nq1,A,q2,B,0\n"multi\nline",,q4,D,1\nq5,E,q6,F,0\n'
+                 "q7,G,q8,H,2\n")
+    assert main(["pairs", "prepare", "--csv", str(f), "--output", str(tmp_path / "q.jsonl")]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["queries"] == 4 and json.loads(out)["bad_csv_rows"] == 2
+    assert f"skipped {f}:4: empty field(s) answer_a (case_id '1')" in err  # the record's last physical line
+    assert f"skipped {f}:5: case_id '0' repeats an earlier row" in err
+    assert [json.loads(x)["id"] for x in (tmp_path / "q.jsonl").read_text().splitlines()] == ["0-a", "0-b", "2-a",
+                                                                                              "2-b"]
+    f.write_text("query_a,answer_a,query_b,answer_b,case_id\nq1,,q2,B,0\n")
+    assert main(["pairs", "prepare", "--csv", str(f), "--output", str(tmp_path / "q.jsonl")]) == 2
+    assert "no usable row (1 bad" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from thinklens.cli.common import print_json
 
@@ -53,10 +54,13 @@ def run_prepare(ns: argparse.Namespace) -> int:
     from thinklens.patching.pairs import prepare_queries, read_pair_csv
 
     args = ns
-    queries = prepare_queries(read_pair_csv(args.csv))
+    bad: list[str] = []
+    queries = prepare_queries(read_pair_csv(args.csv, bad))
+    for msg in bad:
+        print(f"skipped {msg}", file=sys.stderr)
     with JsonlWriter(args.output, overwrite=True) as w:
         w.write_all(queries)
-    print_json({"queries": len(queries), "output": args.output})
+    print_json({"queries": len(queries), "bad_csv_rows": len(bad), "output": args.output})
     return 0
 
 
@@ -68,12 +72,16 @@ def run_build(ns: argparse.Namespace) -> int:
     args = ns
     tokenizer = load_tokenizer(args.model)
     profile = get_profile(args.profile or args.model)
-    rows = read_pair_csv(args.csv)
+    bad_rows: list[str] = []
+    rows = read_pair_csv(args.csv, bad_rows)
+    for msg in bad_rows:
+        print(f"skipped {msg}", file=sys.stderr)
     responses, bad = read_responses(args.responses)
     pairs, rejects = build_csv_pairs(rows, responses, tokenizer, profile, PROBES[args.probe], swap=args.swap,
                                      answer=args.answer)
     save_pairs(args.output, pairs, rejects + bad, args.rejects)
     print_json({"pairs": len(pairs), "rejected": len(rejects), "bad_response_lines": len(bad),
+                "bad_csv_rows": len(bad_rows),
                 "answer": args.answer, "output": args.output})
     return 0
 

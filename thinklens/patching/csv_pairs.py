@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +36,19 @@ CSV_COLUMNS = ("query_a", "answer_a", "query_b", "answer_b", "case_id")
 ANSWER_MODES = ("keep", "drop")  # keep: the paper's construction (the default); drop: the ending follows </think>
 
 
-def read_pair_csv(path: str | Path) -> list[dict[str, str]]:
+def read_pair_csv(path: str | Path, errors: list[str] | None = None) -> list[dict[str, str]]:
     """Rows of the paper's contrastive pair CSV (``query_a, answer_a, query_b, answer_b, case_id, ...``).
+
+    A bad row (an empty required field, a repeated ``case_id``) is reported in ``errors`` (else on stderr) as
+    ``file:line: reason`` and skipped, so one broken row costs that pair, not the run; a file without the columns,
+    or without one good row, is refused in one line.
 
     >>> import tempfile, pathlib
     >>> f = pathlib.Path(tempfile.mkdtemp()) / "p.csv"
-    >>> _ = f.write_text("query_a,answer_a,query_b,answer_b,case_id\\nq1,A,q2,B,0\\n")
-    >>> read_pair_csv(f)[0]["answer_b"]
-    'B'
+    >>> _ = f.write_text("query_a,answer_a,query_b,answer_b,case_id\\nq1,A,q2,B,0\\nq3,,q4,D,1\\n")
+    >>> bad = []
+    >>> [r["answer_b"] for r in read_pair_csv(f, bad)], bad[0].split(": ", 1)[1]
+    (['B'], "empty field(s) answer_a (case_id '1')")
     """
     path = Path(path)
     try:
@@ -51,15 +57,29 @@ def read_pair_csv(path: str | Path) -> list[dict[str, str]]:
             missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
                 raise ThinklensError(f"{path}: missing columns {missing} (need {list(CSV_COLUMNS)})")
-            rows = list(reader)
+            rows = [(reader.line_num, r) for r in reader]  # line_num: the record's last physical line
     except OSError as err:
         raise ThinklensError(f"cannot read {path}: {err}") from None
     except (UnicodeDecodeError, csv.Error) as err:  # bytes that are not UTF-8, a broken quote, a huge field
         raise ThinklensError(f"{path}: not a readable UTF-8 CSV ({str(err)[:160]})") from None
-    for k, r in enumerate(rows, start=2):
-        if not all((r.get(c) or "").strip() for c in CSV_COLUMNS):
-            raise ThinklensError(f"{path}:{k}: empty field among {list(CSV_COLUMNS)}")
-    return rows
+    good, bad, seen = [], [], set()
+    for line, r in rows:
+        empty = [c for c in CSV_COLUMNS if not (r.get(c) or "").strip()]
+        if empty:
+            bad.append(f"{path}:{line}: empty field(s) {', '.join(empty)} (case_id {r.get('case_id')!r})")
+        elif r["case_id"] in seen:
+            bad.append(f"{path}:{line}: case_id {r['case_id']!r} repeats an earlier row")
+        else:
+            seen.add(r["case_id"])
+            good.append(r)
+    if errors is not None:
+        errors.extend(bad)
+    else:
+        for msg in bad:
+            print(f"skipped {msg}", file=sys.stderr)
+    if not good:
+        raise ThinklensError(f"{path}: no usable row ({len(bad)} bad, e.g. {bad[0] if bad else 'the file is empty'})")
+    return good
 
 
 def prepare_queries(rows: list[dict[str, str]]) -> list[dict[str, Any]]:

@@ -73,7 +73,10 @@ def _csv_pairs(ctx: StageContext) -> tuple[list[Any], list[dict[str, Any]]]:
     from thinklens.patching.pairs import build_csv_pairs, prepare_queries, read_pair_csv, read_responses
 
     c, p = ctx.config, ctx.paths
-    rows = read_pair_csv(c.pairs_csv)[: c.n_pairs]
+    bad_rows: list[str] = []
+    rows = read_pair_csv(c.pairs_csv, bad_rows)[: c.n_pairs]
+    for msg in bad_rows:
+        ctx.warn(f"skipped {msg}")
     queries = prepare_queries(rows)
 
     def write_queries() -> None:
