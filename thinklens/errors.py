@@ -37,3 +37,21 @@ class ModelLoadError(ThinklensError, OSError):
     ...     print(err)
     no such model directory: /no/such/model
     """
+
+
+def report_skipped(bad: list[str], errors: list[str] | None) -> None:
+    """Hand the ``file:line: reason`` lines of skipped records to the caller's ``errors`` list, or print each as
+    ``skipped ...`` on stderr: a batch reader keeps the good records and loses no word about the bad ones.
+
+    >>> errors = []
+    >>> report_skipped(["p.csv:3: empty field(s) answer_a"], errors)
+    >>> errors
+    ['p.csv:3: empty field(s) answer_a']
+    """
+    if errors is not None:
+        errors.extend(bad)
+        return
+    import sys
+
+    for line in bad:
+        print(f"skipped {line}", file=sys.stderr)

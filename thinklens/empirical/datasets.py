@@ -17,13 +17,12 @@ reference traces and contrastive problem pairs) is data in :data:`DATASETS`, a t
 """
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from thinklens.errors import ThinklensError
+from thinklens.errors import ThinklensError, report_skipped
 from thinklens.jsonl import read_jsonl, record_id
 
 
@@ -155,11 +154,7 @@ def read_problem_file(
         if rec.get("answer") is not None:
             rec["answer"] = str(rec["answer"])
         problems.append(rec)
-    if errors is not None:
-        errors.extend(bad)
-    else:
-        for line in bad:
-            print(f"skipped {line}", file=sys.stderr)
+    report_skipped(bad, errors)
     return problems
 
 

@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import csv
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
-from thinklens.errors import ThinklensError
+from thinklens.errors import ThinklensError, report_skipped
 from thinklens.patching.align import Pair, PairRejected, Side, assemble_pair
 from thinklens.profiles import Profile
 from thinklens.traces import Trace
@@ -72,11 +71,7 @@ def read_pair_csv(path: str | Path, errors: list[str] | None = None) -> list[dic
         else:
             seen.add(r["case_id"])
             good.append(r)
-    if errors is not None:
-        errors.extend(bad)
-    else:
-        for msg in bad:
-            print(f"skipped {msg}", file=sys.stderr)
+    report_skipped(bad, errors)
     if not good:
         raise ThinklensError(f"{path}: no usable row ({len(bad)} bad, e.g. {bad[0] if bad else 'the file is empty'})")
     return good
