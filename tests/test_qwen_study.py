@@ -73,6 +73,7 @@ def test_case_study_reads_finished_parts(case_study, default_run, tmp_path, caps
     assert f"L{top[0]}H{top[1]} (" in md and "the paper's R1-Distill-Qwen-1.5B: [1, 5, 4]" in md
     assert "| reasoning's answer token |" in md and "| final answer position |" in md
     assert "| all |" in md  # the faithfulness table
+    assert "top-10 retrieval heads:" in md and "among the paper's top-10 retrieval heads of R1-Distill-Qwen-1.5B" in md
     s = json.loads((study / "case-study.json").read_text())
     assert s["patching"]["patching"]["n_pairs"] == results["patching"]["n_pairs"] and "math500" not in s
     assert (tmp_path / "fig" / "rfh-layers-vs-paper.png").stat().st_size > 1000

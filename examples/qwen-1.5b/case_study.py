@@ -41,6 +41,16 @@ def thirds(heads: list[list[int]]) -> list[int]:
     return [sum(lo <= h[0] <= hi for h in heads) for lo, hi, _ in THIRDS]
 
 
+def shared_heads(found: list[list], paper: list[list], n_heads: int) -> dict:
+    """Heads two top-k lists share, and the chance of as many or more among ``n_heads`` (hypergeometric)."""
+    from scipy.stats import hypergeom
+
+    mine, theirs = [tuple(h[:2]) for h in found], [tuple(h[:2]) for h in paper]
+    shared = sorted(set(mine) & set(theirs))
+    return {"found": [list(h) for h in mine], "paper": [list(h) for h in theirs], "shared": [list(h) for h in shared],
+            "p_value": float(hypergeom.sf(len(shared) - 1, n_heads, len(theirs), len(mine)))}
+
+
 def summarize(study: Path, reference: Path) -> dict:
     """Every number the case study quotes, by part."""
     paper = _load(reference / "paper_reference.json") or {}
@@ -65,6 +75,12 @@ def summarize(study: Path, reference: Path) -> dict:
             if out["paper_rfh"]:
                 p["rfh"]["shared_with_paper"] = sorted({tuple(h[:2]) for h in top} & {tuple(h) for h in
                                                                                       out["paper_rfh"]})
+        over = (_load(study / part / "heads.json") or {}).get("overlaps") or {}
+        for kind, key in (("induction", "induction_heads_top10"), ("retrieval", "retrieval_heads_top10")):
+            found = ((over.get(kind) or {}).get("heads_above") or [])[:10]
+            ref = [h[0] if isinstance(h[0], list) else h for h in paper.get(key, {}).get(PAPER_MODEL, [])]
+            if found and ref:
+                p.setdefault("base_heads", {})[kind] = shared_heads(found, ref, over.get("n_heads_total", 336))
         if res.get("ablation"):
             p["ablation"] = res["ablation"]
         if res.get("patching"):
@@ -130,6 +146,11 @@ def markdown(s: dict) -> str:
                          f"layers → {_f(ab['accuracy_random_mean'])} (mean of {len(ab['accuracy_random_ablated'])}); "
                          f"McNemar p = {ab['mcnemar_base_vs_rfh']['p_value']:.2g}, rank p = "
                          f"{_f(ab['p_rank_rfh_vs_random'])}")
+    for part in ("arithmetic", "math500"):
+        for kind, o in ((s.get(part) or {}).get("base_heads") or {}).items():
+            lines.append(f"- {part} top-10 {kind} heads: {len(o['shared'])} of 10 are among the paper's top-10 "
+                         f"{kind} heads of R1-Distill-Qwen-1.5B ({', '.join(f'L{a}H{b}' for a, b in o['shared'])}; "
+                         f"chance p = {o['p_value']:.1g})")
     pat = (s.get("patching") or {}).get("patching")
     if pat:
         lines += ["", f"Patching: {pat['n_pairs']} pairs survive the filter; rejected: {pat['rejected']}", "",
