@@ -70,7 +70,7 @@ def inputs(vocab: int, seq: int):
 def run_mode(mode: str, model, ids, labels):
     """One forward; returns the [L, H, n_seg] answer masses (None for the plain forward)."""
     from thinklens.attention.capture import capture_attention
-    from thinklens.attention.segments import SegmentReducer
+    from thinklens.attention.reducers import SegmentReducer
 
     seq = ids.shape[1]
     L, H = model.config.num_hidden_layers, model.config.num_attention_heads

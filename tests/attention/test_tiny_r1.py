@@ -21,7 +21,8 @@ import torch
 
 from thinklens.attention.capture import RowsReducer, capture_attention
 from thinklens.attention.heads import rank_heads
-from thinklens.attention.segments import HeadScores, SegmentReducer, trace_head_scores
+from thinklens.attention.reducers import SegmentReducer
+from thinklens.attention.segments import HeadScores, trace_head_scores
 from thinklens.traces import Span, Trace
 
 TOP_K = 8  # the ground-truth copy head must be among the top-8 (of 32) RFHs by mean a2r

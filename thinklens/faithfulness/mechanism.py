@@ -116,7 +116,7 @@ def trace_hint_attention(model: Any, ht: HintedTrace) -> dict[str, np.ndarray]:
     """``{"a2hint", "a2r", "r2hint", "v2hint", "v2r"}`` of one hinted trace, each ``[n_layers, n_heads]``: one
     forward."""
     from thinklens.attention.capture import capture_attention
-    from thinklens.attention.segments import SegmentReducer
+    from thinklens.attention.reducers import SegmentReducer
     from thinklens.modules import attention_shape
 
     n_layers, n_heads, _, _ = attention_shape(model)
