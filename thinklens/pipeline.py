@@ -109,7 +109,7 @@ def run(config: RunConfig, *, progress: bool = True) -> RunResult:
         distributed.barrier()
         seconds = round(time.perf_counter() - t0, 2)
         state[st.name] = {"status": outcome.get("status", "done"), "seconds": seconds, "settings": settings,
-                          **{k: v for k, v in outcome.items() if k != "status"}}
+                          "peak_rss_gb": peak_rss_gb(), **{k: v for k, v in outcome.items() if k != "status"}}
         if world.is_main:
             write_json(paths.state, state)
         rewritten |= set(st.outputs)
@@ -119,6 +119,20 @@ def run(config: RunConfig, *, progress: bool = True) -> RunResult:
     results = distributed.on_main(_write_results, paths, config)
     return RunResult(output=paths.root, results=results, stages=state,
                      report=paths.report if paths.report.exists() else None)
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory so far, in GB: recorded with each stage, where a jump names the stage that
+    needed it (a 1.5B run peaked at 21 GB of a 24 GB machine before this was kept).
+
+    >>> peak_rss_gb() > 0
+    True
+    """
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(peak / (2**30 if sys.platform == "darwin" else 2**20), 2)
 
 
 def _warn(message: str) -> None:

@@ -38,6 +38,8 @@ def test_empirical_stages_write_files_and_resume(random_r1_dir, tmp_path):
     assert set(results["versions"]) >= {"thinklens", "torch", "transformers", "python"}
     assert set(results["timings"]) == {"collect", "grade", "evaluate"}
     assert res.stages["collect"]["status"] == "done"
+    peaks = [res.stages[s]["peak_rss_gb"] for s in ("collect", "grade", "evaluate")]  # the process's, so far
+    assert 0 < peaks[0] <= peaks[1] <= peaks[2]
 
     # crash in the middle of collect: one trace lost, state says the stage never finished
     lines = (out / "traces" / "with.jsonl").read_text().splitlines(keepends=True)
