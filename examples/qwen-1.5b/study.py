@@ -16,7 +16,9 @@ The parts, cheapest first, so that an interrupted study has the paper's three qu
 * ``patching``: the paper's contrastive QA pairs (every row of the CSV; the paper's filter keeps the pairs the
   model answers correctly, each rejection with its reason), patched per layer and token;
 * ``math500``: the 100 MATH-500 problems that R1-Distill-Qwen-1.5B answered in the reference traces (their
-  ``problem``/``gold_answer``; the problem file is written into the study directory, never the repository).
+  ``problem``/``gold_answer``; the problem file is written into the study directory, never the repository),
+  with and without reasoning, attention, RFHs and failure debugging. RFH ablation runs on ``arithmetic`` only: it
+  regenerates every answer six times, ~30 min on the short arithmetic traces and hours on these.
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ def parts(out: Path, reference: Path) -> dict[str, list[str]]:
                      "--stages", "patching,report"],
         "math500": ["--dataset", str(out / "math500-100.jsonl"), "--limit", "100", "--max-new-tokens", "1024",
                     "--n-pairs", "0", "--faithfulness-problems", "0",
-                    "--stages", "collect,grade,evaluate,attention,heads,ablation,debugging,report"],
+                    "--stages", "collect,grade,evaluate,attention,heads,debugging,report"],
     }
 
 

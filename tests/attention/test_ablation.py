@@ -118,6 +118,10 @@ def test_batched_groups_match_one_trace_at_a_time(tiny_r1):
             lp1 = answer_logprob(model, one, 2, [gens[2 * i]])
         assert g1 == gens[2 * i: 2 * i + 2]
         assert np.allclose(lp1, lps[2 * i: 2 * i + 2], atol=1e-4)
+    # a logit budget of one byte puts every row in a forward of its own: same log-probs
+    with ablate_heads(model, profile, rows * 3, "zero") as sel:
+        one_by_one = answer_logprob(model, pre, 2, [gens[0], gens[2], gens[4]], max_logit_bytes=1, select=sel.only)
+    assert np.allclose(one_by_one, lps, atol=1e-4)
     # unablated rows reproduce the trace's own answer (+ EOS); a batch that does not match the rows is refused
     for i, t in enumerate(traces):
         assert gens[2 * i] == t.ids[t.think_close.end:]

@@ -193,3 +193,18 @@ def test_bad_input():
     with pytest.raises(ThinklensError, match="answer"):
         suppression_effects(model, profile, unfinished, [(r.start, r.start + 3)])
     assert model.config._attn_implementation == "sdpa"  # restored after every call, errors included
+
+
+def test_effects_in_chunks_of_spans_equal_one_pass(monkeypatch):
+    """``_effects`` bounds its fp32 work by chunking the spans; a budget of one byte (one span per chunk) gives the
+    same KL and log-prob deltas as one pass."""
+    from thinklens.steps import suppression
+
+    g = torch.Generator().manual_seed(0)
+    base, sup = torch.randn(4, 50, generator=g), torch.randn(7, 4, 50, generator=g)  # [n_ans, V], [c, n_ans, V]
+    targets = torch.randint(0, 50, (4,), generator=g)
+    kl, delta = suppression._effects(base, sup, targets)
+    monkeypatch.setattr(suppression, "EFFECT_BYTES", 1)
+    kl1, delta1 = suppression._effects(base, sup, targets)
+    assert kl.shape == (7,) and np.allclose(kl, kl1) and np.allclose(delta, delta1) and (kl > 0).all()
+

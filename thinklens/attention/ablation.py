@@ -99,12 +99,39 @@ def matched_random_heads(rfhs: Sequence[Head], n_heads: int, n_draws: int, seed:
     return draws
 
 
+class RowSelection:
+    """Which rows of :func:`ablate_heads`' layout the next forwards carry: all of them (the default), or, inside
+    :meth:`only`, a subset in the given order; lets a caller run the rows in chunks (``answer_logprob`` does).
+
+    Example::
+
+        with ablate_heads(model, profile, [[], [(1, 2)], [(2, 0)]]) as sel, sel.only([2]):
+            model(ids[2:3])  # batch row 0 is layout row 2: L2H0 ablated
+    """
+
+    def __init__(self, n_rows: int) -> None:
+        self.n_rows, self.rows = n_rows, None
+
+    def batch_index(self) -> dict[int, int]:
+        """layout row -> batch row of the current forward."""
+        return {r: i for i, r in enumerate(range(self.n_rows) if self.rows is None else self.rows)}
+
+    @contextlib.contextmanager
+    def only(self, rows: Sequence[int]) -> Iterator[None]:
+        self.rows = [int(r) for r in rows]
+        try:
+            yield
+        finally:
+            self.rows = None
+
+
 @contextlib.contextmanager
 def ablate_heads(model: Any, profile: Any, rows: Sequence[Sequence[Head]], mode: str = "zero",
-                 means: np.ndarray | None = None) -> Iterator[None]:
+                 means: np.ndarray | None = None) -> Iterator[RowSelection]:
     """Ablate heads during every forward inside the block, per batch row: ``rows[r]`` lists the (layer, head)
     pairs silenced in row ``r`` at *all* positions of the forward (``[]`` = unablated row; the batch must have
-    ``len(rows)`` rows). ``means [n_layers, n_heads, head_dim]`` is required for ``mode="mean"``.
+    ``len(rows)`` rows, or those of the yielded :class:`RowSelection`'s current subset). ``means [n_layers, n_heads,
+    head_dim]`` is required for ``mode="mean"``.
 
     >>> import torch
     >>> from thinklens.models import load_model
@@ -129,13 +156,17 @@ def ablate_heads(model: Any, profile: Any, rows: Sequence[Sequence[Head]], mode:
                 raise ThinklensError(f"head ({layer}, {head}) out of range for {n_layers} x {n_heads}")
             by_layer.setdefault(int(layer), []).append((r, int(head)))
     handles = []
+    selection = RowSelection(len(rows))
 
     def make_hook(items: list[tuple[int, int]], layer: int) -> Any:
         def hook(module: Any, args: tuple) -> tuple:
             z = args[0].clone()  # [b, seq, n_heads * head_dim]
-            if z.shape[0] != len(rows):
-                raise ThinklensError(f"ablation: {len(rows)} row head sets for a batch of {z.shape[0]}")
-            for r, h in items:
+            where = selection.batch_index()
+            if z.shape[0] != len(where):
+                raise ThinklensError(f"ablation: {len(where)} row head sets for a batch of {z.shape[0]}")
+            for row, h in items:
+                if (r := where.get(row)) is None:
+                    continue
                 if mode == "zero":
                     z[r, :, h * hd:(h + 1) * hd] = 0
                 else:
@@ -146,7 +177,7 @@ def ablate_heads(model: Any, profile: Any, rows: Sequence[Sequence[Head]], mode:
     try:
         for layer, items in by_layer.items():
             handles.append(layer_o_proj(model, profile, layer).register_forward_pre_hook(make_hook(items, layer)))
-        yield
+        yield selection
     finally:
         for h in handles:
             h.remove()
@@ -413,10 +444,11 @@ def run_ablation(model: Any, tokenizer: Any, profile: Any, scores: str | Path, o
             for group in groups:
                 pre = _prefill(model, [tr.ids[: starts[rid]] for rid, tr, _ in group], _pad_id(tokenizer))
                 rows = [c for _ in group for c in conds]  # row = trace * len(conds) + condition
-                with ablate_heads(model, profile, rows, mode, means):
+                with ablate_heads(model, profile, rows, mode, means) as sel:
                     gens = greedy_rows(model, pre, len(conds), [_max_new(tr, settings) for _, tr, _ in group],
                                        tokenizer.eos_token_id)
-                    lps = answer_logprob(model, pre, len(conds), [base[rid]["tokens"] for rid, _, _ in group])
+                    lps = answer_logprob(model, pre, len(conds), [base[rid]["tokens"] for rid, _, _ in group],
+                                         select=sel.only)
                 for g, (rid, trace, gold) in enumerate(group):
                     mine = range(g * len(conds), (g + 1) * len(conds))
                     forced = _forced_text(trace, starts[rid])

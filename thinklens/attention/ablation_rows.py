@@ -6,6 +6,7 @@ them among the ranks of a torchrun launch); this is the batched decoding underne
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,8 @@ import numpy as np
 import torch
 
 from thinklens.cache import cache_kw, cache_of
+
+LOGIT_BYTES = 1 << 30  # answer_logprob's logits per forward (1 GiB): bounds the ablation stage's memory
 
 
 # -- a group of traces x conditions: one shared prefix cache, greedy answers, teacher-forced log-probs ----------
@@ -43,12 +46,16 @@ def _prefill(model: Any, prefixes: list[list[int]], pad_id: int) -> _Prefix:
                    mask.sum(-1).to(device))
 
 
-def _rows_cache(pre: _Prefix, repeats: int) -> Any:
-    """A new DynamicCache with every prefix repeated ``repeats`` times (row = trace * repeats + condition)."""
+def _rows_cache(pre: _Prefix, repeats: int, rows: torch.Tensor | None = None) -> Any:
+    """A new DynamicCache with every prefix repeated ``repeats`` times (row = trace * repeats + condition), or only
+    the given ``rows`` of that layout."""
     from transformers import DynamicCache
 
-    return DynamicCache(ddp_cache_data=[(k.repeat_interleave(repeats, 0), v.repeat_interleave(repeats, 0))
-                                        for k, v in pre.kv])
+    if rows is None:
+        return DynamicCache(ddp_cache_data=[(k.repeat_interleave(repeats, 0), v.repeat_interleave(repeats, 0))
+                                            for k, v in pre.kv])
+    src = rows.to(pre.mask.device) // repeats  # [r] the trace of each row
+    return DynamicCache(ddp_cache_data=[(k.index_select(0, src), v.index_select(0, src)) for k, v in pre.kv])
 
 
 def greedy_rows(model: Any, pre: _Prefix, repeats: int, max_new: list[int], eos_id: int,
@@ -90,9 +97,15 @@ def greedy_rows(model: Any, pre: _Prefix, repeats: int, max_new: list[int], eos_
     return out
 
 
-def answer_logprob(model: Any, pre: _Prefix, repeats: int, answers: list[list[int]]) -> np.ndarray:
-    """[rows] summed log-probability of ``answers[trace]`` after the last prefix token (teacher-forced, one forward
-    for all rows; answers right-padded, which causal attention never lets earlier tokens see).
+def answer_logprob(model: Any, pre: _Prefix, repeats: int, answers: list[list[int]],
+                   max_logit_bytes: int = LOGIT_BYTES, select: Any = None) -> np.ndarray:
+    """[rows] summed log-probability of ``answers[trace]`` after the last prefix token (teacher-forced; answers
+    right-padded, which causal attention never lets earlier tokens see).
+
+    Rows go through the model in chunks whose logits (bf16 out, fp32 log-softmax: ~10 bytes per entry) stay under
+    ``max_logit_bytes``: 48 rows x 200 answer tokens x a 151,936-token vocabulary would be 15 GB in one forward,
+    more than the 2-core machine's 24 GB. Under per-row ablation pass ``select=`` the :class:`RowSelection`'s
+    ``only``, so that each chunk's rows keep their head sets.
 
     Example::
 
@@ -111,8 +124,15 @@ def answer_logprob(model: Any, pre: _Prefix, repeats: int, answers: list[list[in
             real[r, : len(a)] = True
     mask = torch.cat([pre.mask.repeat_interleave(repeats, 0), torch.ones_like(ids)], dim=1)  # [B, W + A]
     pos = pre.length.repeat_interleave(repeats, 0)[:, None] + torch.arange(A, device=device)[None]  # [B, A]
+    step = max(1, max_logit_bytes // (10 * A * model.config.get_text_config().vocab_size))
+    out = torch.zeros(B, dtype=torch.float64)
     with torch.no_grad():
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                       **cache_kw(model, _rows_cache(pre, repeats)), use_cache=True).logits  # [B, A, vocab]
-    lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, tgt[..., None])[..., 0]  # [B, A]
-    return (lp * real).sum(-1).double().cpu().numpy()
+        for r0 in range(0, B, step):
+            rows = torch.arange(r0, min(B, r0 + step), device=device)  # [r]
+            with select(rows.tolist()) if select is not None else contextlib.nullcontext():
+                logits = model(input_ids=ids[rows], attention_mask=mask[rows], position_ids=pos[rows],
+                               **cache_kw(model, _rows_cache(pre, repeats, rows)), use_cache=True).logits  # [r, A, V]
+            lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, tgt[rows, :, None])[..., 0]  # [r, A]
+            out[r0: r0 + len(rows)] = (lp * real[rows]).sum(-1).double().cpu()
+            del logits, lp
+    return out.numpy()

@@ -58,6 +58,7 @@ from thinklens.steps._common import check_spans, consecutive_groups, device_of, 
 ENGINES = ("fast", "naive")
 SCOPES = ("all", "answer")  # who is blocked from the step: every later query (total effect) / the answer's only
 IMPL_NAME = "thinklens_suppress"
+EFFECT_BYTES = 1 << 30  # fp32 work per chunk of spans in _effects (1 GiB): bounds memory on long traces
 
 
 @dataclass
@@ -208,13 +209,23 @@ def _heads_by_layer(model: Any, heads: Sequence[Sequence[int]] | None) -> dict[i
 
 # ----------------------------------------------------------------------------------------------------- engines
 def _effects(base: torch.Tensor, sup: torch.Tensor, targets: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """``base [n_ans, V]``, ``sup [c, n_ans, V]`` logits, ``targets [n_ans]`` -> (kl [c], logprob delta [c])."""
+    """``base [n_ans, V]``, ``sup [c, n_ans, V]`` logits, ``targets [n_ans]`` -> (kl [c], logprob delta [c]).
+
+    Spans go in chunks of ~``EFFECT_BYTES`` of fp32 work: 200 steps x 50 answer tokens x a 151,936-token vocabulary
+    would otherwise need three fp32 copies of 6 GB each."""
     lb = torch.log_softmax(base.float(), dim=-1)  # [n_ans, V]
-    ls = torch.log_softmax(sup.float(), dim=-1)  # [c, n_ans, V]
-    kl = (lb.exp()[None] * (lb[None] - ls)).sum(-1).mean(-1)  # [c]
+    pb = lb.exp()  # [n_ans, V]
     tb = lb.gather(-1, targets[:, None])[:, 0].sum()  # []
-    ts = ls.gather(-1, targets[None, :, None].expand(ls.shape[0], -1, 1))[..., 0].sum(-1)  # [c]
-    return kl.double().cpu().numpy(), (ts - tb).double().cpu().numpy()
+    step = max(1, EFFECT_BYTES // max(1, 12 * lb.numel()))
+    kl, ts = [], []
+    for c0 in range(0, sup.shape[0], step):
+        ls = torch.log_softmax(sup[c0: c0 + step].float(), dim=-1)  # [c, n_ans, V]
+        kl.append((pb[None] * (lb[None] - ls)).sum(-1).mean(-1))  # [c]
+        ts.append(ls.gather(-1, targets[None, :, None].expand(ls.shape[0], -1, 1))[..., 0].sum(-1))  # [c]
+        del ls
+    if not kl:
+        return np.zeros(0), np.zeros(0)
+    return torch.cat(kl).double().cpu().numpy(), (torch.cat(ts) - tb).double().cpu().numpy()
 
 
 def _naive(model: Any, ids: torch.Tensor, spans: list[tuple[int, int]], starts: list[int], keep: torch.Tensor,
