@@ -209,7 +209,8 @@ def test_patching_result(base, tmp_path):
 
 # ------------------------------------------------------------------------------------------------ run directory
 def _run_dir(base: Path, tmp: Path) -> Path:
-    from thinklens.rundir import RunConfig, write_json
+    from thinklens.jsonl import write_json
+    from thinklens.rundir import RunConfig
 
     d = _fresh(tmp)
     write_json(d / "config.json", RunConfig(output=str(d), limit=4, n_pairs=2).to_dict())

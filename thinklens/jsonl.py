@@ -360,6 +360,20 @@ def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
 KeyFn = Callable[[dict[str, Any], int], str]
 
 
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write one JSON file atomically (temp file + rename): a killed run never leaves half a file.
+
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "x" / "x.json"; write_json(p, {"a": 1}); json.loads(p.read_text())
+    {'a': 1}
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def id_key(record: dict[str, Any], lineno: int) -> str:
     """The default resume key: the record id, else ``line:N`` of its input line."""
     return record_id(record, lineno) or f"line:{lineno}"

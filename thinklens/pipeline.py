@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from thinklens.errors import ThinklensError
-from thinklens.rundir import RunConfig, RunPaths, bind_config, load_config, load_state, read_json, write_json
+from thinklens.jsonl import write_json
+from thinklens.rundir import RunConfig, RunPaths, bind_config, load_config, load_state, read_json
 from thinklens.stages.context import StageContext
 from thinklens.stages.registry import STAGES, commands, stage_names
 

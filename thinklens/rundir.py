@@ -24,6 +24,7 @@ from thinklens.empirical.settings import GenerationSettings
 from thinklens.empirical.thinking import MIN_USABLE
 from thinklens.errors import ThinklensError
 from thinklens.faithfulness.config import FaithfulnessConfig
+from thinklens.jsonl import write_json
 from thinklens.models import ModelOptions
 from thinklens.options import opt
 from thinklens.steps.results import StepsConfig
@@ -216,15 +217,6 @@ def read_json(path: str | Path, default: Any = None) -> Any:
         raise ThinklensError(f"{path}: not UTF-8 text (a damaged JSON file)") from None
     except RecursionError:
         raise ThinklensError(f"{path}: JSON nested too deeply") from None
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    """Atomic write (temp file + rename): a crash never leaves a half-written JSON file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
 
 
 def config_from_file(path: Path, saved: Any) -> RunConfig:

@@ -69,8 +69,8 @@ def test_load_config_errors_on_non_run_directory(tmp_path):
 
 
 def test_run_result_load(tmp_path):
+    from thinklens.jsonl import write_json
     from thinklens.pipeline import RunResult
-    from thinklens.rundir import write_json
 
     write_json(tmp_path / "results.json", {"model": "m", "evaluation": {}})
     write_json(tmp_path / "run_state.json", {"grade": {"status": "done"}})

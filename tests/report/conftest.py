@@ -13,7 +13,8 @@ RFH = [(2, 5), (1, 3), (2, 1)]  # planted Reasoning-Focus Heads
 def write_synthetic_run(root: Path, seed: int = 0) -> Path:
     """A run directory with config, evaluation, head scores, head ranking and patching summary."""
     from thinklens.attention.heads import rank_heads
-    from thinklens.rundir import RunConfig, write_json
+    from thinklens.jsonl import write_json
+    from thinklens.rundir import RunConfig
 
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)

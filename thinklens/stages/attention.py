@@ -54,7 +54,7 @@ def _rank_and_cues(ctx: StageContext) -> tuple[Any, tuple[int, int], dict[str, A
 def _write_heads(ctx: StageContext, ranking: Any, shape: tuple[int, int], cues: dict[str, Any], ind: Any,
                  ret: Any) -> dict[str, Any]:
     from thinklens.attention.overlaps import head_overlaps
-    from thinklens.rundir import write_json
+    from thinklens.jsonl import write_json
 
     p = ctx.paths
     ind.save(p.induction)

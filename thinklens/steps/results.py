@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from thinklens.errors import ThinklensError
-from thinklens.jsonl import write_jsonl
+from thinklens.jsonl import write_json, write_jsonl
 from thinklens.options import opt
 from thinklens.steps.agreement import DEFAULT_BOOTSTRAP, METHODS
 from thinklens.steps.receivers import DEFAULT_PROXIMITY
@@ -156,18 +155,6 @@ def with_profile_defaults(config: StepsConfig, profile: Any) -> StepsConfig:
     if config.max_rollout_tokens is None:
         config = dataclasses.replace(config, max_rollout_tokens=int(profile.rollout_tokens))
     return config
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (temp file + rename): a killed run never leaves half a file.
-
-    >>> import tempfile
-    >>> p = Path(tempfile.mkdtemp()) / "x.json"; write_json(p, {"a": 1}); json.loads(p.read_text())
-    {'a': 1}
-    """
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _read_json(path: Path) -> Any:

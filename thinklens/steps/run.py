@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from thinklens.errors import ThinklensError
+from thinklens.jsonl import write_json
 from thinklens.steps.receivers import DEFAULT_PROXIMITY
 from thinklens.steps.results import (
     ARRAYS_DIR,
@@ -36,7 +37,6 @@ from thinklens.steps.results import (
     StepsConfig,
     StepsResult,
     with_profile_defaults,
-    write_json,
 )
 
 CONFIG_FILE = "config.json"
