@@ -51,6 +51,34 @@ def shared_heads(found: list[list], paper: list[list], n_heads: int) -> dict:
             "p_value": float(hypergeom.sf(len(shared) - 1, n_heads, len(theirs), len(mine)))}
 
 
+def faithfulness_details(path: Path) -> dict:
+    """From a faithfulness ``summary.json``: the share of traces that mention the hint per family, and the mechanism
+    by label (faithful / unfaithful / ignored): hint vs reasoning attention of the answer's value positions in the
+    hint-reading heads, hint suppression, and the patching curve at the hint span."""
+    summ = _load(path)
+    if not summ:
+        return {}
+    out: dict = {"verbalized_share": {f: (v.get("verbalized_share") or {}).get("rate")
+                                      for f, v in (summ.get("families") or {}).items()},
+                 "notes": summ.get("notes", [])}
+    mech = summ.get("mechanism") or {}
+    for label in ("faithful", "unfaithful", "ignored"):
+        att = (mech.get("attention") or {}).get(label) or {}
+        sup = (mech.get("suppression") or {}).get(label) or {}
+        pat = (mech.get("patching") or {}).get(label) or {}
+        if not att.get("n"):
+            continue
+        out.setdefault("mechanism", {})[label] = {
+            "n": att["n"], **{k: (att.get(k) or {}).get("mean") for k in ("v2hint_top_heads", "v2r_top_heads",
+                                                                           "a2hint_rfh")},
+            **{k: (sup.get(k) or {}).get("mean") for k in ("kl_answer_scope", "kl_total_scope",
+                                                            "to_gold_answer_scope")},
+            "n_suppression": sup.get("n", 0), "n_patched": pat.get("n", 0),
+            "patching_nld": [x.get("mean") for x in pat.get("nld", [])],
+            "hint_heads": [[h["layer"], h["head"], h["a2hint"], h["rfh"]] for h in att.get("top_heads", [])[:5]]}
+    return out
+
+
 def summarize(study: Path, reference: Path) -> dict:
     """Every number the case study quotes, by part."""
     paper = _load(reference / "paper_reference.json") or {}
@@ -93,6 +121,7 @@ def summarize(study: Path, reference: Path) -> dict:
                                                            "receiver_rfh_overlap")}
         if res.get("faithfulness"):
             p["faithfulness"] = {k: res["faithfulness"].get(k) for k in ("table", "groups", "mechanism_headline")}
+            p["faithfulness"].update(faithfulness_details(study / part / "faithfulness" / "summary.json"))
         if res.get("timings"):
             p["timings"] = res["timings"]
         out[part] = p
@@ -162,16 +191,36 @@ def markdown(s: dict) -> str:
     if st and st.get("spearman"):
         lines += ["", f"Steps ({st['n_traces']} traces, {st['n_steps']} steps), Spearman agreement: " + "; ".join(
             f"{k} {_f(v)}" for k, v in st["spearman"].items())]
-    fa = (s.get("arithmetic") or {}).get("faithfulness")
-    if fa and fa.get("table"):
-        lines += ["", "| hint family | usable pairs | took the hint | hint-taking (95% CI) | verbalized |",
-                  "| --- | --- | --- | --- | --- |"]
-        for r in fa["table"]:
-            ci = r["hint_taking_ci95"]
-            lines.append(f"| {r['family']} | {r['n_usable']} | {r['n_hint_taken']} | {_f(r['hint_taking'])} "
-                         f"({_f(ci[0])}–{_f(ci[1])}) | {_f(r['faithfulness_score'])} |")
-        lines.append(f"\nHeadline of the mechanism: {fa.get('mechanism_headline')}")
+    for part in ("arithmetic", "math500"):
+        lines += faithfulness_lines(part, (s.get(part) or {}).get("faithfulness"))
     return "\n".join(lines) + "\n"
+
+
+def faithfulness_lines(part: str, fa: dict | None) -> list[str]:
+    """The hint-taking table of one part and its mechanism by label."""
+    if not fa or not fa.get("table"):
+        return []
+    said = fa.get("verbalized_share") or {}
+    lines = ["", f"Faithfulness ({part}):", "", "| hint family | usable pairs | took the hint | hint-taking (95% CI) | "
+             "faithfulness score | reasoning mentions the hint |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in fa["table"]:
+        ci = r["hint_taking_ci95"]
+        lines.append(f"| {r['family']} | {r['n_usable']} | {r['n_hint_taken']} | {_f(r['hint_taking'])} "
+                     f"({_f(ci[0])}–{_f(ci[1])}) | {_f(r['faithfulness_score'])} | {_f(said.get(r['family']))} |")
+    mech = fa.get("mechanism") or {}
+    if mech:
+        lines += ["", "| label | traces | value→hint (hint heads) | value→reasoning (same heads) | answer→hint "
+                  "(RFHs) | KL, hint suppressed in answer scope | in total scope | back to gold | patched: NLD at "
+                  "L0/L14/L24/L27 | top hint-reading heads |", "| --- " * 10 + "|"]
+        for label, m in mech.items():
+            nld = m["patching_nld"]
+            curve = "/".join(_f(nld[i]) for i in (0, 14, 24, 27)) if len(nld) == N_LAYERS and m["n_patched"] else "–"
+            heads = ", ".join(f"L{a}H{b}{' (RFH)' if rfh else ''}" for a, b, _, rfh in m["hint_heads"])
+            lines.append(f"| {label} | {m['n']} | {_f(m['v2hint_top_heads'])} | {_f(m['v2r_top_heads'])} | "
+                         f"{_f(m['a2hint_rfh'])} | {_f(m['kl_answer_scope'])} | {_f(m['kl_total_scope'])} | "
+                         f"{_f(m['to_gold_answer_scope'])} | {curve} (n = {m['n_patched']}) | {heads} |")
+    lines += [f"- {n}" for n in fa.get("notes", [])]
+    return lines
 
 
 def figures(study: Path, s: dict, dest: Path) -> list[Path]:

@@ -17,8 +17,10 @@ The parts, cheapest first, so that an interrupted study has the paper's three qu
   model answers correctly, each rejection with its reason), patched per layer and token;
 * ``math500``: the 100 MATH-500 problems that R1-Distill-Qwen-1.5B answered in the reference traces (their
   ``problem``/``gold_answer``; the problem file is written into the study directory, never the repository),
-  with and without reasoning, attention, RFHs and failure debugging. RFH ablation runs on ``arithmetic`` only: it
-  regenerates every answer six times, ~30 min on the short arithmetic traces and hours on these.
+  with and without reasoning, attention, RFHs, failure debugging and the hinted twins of 20 problems per family
+  (problems the model is unsure of, where Chen et al. see hints taken; on arithmetic it took 1 of 90). RFH ablation
+  runs on ``arithmetic`` only: it regenerates every answer six times, ~30 min on the short arithmetic traces and
+  hours on these.
 """
 from __future__ import annotations
 
@@ -50,8 +52,8 @@ def parts(out: Path, reference: Path) -> dict[str, list[str]]:
                      "--pairs-csv", str(reference / "contrastive_qa_pairs.csv"), "--n-pairs", "103",
                      "--stages", "patching,report"],
         "math500": ["--dataset", str(out / "math500-100.jsonl"), "--limit", "100", "--max-new-tokens", "1024",
-                    "--n-pairs", "0", "--faithfulness-problems", "0",
-                    "--stages", "collect,grade,evaluate,attention,heads,debugging,report"],
+                    "--n-pairs", "0", "--faithfulness-problems", "20", "--hint-mechanism",
+                    "--stages", "collect,grade,evaluate,attention,heads,debugging,faithfulness,report"],
     }
 
 

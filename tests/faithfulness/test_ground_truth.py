@@ -97,8 +97,19 @@ def test_silent_hint_taking_goes_around_the_reasoning(organism, tmp_path):
     out = tmp_path / "faith"
     assert main(["faithfulness", "--model", "tiny-r1-hints", "--dataset", "arithmetic", "--limit", "60",
                  "--output", str(out), "--quiet"]) in (0, None)
-    head = json.loads((out / "summary.json").read_text())["mechanism"]["headline"]
+    summary = json.loads((out / "summary.json").read_text())
+    head = summary["mechanism"]["headline"]
     print(json.dumps(head))
+    # patching ran on every hint-taking trace and on at most 8 (--hint-patching-controls) of the ignored ones
+    from thinklens.faithfulness.mechanism import HintPatching
+
+    labels = {r["id"]: r["label"] for r in map(json.loads, (out / "pairs.jsonl").read_text().splitlines())}
+    patched = HintPatching.load(out / "mechanism")
+    seen = [str(i) for i in patched.ids] + [str(s["id"]) for s in patched.skipped]
+    n_ignored = sum(v == "ignored" for v in labels.values())
+    assert sum(labels[i] == "ignored" for i in seen) == min(8, n_ignored)
+    assert {i for i, v in labels.items() if v in ("faithful", "unfaithful")} <= set(seen)
+    assert n_ignored <= 8 or any("--hint-patching-controls 8" in n for n in summary["notes"])
     for metric in ("v2hint_top_heads", "kl_answer_scope", "to_gold_answer_scope"):
         assert head[metric]["unfaithful_larger"] and head[metric]["separate"], (metric, head[metric])
     assert head["to_gold_answer_scope"]["unfaithful"] > 0.5

@@ -31,7 +31,8 @@ def test_run_flags_round_trip_the_faithfulness_settings():
     from thinklens.cli.main import build_parser
 
     cfg = tl.RunConfig(output="r", faithfulness={"hints": "metadata", "faithfulness_problems": 4,
-                                                 "hint_mechanism": False, "faithfulness_temperature": 1.0})
+                                                 "hint_mechanism": False, "faithfulness_temperature": 1.0,
+                                                 "hint_patching_controls": 3})
     argv = shlex.split(commands(cfg)["run"])[1:]
     assert "--hints metadata" in commands(cfg)["run"] and "--no-hint-mechanism" in commands(cfg)["run"]
     assert build(tl.RunConfig, build_parser().parse_args(argv)) == cfg
@@ -43,6 +44,9 @@ def test_a_bad_hint_spec_stops_a_run_before_it_starts(tmp_path, capsys):
     assert main(["run", "--output", str(tmp_path / "r"), "--hints", "metadata,bogus"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown hint family 'bogus'" in err and not (tmp_path / "r").exists()
+    assert main(["run", "--output", str(tmp_path / "r"), "--hint-patching-controls", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--hint-patching-controls must be an integer >= 0" in err
 
 
 @pytest.mark.slow

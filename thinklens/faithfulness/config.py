@@ -47,6 +47,9 @@ class FaithfulnessConfig:
         "faithfulness_temperature, R1's 0.6)", metavar="T")
     hint_mechanism: bool = opt(True, "also measure the hint's path to the answer (a2hint vs a2r per head, hint "
                           "suppression, patching at the hint span)")
+    hint_patching_controls: int = opt(
+        8, "hint patching costs ~30 forwards per trace: it runs on every hint-taking trace and on at most N (seeded) "
+        "of those that ignored the hint, the controls (attention and suppression run on all)", metavar="N")
     judge_url: str | None = opt(None, "an OpenAI-compatible endpoint whose model judges verbalization beside the "
                                 "rule-based detector (docs/faithfulness.md has its prompt)", metavar="URL")
     judge_model: str | None = opt(None, "the judge's model name (with --judge-url)", metavar="NAME")
@@ -62,6 +65,9 @@ class FaithfulnessConfig:
             raise ThinklensError(f"--faithfulness-problems must be an integer >= 0, got {n!r}")
         if t is not None and not t >= 0:
             raise ThinklensError(f"--faithfulness-temperature must be >= 0, got {t!r}")
+        c = self.hint_patching_controls
+        if not isinstance(c, int) or isinstance(c, bool) or c < 0:
+            raise ThinklensError(f"--hint-patching-controls must be an integer >= 0, got {c!r}")
         if self.hint_bootstrap < 1:
             raise ThinklensError(f"--hint-bootstrap must be >= 1, got {self.hint_bootstrap}")
         if bool(self.judge_url) != bool(self.judge_model):

@@ -15,6 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from thinklens.errors import ThinklensError
 from thinklens.faithfulness.behaviour import summarize_pairs
 from thinklens.faithfulness.config import FaithfulnessConfig
@@ -104,7 +106,7 @@ def run_faithfulness(problems: list[dict[str, Any]], cfg: FaithfulnessConfig, ou
     summary["settings"] = cfg.to_dict()
     summary["collect"] = {k: _collect_counts(v) for k, v in collected.items()}
     summary["mechanism"] = mechanism_study(loaded, hinted_recs, unhinted, rows, out / MECHANISM_DIR, rfh, notes,
-                                           say) if cfg.hint_mechanism else None
+                                           say, cfg) if cfg.hint_mechanism else None
     if not cfg.hint_mechanism:
         notes.append("mechanism: off (--no-hint-mechanism)")
     summary["notes"] = notes
@@ -140,10 +142,12 @@ def _collect_counts(s: Any) -> dict[str, Any]:
 
 def mechanism_study(loaded: Any, hinted: list[dict[str, Any]], unhinted: dict[str, dict[str, Any]],
                     rows: list[dict[str, Any]], directory: Path, rfh: list[tuple[int, int]] | None,
-                    notes: list[str], log: Callable[[str], None]) -> dict[str, Any] | None:
+                    notes: list[str], log: Callable[[str], None], cfg: FaithfulnessConfig | None = None
+                    ) -> dict[str, Any] | None:
     """The mechanism metrics on the hinted traces labelled faithful, unfaithful or ignored whose hint span is known,
     and their summary by label; None with a note when it cannot run (no local model, no such traces, or a version
-    without :mod:`thinklens.faithfulness.mechanism`). Arrays already saved for the same traces are reused."""
+    without :mod:`thinklens.faithfulness.mechanism`). Patching runs on the hint-taking traces and at most
+    ``cfg.hint_patching_controls`` ignored ones. Arrays already saved for the same traces are reused."""
     if loaded is None:
         notes.append("mechanism: skipped (no local model: pass --tokenizer DIR with a server backend)")
         return None
@@ -162,13 +166,23 @@ def mechanism_study(loaded: Any, hinted: list[dict[str, Any]], unhinted: dict[st
     twins = [unhinted[str(r["problem_id"])] for r in keep]
     ids = [str(r["id"]) for r in keep]
     model, tokenizer, profile = loaded
-    log(f"mechanism on {len(recs)} hinted traces")
+    cfg = cfg or FaithfulnessConfig()
+    ignored = [i for i, r in enumerate(keep) if r["label"] == "ignored"]
+    rng = np.random.default_rng(cfg.seed)
+    drop = set(ignored) - set(rng.permutation(ignored)[: cfg.hint_patching_controls].tolist())
+    pk = [i for i in range(len(keep)) if i not in drop]  # the traces patching runs on
+    if drop:
+        notes.append(f"mechanism: patching on {len(pk)} of {len(keep)} traces: every hint-taking one and "
+                     f"{len(ignored) - len(drop)} of the {len(ignored)} that ignored the hint "
+                     f"(--hint-patching-controls {cfg.hint_patching_controls})")
+    log(f"mechanism on {len(recs)} hinted traces (patching on {len(pk)})")
     try:
         attn = _cached(mech.HintAttention, directory, ids, lambda: mech.hint_attention(model, tokenizer, profile, recs))
         supp = _cached(mech.HintSuppression, directory, ids,
                        lambda: mech.hint_suppression(model, tokenizer, profile, recs))
-        patch = _cached(mech.HintPatching, directory, ids,
-                        lambda: mech.hint_patching(model, tokenizer, profile, recs, twins))
+        patch = _cached(mech.HintPatching, directory, [ids[i] for i in pk],
+                        lambda: mech.hint_patching(model, tokenizer, profile, [recs[i] for i in pk],
+                                                   [twins[i] for i in pk]))
         return mech.summarize_mechanism(attn, supp, patch, {str(r["id"]): str(r["label"]) for r in keep}, rfh)
     except ThinklensError as err:
         notes.append(f"mechanism: failed ({err})")
