@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 from collections import Counter
@@ -115,7 +116,8 @@ def summarize(study: Path, reference: Path) -> dict:
             rej = [json.loads(line) for line in (study / part / "patching" / "contrastive_pairs.rejects.jsonl")
                    .read_text().splitlines() if line] if (study / part / "patching" /
                                                           "contrastive_pairs.rejects.jsonl").is_file() else []
-            p["patching"] = {**res["patching"], "rejected": dict(Counter(r.get("reason", "?") for r in rej))}
+            p["patching"] = {**res["patching"], "rejected": dict(Counter(re.sub(r"'[^']*'", "…", str(
+                r.get("reason", "?")).split(": ", 1)[-1]).split(" (")[0] for r in rej))}
         if res.get("steps"):
             p["steps"] = {k: res["steps"].get(k) for k in ("n_traces", "n_steps", "spearman", "truncation",
                                                            "receiver_rfh_overlap")}
