@@ -52,8 +52,7 @@ def _rows_cache(pre: _Prefix, repeats: int, rows: torch.Tensor | None = None) ->
     from transformers import DynamicCache
 
     if rows is None:
-        return DynamicCache(ddp_cache_data=[(k.repeat_interleave(repeats, 0), v.repeat_interleave(repeats, 0))
-                                            for k, v in pre.kv])
+        rows = torch.arange(pre.mask.shape[0] * repeats)
     src = rows.to(pre.mask.device) // repeats  # [r] the trace of each row
     return DynamicCache(ddp_cache_data=[(k.index_select(0, src), v.index_select(0, src)) for k, v in pre.kv])
 
